@@ -1,0 +1,248 @@
+"""Message classes and the registry that names them.
+
+Declare messages with :func:`event`, :func:`command` or :func:`query`::
+
+    @eventlite.event
+    class OrderPlaced:
+        order_id: str
+        total: Decimal
+
+The decorator turns a plain class into a frozen attrs class (an attrs class is kept as it
+is) and registers it under a stable name (the class name, or ``name=``) and a schema
+``version=`` (1 unless given). The registry is the only place the codec looks for classes:
+nothing named by stored or received data is ever imported.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
+
+import attrs
+
+from .exceptions import DuplicateMessageType, NotAMessage, UnknownMessageType
+
+__all__ = [
+    "MessageKind",
+    "MessageType",
+    "Registry",
+    "Upcaster",
+    "command",
+    "default_registry",
+    "event",
+    "query",
+]
+
+T = TypeVar("T", bound=type)
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""A function from the raw JSON dict of one schema version to the dict of the next."""
+
+
+class MessageKind(enum.Enum):
+    """What a message is for: an event (past), a command (do) or a query (ask)."""
+
+    EVENT = "event"
+    COMMAND = "command"
+    QUERY = "query"
+
+
+@attrs.frozen
+class MessageType:
+    """What the registry knows of one message class."""
+
+    cls: type[Any]
+    """The attrs class."""
+    name: str
+    """The stable name written into stored and sent messages."""
+    version: int
+    """The current schema version; older stored versions are upcast to it on read."""
+    kind: MessageKind
+    """Event, command or query."""
+
+
+class Registry:
+    """The application's message types, by class and by stable name.
+
+    Thread-safe: registration takes a lock and replaces the lookup tables (copy-on-write),
+    so lookups never lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_name: dict[str, MessageType] = {}
+        self._by_class: dict[type[Any], MessageType] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(
+        self,
+        cls: type[Any],
+        kind: MessageKind,
+        *,
+        name: str | None = None,
+        version: int = 1,
+    ) -> MessageType:
+        """Register an attrs class; raises :class:`DuplicateMessageType` when the name is
+        taken by another class. Registering the same class again under the same name is a
+        no-op that returns the existing entry."""
+        if not attrs.has(cls):
+            raise NotAMessage(f"{cls.__qualname__} is not an attrs class")
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"{cls.__qualname__}: version must be an int >= 1, got {version!r}")
+        type_name = name if name is not None else cls.__name__
+        if not type_name:
+            raise ValueError(f"{cls.__qualname__}: the message name must not be empty")
+        entry = MessageType(cls=cls, name=type_name, version=version, kind=kind)
+        with self._lock:
+            existing = self._by_name.get(type_name)
+            if existing is not None:
+                if existing.cls is cls and existing == entry:
+                    return existing
+                raise DuplicateMessageType(
+                    f"message name {type_name!r} is already registered for "
+                    f"{existing.cls.__module__}.{existing.cls.__qualname__}; "
+                    f"cannot register {cls.__module__}.{cls.__qualname__} under it"
+                )
+            other = self._by_class.get(cls)
+            if other is not None:
+                raise DuplicateMessageType(
+                    f"{cls.__qualname__} is already registered as {other.name!r}"
+                )
+            self._by_name = {**self._by_name, type_name: entry}
+            self._by_class = {**self._by_class, cls: entry}
+        return entry
+
+    def by_name(self, name: str, *, position: int | None = None) -> MessageType:
+        """The entry for a stable name; raises :class:`UnknownMessageType` naming it."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownMessageType(name, position) from None
+
+    def by_class(self, cls: type[Any]) -> MessageType:
+        """The entry for a class; raises :class:`NotAMessage` for an unregistered class."""
+        try:
+            return self._by_class[cls]
+        except KeyError:
+            raise NotAMessage(
+                f"{cls.__qualname__} is not a registered message; decorate it with "
+                "@eventlite.event, @eventlite.command or @eventlite.query"
+            ) from None
+
+    def find(self, cls: type[Any]) -> MessageType | None:
+        """The entry for a class, or None."""
+        return self._by_class.get(cls)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._by_class or item in self._by_name
+
+    def __iter__(self) -> Any:
+        return iter(list(self._by_name.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def upcaster(self, name: str, *, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorate a function that turns the raw dict of ``name`` at ``from_version`` into
+        the dict of ``from_version + 1``. Upcasters chain: v1 → v2 → v3."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            self.add_upcaster(name, from_version, fn)
+            return fn
+
+        return decorate
+
+    def add_upcaster(self, name: str, from_version: int, fn: Upcaster) -> None:
+        """Register ``fn`` as the upcaster of ``name`` from ``from_version`` to the next."""
+        with self._lock:
+            key = (name, from_version)
+            if key in self._upcasters:
+                raise ValueError(f"{name!r} already has an upcaster from version {from_version}")
+            self._upcasters = {**self._upcasters, key: fn}
+
+    def upcast(
+        self, name: str, data: dict[str, Any], from_version: int, to_version: int
+    ) -> dict[str, Any]:
+        """Run the chain of upcasters from ``from_version`` up to ``to_version``.
+
+        Raises ``LookupError`` when a link of the chain is missing."""
+        upcasters = self._upcasters
+        for v in range(from_version, to_version):
+            try:
+                fn = upcasters[(name, v)]
+            except KeyError:
+                raise LookupError(f"no upcaster for {name!r} from version {v} to {v + 1}") from None
+            data = fn(data)
+        return data
+
+    def names(self) -> Mapping[str, MessageType]:
+        """A snapshot of the entries by name."""
+        return dict(self._by_name)
+
+
+default_registry = Registry()
+"""The registry the decorators use unless given ``registry=``."""
+
+
+def _declare(
+    cls: type[Any],
+    kind: MessageKind,
+    name: str | None,
+    version: int,
+    registry: Registry | None,
+) -> type[Any]:
+    if not attrs.has(cls):
+        cls = attrs.frozen(cls)
+    entry = (registry or default_registry).register(cls, kind, name=name, version=version)
+    # Read by Envelope.type without a registry lookup; only the class's own entry counts,
+    # so an undecorated subclass does not borrow its base's name.
+    type.__setattr__(cls, "__eventlite_name__", entry.name)
+    return cls
+
+
+class _Declarer:
+    """The callable behind :func:`event`, :func:`command` and :func:`query`."""
+
+    def __init__(self, kind: MessageKind, doc: str) -> None:
+        self.kind = kind
+        self.__doc__ = doc
+
+    @overload
+    def __call__(self, cls: T) -> T: ...
+
+    @overload
+    def __call__(
+        self, *, name: str | None = None, version: int = 1, registry: Registry | None = None
+    ) -> Callable[[T], T]: ...
+
+    def __call__(
+        self,
+        cls: Any = None,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        registry: Registry | None = None,
+    ) -> Any:
+        if cls is not None:
+            return _declare(cls, self.kind, name, version, registry)
+        return lambda c: _declare(c, self.kind, name, version, registry)
+
+    def __repr__(self) -> str:
+        return f"eventlite.{self.kind.value}"
+
+
+event = _Declarer(
+    MessageKind.EVENT,
+    "Declare an event class (past tense: ``OrderPlaced``): ``@event`` or "
+    "``@event(name=..., version=..., registry=...)``.",
+)
+command = _Declarer(
+    MessageKind.COMMAND,
+    "Declare a command class (imperative: ``PlaceOrder``), handled by exactly one handler.",
+)
+query = _Declarer(
+    MessageKind.QUERY,
+    "Declare a query class (a question: ``GetOrder``), answered by exactly one handler.",
+)
