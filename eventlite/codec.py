@@ -66,10 +66,14 @@ def _structure_uuid(value: Any, _: Any) -> UUID:
     return UUID(value)
 
 
-def make_message_converter() -> cattrs.Converter:
+def make_message_converter(*, detailed_validation: bool = False) -> cattrs.Converter:
     """A fresh ``cattrs`` converter with eventlite's hooks, for applications that want to
-    add their own hooks before handing it to :class:`Codec`."""
-    conv = make_converter()
+    add their own hooks before handing it to :class:`Codec`.
+
+    Without ``detailed_validation`` (the default) structuring is about three times faster;
+    the codec explains a failure by structuring the same data again with a detailed copy.
+    """
+    conv = make_converter(detailed_validation=detailed_validation)
     conv.register_unstructure_hook(datetime, _unstructure_datetime)
     conv.register_structure_hook(datetime, _structure_datetime)
     conv.register_unstructure_hook(date, date.isoformat)
@@ -89,6 +93,15 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
         return "; ".join(cattrs.transform_error(exc))
     return f"{type(exc).__name__}: {exc}"
+
+
+def _explain(converter: cattrs.Converter, data: Any, cls: type[Any], exc: Exception) -> str:
+    """Why ``data`` does not structure as ``cls``, in the words of a detailed converter."""
+    try:
+        converter.copy(detailed_validation=True).structure(data, cls)
+    except Exception as detailed:
+        return _describe(detailed)
+    return _describe(exc)
 
 
 class Codec:
@@ -161,7 +174,8 @@ class Codec:
         try:
             return self.converter.structure(data, entry.cls)
         except Exception as exc:
-            raise MessageDecodeError(type_name, _describe(exc), position) from exc
+            why = _explain(self.converter, data, entry.cls, exc)
+            raise MessageDecodeError(type_name, why, position) from exc
 
     def decode(
         self,

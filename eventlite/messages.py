@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 import attrs
@@ -138,11 +138,8 @@ class Registry:
     def __contains__(self, item: object) -> bool:
         return item in self._by_class or item in self._by_name
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[MessageType]:
         return iter(list(self._by_name.values()))
-
-    def __len__(self) -> int:
-        return len(self._by_name)
 
     def upcaster(self, name: str, *, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorate a function that turns the raw dict of ``name`` at ``from_version`` into
@@ -195,7 +192,9 @@ def _declare(
 ) -> type[Any]:
     if not attrs.has(cls):
         cls = attrs.frozen(cls)
-    entry = (registry or default_registry).register(cls, kind, name=name, version=version)
+    entry = (registry if registry is not None else default_registry).register(
+        cls, kind, name=name, version=version
+    )
     # Read by Envelope.type without a registry lookup; only the class's own entry counts,
     # so an undecorated subclass does not borrow its base's name.
     type.__setattr__(cls, "__eventlite_name__", entry.name)

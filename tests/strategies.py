@@ -1,0 +1,115 @@
+"""Hypothesis strategies shared by the tests: message classes made on the fly, and values
+for them, over every field type the codec supports."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Optional
+from uuid import UUID
+
+import attrs
+from hypothesis import strategies as st
+
+from eventlite.messages import MessageKind, Registry
+
+
+class Colour(enum.Enum):
+    """An enum field type for generated messages."""
+
+    RED = "red"
+    GREEN = "green"
+
+
+class Level(enum.IntEnum):
+    """An int-valued enum field type for generated messages."""
+
+    LOW = 1
+    HIGH = 2
+
+
+_names = itertools.count()
+
+aware_datetimes = st.builds(
+    lambda dt, minutes: dt.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+    st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1)),
+    st.integers(min_value=-12 * 60, max_value=12 * 60),
+)
+
+# (type, strategy of values of that type); hashable ones can go into frozensets
+_hashable_leaves: list[tuple[Any, st.SearchStrategy[Any]]] = [
+    (int, st.integers(min_value=-(2**63), max_value=2**63)),
+    (str, st.text()),
+    (bool, st.booleans()),
+    (Decimal, st.decimals(allow_nan=False, allow_infinity=False)),
+    (UUID, st.uuids()),
+    (date, st.dates()),
+    (datetime, aware_datetimes),
+    (Colour, st.sampled_from(Colour)),
+    (Level, st.sampled_from(Level)),
+]
+_leaves = [*_hashable_leaves, (float, st.floats(allow_nan=False, allow_infinity=False))]
+
+
+def _leaf() -> st.SearchStrategy[tuple[Any, st.SearchStrategy[Any]]]:
+    return st.sampled_from(_leaves)
+
+
+def _extend(
+    inner: st.SearchStrategy[tuple[Any, st.SearchStrategy[Any]]],
+) -> st.SearchStrategy[tuple[Any, st.SearchStrategy[Any]]]:
+    def optional(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
+        return (Optional[t[0]], st.none() | t[1])  # noqa: UP045 - a runtime type object
+
+    def listof(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
+        return (list[t[0]], st.lists(t[1], max_size=4))
+
+    def tupleof(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
+        return (tuple[t[0], ...], st.lists(t[1], max_size=4).map(tuple))
+
+    def dictof(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
+        return (dict[str, t[0]], st.dictionaries(st.text(max_size=5), t[1], max_size=3))
+
+    def nested(
+        fields: list[tuple[Any, st.SearchStrategy[Any]]],
+    ) -> tuple[Any, st.SearchStrategy[Any]]:
+        cls = _make_class(fields)
+        return (cls, st.builds(cls, *[s for _, s in fields]))
+
+    frozensets = st.sampled_from(_hashable_leaves).map(
+        lambda t: (frozenset[t[0]], st.frozensets(t[1], max_size=4))
+    )
+    return st.one_of(
+        inner.map(optional),
+        inner.map(listof),
+        inner.map(tupleof),
+        inner.map(dictof),
+        frozensets,
+        st.lists(inner, min_size=1, max_size=3).map(nested),
+    )
+
+
+field_types = st.recursive(_leaf(), _extend, max_leaves=6)
+"""(type, strategy of its values) pairs, nested up to a few levels."""
+
+
+def _make_class(fields: list[tuple[Any, st.SearchStrategy[Any]]]) -> type[Any]:
+    name = f"Generated{next(_names)}"
+    return attrs.make_class(
+        name,
+        {f"f{i}": attrs.field(type=t) for i, (t, _) in enumerate(fields)},
+        frozen=True,
+    )
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[Registry, Any]:
+    """A fresh registry holding one generated event class, and an instance of it."""
+    fields = draw(st.lists(field_types, min_size=0, max_size=5))
+    cls = _make_class(fields)
+    registry = Registry()
+    registry.register(cls, MessageKind.EVENT)
+    value = draw(st.builds(cls, *[s for _, s in fields]))
+    return registry, value
