@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import attrs
 
@@ -37,8 +37,10 @@ __all__ = [
 
 T = TypeVar("T", bound=type)
 
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-"""A function from the raw JSON dict of one schema version to the dict of the next."""
+class Upcaster(Protocol):
+    """A function from the raw JSON dict of one schema version to the dict of the next."""
+
+    def __call__(self, data: dict[str, Any], /) -> dict[str, Any]: ...
 
 
 class MessageKind(enum.Enum):
