@@ -1,0 +1,510 @@
+"""The event store in one SQLite file, with group commit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from .._db import Database, Synchronous, Transaction, storage_error
+from ..codec import Codec
+from ..envelope import Envelope
+from ..exceptions import ConcurrencyError, MessageDecodeError, StorageError
+from ..store import (
+    DuplicateEventError,
+    EventStore,
+    ExpectedVersion,
+    StreamAppend,
+    check_version,
+    normalize_appends,
+    stamp,
+    type_names,
+    validate_range,
+    validate_read_all,
+    validate_stream_id,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+_COLUMNS = (
+    "position, stream_id, version, id, type, schema_version, data, "
+    "correlation_id, causation_id, user_id, headers, timestamp"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM events"
+_HEAD = "SELECT max(position) FROM events"
+_VERSION = "SELECT version FROM streams WHERE stream_id = ?"
+_STREAM_FORWARD = (
+    f"{_SELECT} WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+)
+_STREAM_BACKWARD = (
+    f"{_SELECT} WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+)
+_ALL = f"{_SELECT} WHERE position >= ? ORDER BY position LIMIT ?"
+_MAX_VERSION = 1 << 62
+_CHUNK = 250
+
+
+@functools.cache
+def _state_sql(n: int) -> str:
+    marks = ", ".join("?" * n)
+    return (
+        "SELECT NULL, max(position) FROM events UNION ALL "
+        f"SELECT stream_id, version FROM streams WHERE stream_id IN ({marks})"
+    )
+
+
+@functools.cache
+def _insert_sql(n: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    return f"INSERT INTO events ({_COLUMNS}) VALUES {values}"
+
+
+@functools.cache
+def _set_versions_sql(n: int) -> str:
+    values = ", ".join(["(?, ?)"] * n)
+    return (
+        f"INSERT INTO streams (stream_id, version) VALUES {values} "
+        "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
+    )
+
+
+def _insert_many(
+    conn: sqlite3.Connection, sql_for: Callable[[int], str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert ``rows`` with one multi-row statement per chunk of :data:`_CHUNK` rows."""
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i : i + _CHUNK]
+        conn.execute(sql_for(len(chunk)), [value for row in chunk for value in row])
+
+
+PAGE_SIZE: Final = 1000
+"""How many rows :meth:`SQLiteEventStore.read_all` fetches per query."""
+
+_EMPTY: Mapping[str, str] = {}
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_new = object.__new__
+
+# (id, type, schema_version, data, correlation_id, causation_id, user_id, headers, timestamp)
+_Row = tuple[str, str, int, str, str, "str | None", "str | None", "str | None", int]
+# (stream_id, envelopes, rows, expected_version)
+_Part = tuple[str, list[Envelope], list[_Row], ExpectedVersion]
+
+
+class _Pending:
+    """One caller's append, waiting for the group commit that writes it."""
+
+    __slots__ = ("done", "error", "parts", "result", "shared_error", "wake")
+
+    def __init__(self, parts: list[_Part]) -> None:
+        self.parts = parts
+        self.done = False
+        self.result: list[list[Envelope]] | None = None
+        self.error: BaseException | None = None
+        # True when the error is the whole batch's (a storage failure), not this append's
+        self.shared_error = False
+        # Set when the append is done, or when its caller is to lead the next batch
+        self.wake = threading.Event()
+
+
+class _RetryOneByOne(Exception):
+    """A batch hit a unique constraint: redo it append by append, each in a savepoint."""
+
+
+class SQLiteEventStore(EventStore):
+    """The :class:`EventStore` contract in a SQLite file (see ``docs/event-store.md``).
+
+    ``path`` is the file (created with its tables if missing) or an open
+    :class:`~eventlite._db.Database` shared with the outbox, inbox and other durable parts,
+    so that they can write in the same transaction; the store closes only a database it
+    opened itself. ``codec`` turns messages into JSON and back (default: a :class:`Codec`
+    over the default registry). ``synchronous`` is ``"full"`` (default; every commit
+    survives power loss) or ``"normal"`` (faster; the last commits may be lost on power
+    loss, never on a process crash). Raises :class:`SchemaError` for a file that is not an
+    eventlite store or is newer than this eventlite.
+
+    **Group commit.** Appends that arrive while another is being written wait for it,
+    then the next of them writes all the waiting ones in one transaction: one fsync for
+    the lot. Each caller still gets its own result or its own :class:`ConcurrencyError`,
+    checked in arrival order against the streams as the earlier appends of the batch
+    left them (a savepoint per append keeps a failed one out of the commit).
+
+    **Sharing a transaction.** Called in a thread that is inside
+    ``store.database.transaction()``, an append joins that transaction (as a savepoint)
+    and becomes durable with its commit; reads in that thread see its uncommitted writes.
+
+    **Positions.** They are computed inside the ``BEGIN IMMEDIATE`` transaction, which
+    SQLite grants to one writer at a time across processes, so they stay gap-free and in
+    commit order with several processes appending to one file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Database,
+        *,
+        codec: Codec | None = None,
+        synchronous: Synchronous = "full",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        if isinstance(path, Database):
+            self._db = path
+            self._owns_db = False
+        else:
+            self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+            self._owns_db = True
+        self.codec = codec if codec is not None else Codec()
+        """The codec that turns messages into the ``data`` column and back."""
+        self._closed = False
+        self._mutex = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
+
+    @property
+    def database(self) -> Database:
+        """The SQLite file, for writing other tables in the same transaction."""
+        return self._db
+
+    @property
+    def path(self) -> str:
+        """The file's path."""
+        return self._db.path
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self._db.path}: the event store is closed")
+
+    # -- appending --------------------------------------------------------------------
+
+    def _prepare(self, appends: Iterable[StreamAppend | tuple[Any, ...]]) -> list[_Part]:
+        # Encoding runs in the caller's thread, before the write lock, so a message that
+        # cannot be encoded fails only its own append.
+        codec = self.codec
+        message_type = codec.message_type
+        encode = codec.encode
+        parts: list[_Part] = []
+        ids: set[str] = set()
+        count = 0
+        for stream_id, envelopes, expected in normalize_appends(appends):
+            rows: list[_Row] = []
+            for env in envelopes:
+                message = env.message
+                entry = message_type(message)
+                event_id = env.id
+                ctx = env._ctx
+                if ctx is None:
+                    correlation, causation, user, headers = event_id, None, None, None
+                else:
+                    correlation, causation, user, h = ctx
+                    headers = _dumps(dict(h)) if h else None
+                rows.append(
+                    (
+                        event_id,
+                        entry.name,
+                        entry.version,
+                        encode(message),
+                        correlation,
+                        causation,
+                        user,
+                        headers,
+                        env._ns // 1000,
+                    )
+                )
+                ids.add(event_id)
+                count += 1
+            parts.append((stream_id, envelopes, rows, expected))
+        if len(ids) != count:
+            seen: set[str] = set()
+            for _, envelopes, _, _ in parts:
+                for env in envelopes:
+                    if env.id in seen:
+                        raise DuplicateEventError(env.id)
+                    seen.add(env.id)
+        return parts
+
+    def _write(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        """Write ``batch`` in the open transaction with a fixed number of statements.
+
+        Versions are checked in Python, in arrival order, against the streams as the
+        earlier appends of the batch leave them; an append that fails its check gets its
+        :class:`ConcurrencyError` and is left out. Raises :class:`_RetryOneByOne` when a
+        unique constraint fails (a stored event id), after which the caller must roll back.
+        """
+        # Each statement lets other threads take the GIL, and getting it back can be slow
+        # while they run: so a batch costs a fixed handful of statements, not one per event.
+        head, versions = self._state(conn, {part[0] for p in batch for part in p.parts})
+        rows: list[tuple[Any, ...]] = []
+        changed: dict[str, int] = {}
+        for pending in batch:
+            seen: dict[str, int] = {}
+            try:
+                for stream_id, _, part_rows, expected in pending.parts:
+                    actual = seen.get(stream_id)
+                    if actual is None:
+                        actual = versions.get(stream_id, 0)
+                    check_version(stream_id, expected, actual)
+                    seen[stream_id] = actual + len(part_rows)
+            except ConcurrencyError as exc:
+                pending.error = exc
+                continue
+            result: list[list[Envelope]] = []
+            for stream_id, envelopes, part_rows, _ in pending.parts:
+                version = versions.get(stream_id, 0)
+                rows.extend(
+                    (head + i, stream_id, version + i, *r) for i, r in enumerate(part_rows, 1)
+                )
+                result.append(
+                    [
+                        stamp(env, stream_id, version + i, head + i)
+                        for i, env in enumerate(envelopes, 1)
+                    ]
+                )
+                n = len(part_rows)
+                head += n
+                if n:
+                    versions[stream_id] = changed[stream_id] = version + n
+            pending.result = result
+        if not rows:
+            return
+        try:
+            _insert_many(conn, _insert_sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise _RetryOneByOne() from exc
+        _insert_many(conn, _set_versions_sql, list(changed.items()))
+
+    @staticmethod
+    def _state(conn: sqlite3.Connection, stream_ids: set[str]) -> tuple[int, dict[str, int]]:
+        """The head position and the versions of the given streams, in one query."""
+        ids = list(stream_ids)
+        versions: dict[str, int] = {}
+        head = 0
+        for i in range(0, max(len(ids), 1), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            for stream_id, version in conn.execute(_state_sql(len(chunk)), chunk):
+                if stream_id is None:
+                    head = version or 0
+                else:
+                    versions[stream_id] = version
+        return head, versions
+
+    def _write_one_by_one(self, tx: Transaction, batch: list[_Pending]) -> None:
+        """The slow path after a unique constraint failed: each append in a savepoint."""
+        conn = tx.conn
+        for pending in batch:
+            pending.result = pending.error = None
+            conn.execute("SAVEPOINT eventlite_append")
+            try:
+                self._write(conn, [pending])
+            except _RetryOneByOne as exc:
+                conn.execute("ROLLBACK TO eventlite_append")
+                pending.result = None
+                pending.error = self._duplicate(conn, pending, exc)
+            conn.execute("RELEASE eventlite_append")
+
+    def _duplicate(
+        self, conn: sqlite3.Connection, pending: _Pending, exc: _RetryOneByOne
+    ) -> Exception:
+        for _, _, rows, _ in pending.parts:
+            for r in rows:
+                if conn.execute("SELECT 1 FROM events WHERE id = ?", (r[0],)).fetchone():
+                    return DuplicateEventError(r[0])
+        cause = exc.__cause__
+        assert isinstance(cause, sqlite3.Error)
+        return storage_error(cause, "appending", self._db.path)
+
+    def append_many(
+        self, appends: Iterable[StreamAppend | tuple[Any, ...]]
+    ) -> list[list[Envelope]]:
+        """See :meth:`EventStore.append_many`; appends from several threads share commits."""
+        self._check_open()
+        pending = _Pending(self._prepare(appends))
+        db = self._db
+        if db.in_transaction():
+            self._commit([pending])
+            return self._outcome(pending, leader=True)
+        mutex = self._mutex
+        with mutex:
+            self._queue.append(pending)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            pending.wake.wait()
+            if pending.done:
+                return self._outcome(pending, leader=False)
+            # Woken without a result: the previous leader handed over to this caller.
+        with mutex:
+            batch = self._queue
+            self._queue = []
+        try:
+            self._commit(batch)
+        finally:
+            for p in batch:
+                p.done = True
+                p.wake.set()
+            with mutex:
+                if self._queue:
+                    self._queue[0].wake.set()
+                else:
+                    self._writing = False
+        return self._outcome(pending, leader=True)
+
+    @staticmethod
+    def _outcome(pending: _Pending, *, leader: bool) -> list[list[Envelope]]:
+        error = pending.error
+        if error is not None:
+            if pending.shared_error and not leader:
+                raise StorageError(
+                    f"the group commit this append was part of failed: {error}"
+                ) from error
+            raise error
+        assert pending.result is not None
+        return pending.result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write ``batch`` in a transaction (a savepoint, inside the caller's own one)."""
+        db = self._db
+        try:
+            try:
+                with db.transaction() as tx:
+                    self._write(tx.conn, batch)
+            except _RetryOneByOne:
+                with db.transaction() as tx:
+                    self._write_one_by_one(tx, batch)
+        except BaseException as exc:
+            for pending in batch:
+                if pending.result is not None or pending.error is None:
+                    pending.result = None
+                    pending.error = exc
+                    pending.shared_error = True
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _envelopes(self, rows: list[Any]) -> Iterator[Envelope]:
+        decode = self.codec.decode
+        new = _new
+        for pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts in rows:
+            message = decode(typ, data, version=sv, position=pos)
+            env: Envelope = new(Envelope)
+            env._id = eid
+            env._ns = ts * 1000
+            env._seq = 0
+            env._ts = None
+            env._message = message
+            env._ctx = (
+                corr,
+                caus,
+                user,
+                _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos),
+            )
+            env._meta = None
+            env._stored = (sid, ver, pos)
+            env._key = None
+            yield env
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        self._check_open()
+        try:
+            return self._db.read_connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading events", self._db.path) from exc
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[Envelope]:
+        """See :meth:`EventStore.read_stream`: one query, one snapshot."""
+        validate_stream_id(stream_id)
+        validate_range(from_version, to_version, limit)
+        rows = self._query(
+            _STREAM_BACKWARD if backwards else _STREAM_FORWARD,
+            (
+                stream_id,
+                from_version,
+                _MAX_VERSION if to_version is None else to_version,
+                -1 if limit is None else limit,
+            ),
+        )
+        return list(self._envelopes(rows))
+
+    def read_all(
+        self,
+        from_position: int = 1,
+        limit: int | None = None,
+        types: Iterable[str | type] | None = None,
+    ) -> Iterator[Envelope]:
+        """See :meth:`EventStore.read_all`.
+
+        Each page of :data:`PAGE_SIZE` rows is its own query; no read transaction stays
+        open between pages, so a slow consumer never stops the WAL from being
+        checkpointed (a snapshot held for the whole iteration would let the WAL file grow
+        without bound while writers go on). Nothing is lost by it: positions are given in
+        commit order, so the next page, which starts after the last position yielded,
+        cannot have missed an event.
+        """
+        validate_read_all(from_position, limit)
+        names = type_names(types)
+        self._check_open()
+        return self._iter_all(from_position, limit, names)
+
+    def _iter_all(
+        self, position: int, limit: int | None, names: frozenset[str] | None
+    ) -> Iterator[Envelope]:
+        if names is None:
+            sql = _ALL
+            extra: tuple[str, ...] = ()
+        elif not names:
+            return
+        else:
+            marks = ", ".join("?" * len(names))
+            sql = f"{_SELECT} WHERE position >= ? AND type IN ({marks}) ORDER BY position LIMIT ?"
+            extra = tuple(sorted(names))
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+            rows = self._query(sql, (position, *extra, page))
+            if not rows:
+                return
+            position = rows[-1][0] + 1
+            yield from self._envelopes(rows)
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < page:
+                return
+
+    def stream_version(self, stream_id: str) -> int:
+        """See :meth:`EventStore.stream_version`."""
+        rows = self._query(_VERSION, (stream_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def head_position(self) -> int:
+        """See :meth:`EventStore.head_position`."""
+        rows = self._query(_HEAD, ())
+        return int(rows[0][0] or 0)
+
+    def close(self) -> None:
+        """Close the store, and its database if the store opened it; idempotent."""
+        self._closed = True
+        if self._owns_db:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteEventStore {self._db.path!r}>"
+
+
+def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]:
+    try:
+        headers = json.loads(text)
+    except ValueError as exc:
+        raise MessageDecodeError(type_name, f"invalid headers JSON: {exc}", position) from exc
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise MessageDecodeError(type_name, "headers must be a JSON object of strings", position)
+    return headers

@@ -1,0 +1,344 @@
+"""The event store: streams of events, each in its own order, and one global log.
+
+:class:`EventStore` states the contract once; :class:`~eventlite.backends.memory.
+InMemoryEventStore` and :class:`~eventlite.backends.sqlite.SQLiteEventStore` implement it,
+and ``eventlite.testing.store_contract`` checks that they (and any third-party backend) do.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .envelope import Envelope
+from .exceptions import ConcurrencyError, StoreError
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "DuplicateEventError",
+    "EventStore",
+    "ExpectedVersion",
+    "StreamAppend",
+    "StreamState",
+]
+
+
+class StreamState(enum.Enum):
+    """The expected versions that are not a number: see :data:`ANY`, :data:`NO_STREAM`,
+    :data:`STREAM_EXISTS`."""
+
+    ANY = "ANY"
+    NO_STREAM = "NO_STREAM"
+    STREAM_EXISTS = "STREAM_EXISTS"
+
+    def __repr__(self) -> str:
+        return self.value
+
+    __str__ = __repr__
+
+
+ANY = StreamState.ANY
+"""Append whatever version the stream is at (no concurrency check)."""
+NO_STREAM = StreamState.NO_STREAM
+"""Append only if the stream has no events yet (the same as ``expected_version=0``)."""
+STREAM_EXISTS = StreamState.STREAM_EXISTS
+"""Append only if the stream has at least one event."""
+
+ExpectedVersion = int | StreamState
+"""What ``expected_version`` accepts: a version (0 for no stream) or a :class:`StreamState`."""
+
+
+class StreamAppend(NamedTuple):
+    """One stream's part of :meth:`EventStore.append_many`; a plain tuple works as well."""
+
+    stream_id: str
+    """The stream to append to."""
+    events: Sequence[Any]
+    """Messages (each wrapped in a new :class:`Envelope`) or envelopes."""
+    expected_version: ExpectedVersion = ANY
+    """The version the stream must be at, or a :class:`StreamState`."""
+
+
+class DuplicateEventError(StoreError):
+    """An appended event has an id that is already stored (or twice in one append).
+
+    Nothing of the append was written. ``event_id`` names the id.
+    """
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"an event with id {event_id!r} is already in the store")
+
+
+class EventStore(abc.ABC):
+    """Streams of events with a global, gap-free order. The contract every backend keeps.
+
+    **Streams.** A stream is a sequence of events under a ``stream_id`` (a non-empty
+    string), numbered by ``version`` from 1 with no gap. A stream exists from its first
+    event; its version is then the version of its last event, and 0 before that.
+
+    **Positions.** Every stored event also has a ``position`` in the store's single log:
+    1, 2, 3, … with no gap, in commit order. Positions are given at commit, so a reader that
+    has seen position N never later finds a new event below N: a consumer can remember
+    the last position it handled and resume after it.
+
+    **Envelopes.** Appended events are messages (wrapped in a new :class:`Envelope`, so
+    they take their correlation from the message being handled) or envelopes (whose id,
+    metadata and timestamp are kept). Reads return envelopes whose ``id``, ``type``,
+    ``message``, ``metadata`` and ``timestamp`` (microsecond precision) equal what was
+    appended, with ``stream_id``, ``version`` and ``position`` set.
+
+    **Expected versions.** Each append names the version it expects the stream to be at:
+    an ``int`` (0 meaning the stream does not exist), :data:`ANY` (no check),
+    :data:`NO_STREAM` or :data:`STREAM_EXISTS`. If the stream is elsewhere the append
+    raises :class:`ConcurrencyError` with the stream id, what was expected and the actual
+    version, and writes nothing. A negative int raises ``ValueError``; anything else that
+    is not an int or a :class:`StreamState` raises ``TypeError``.
+
+    **Atomicity.** :meth:`append_many` writes several streams in one transaction: all or
+    nothing, and a failed batch uses no position. Within one call the parts are applied in
+    order, so two parts may append to the same stream.
+
+    **Errors.** Event ids are unique in the store: appending a stored id raises
+    :class:`DuplicateEventError`. A stored event that cannot be decoded raises
+    :class:`UnknownMessageType` or :class:`MessageDecodeError` naming its position. The
+    storage underneath failing raises :class:`StorageError`. Using a closed store raises
+    :class:`StorageError`.
+
+    **Threads.** Every method may be called from any thread at any time.
+    """
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Any],
+        *,
+        expected_version: ExpectedVersion = ANY,
+    ) -> list[Envelope]:
+        """Append ``events`` to the end of one stream, atomically; returns them as recorded.
+
+        The result has one envelope per event, in order, with ``stream_id``, ``version``
+        and ``position`` set; the events of one call get consecutive versions and
+        consecutive positions. An empty ``events`` checks ``expected_version`` and writes
+        nothing. Raises :class:`ConcurrencyError` (nothing written) when the stream is not
+        at ``expected_version``.
+        """
+        return self.append_many([StreamAppend(stream_id, events, expected_version)])[0]
+
+    @abc.abstractmethod
+    def append_many(
+        self, appends: Iterable[StreamAppend | tuple[Any, ...]]
+    ) -> list[list[Envelope]]:
+        """Append to several streams in one atomic transaction; one result list per part.
+
+        Each part is a :class:`StreamAppend` or a ``(stream_id, events)`` or
+        ``(stream_id, events, expected_version)`` tuple. Parts are checked and written in
+        order; if any raises (:class:`ConcurrencyError`, :class:`DuplicateEventError`, …)
+        nothing of the call is written and no position is used.
+        """
+
+    @abc.abstractmethod
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[Envelope]:
+        """The events of one stream with ``from_version <= version <= to_version``.
+
+        ``to_version=None`` means up to the last event. Forwards the list is in version
+        order and ``limit`` keeps the first (oldest) events of the range; with
+        ``backwards=True`` it is newest first and ``limit`` keeps the newest, so
+        ``read_stream(s, backwards=True, limit=1)`` is the last event. A missing stream or
+        an empty range gives ``[]``. The list is one consistent snapshot; read long streams
+        in slices with ``from_version``. Raises ``ValueError`` for ``from_version < 1`` or
+        a negative ``limit``.
+        """
+
+    @abc.abstractmethod
+    def read_all(
+        self,
+        from_position: int = 1,
+        limit: int | None = None,
+        types: Iterable[str | type] | None = None,
+    ) -> Iterator[Envelope]:
+        """The global log from ``from_position``, in position order, as a lazy iterator.
+
+        ``limit`` caps how many events are yielded; ``types`` keeps only events of these
+        registered type names (or classes). Events are fetched in pages, so memory does not
+        grow with the log, and the iterator holds no lock or snapshot between pages: it
+        sees events committed while it runs, and, positions being given in commit order,
+        never misses one below a position it has already yielded. Raises ``ValueError``
+        for ``from_position < 1`` or a negative ``limit``.
+        """
+
+    @abc.abstractmethod
+    def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event; 0 when the stream does not exist."""
+
+    @abc.abstractmethod
+    def head_position(self) -> int:
+        """The position of the last committed event; 0 for an empty store."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store's resources; idempotent. Afterwards every call raises
+        :class:`StorageError`."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# -- helpers shared by the backends ------------------------------------------------------
+
+
+def check_version(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+    """Raise :class:`ConcurrencyError` unless a stream at ``actual`` meets ``expected``."""
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = actual == 0
+    elif expected is STREAM_EXISTS:
+        ok = actual > 0
+    else:
+        ok = expected == actual
+    if not ok:
+        raise ConcurrencyError(stream_id, expected, actual)
+
+
+def validate_expected(expected: object) -> ExpectedVersion:
+    """``expected`` if it is a valid expected version; else ``TypeError``/``ValueError``."""
+    if isinstance(expected, StreamState):
+        return expected
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise TypeError(
+            f"expected_version must be an int, ANY, NO_STREAM or STREAM_EXISTS, got {expected!r}"
+        )
+    if expected < 0:
+        raise ValueError(f"expected_version must be >= 0, got {expected}")
+    return expected
+
+
+def validate_stream_id(stream_id: object) -> str:
+    """``stream_id`` if it is a non-empty string; else ``TypeError``/``ValueError``."""
+    if not isinstance(stream_id, str):
+        raise TypeError(f"stream_id must be a str, got {type(stream_id).__name__}")
+    if not stream_id:
+        raise ValueError("stream_id must not be empty")
+    return stream_id
+
+
+def normalize_appends(
+    appends: Iterable[StreamAppend | tuple[Any, ...]],
+) -> list[tuple[str, list[Envelope], ExpectedVersion]]:
+    """Check each part of an ``append_many`` call and wrap its messages in envelopes."""
+    out: list[tuple[str, list[Envelope], ExpectedVersion]] = []
+    for part in appends:
+        if not isinstance(part, tuple) or len(part) not in (2, 3):
+            raise TypeError(
+                "each append is (stream_id, events) or (stream_id, events, expected_version), "
+                f"got {part!r}"
+            )
+        stream_id = validate_stream_id(part[0])
+        expected = validate_expected(part[2] if len(part) == 3 else ANY)
+        events = part[1]
+        if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Iterable):
+            raise TypeError(f"events must be a sequence of messages, got {type(events).__name__}")
+        envelopes = [e if isinstance(e, Envelope) else Envelope(e) for e in events]
+        out.append((stream_id, envelopes, expected))
+    return out
+
+
+def validate_range(from_version: int, to_version: int | None, limit: int | None) -> None:
+    """``ValueError`` for arguments :meth:`EventStore.read_stream` refuses."""
+    if from_version < 1:
+        raise ValueError(f"from_version must be >= 1, got {from_version}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    del to_version
+
+
+def validate_read_all(from_position: int, limit: int | None) -> None:
+    """``ValueError`` for arguments :meth:`EventStore.read_all` refuses."""
+    if from_position < 1:
+        raise ValueError(f"from_position must be >= 1, got {from_position}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+def type_names(types: Iterable[str | type] | None) -> frozenset[str] | None:
+    """The type names a ``types=`` filter selects (classes by their registered name)."""
+    if types is None:
+        return None
+    if isinstance(types, (str, type)):
+        types = [types]
+    names = set()
+    for t in types:
+        if isinstance(t, str):
+            names.add(t)
+        elif isinstance(t, type):
+            names.add(t.__dict__.get("__eventlite_name__", t.__name__))
+        else:
+            raise TypeError(f"types must hold type names or classes, got {t!r}")
+    return frozenset(names)
+
+
+_new = object.__new__
+
+
+def stamp(
+    envelope: Envelope, stream_id: str, version: int, position: int, message: Any = _new
+) -> Envelope:
+    """A copy of ``envelope`` recorded at ``stream_id``/``version``/``position`` (and
+    carrying ``message`` instead, when given).
+
+    The same as ``envelope.replace(stream_id=..., version=..., position=..., key=None)``,
+    without re-validating what the envelope already checked.
+    """
+    env: Envelope = _new(Envelope)
+    env._id = envelope.id
+    env._ns = envelope._ns
+    env._seq = envelope._seq
+    env._ts = envelope._ts
+    env._message = envelope._message if message is _new else message
+    env._ctx = envelope._ctx
+    env._meta = envelope._meta
+    env._stored = (stream_id, version, position)
+    env._key = None
+    return env
+
+
+def restore(
+    message: Any,
+    event_id: str,
+    timestamp_us: int,
+    correlation_id: str,
+    causation_id: str | None,
+    user_id: str | None,
+    headers: Mapping[str, str],
+    stream_id: str,
+    version: int,
+    position: int,
+) -> Envelope:
+    """The envelope of a stored event from its columns, built without re-validation."""
+    env: Envelope = _new(Envelope)
+    env._id = event_id
+    env._ns = timestamp_us * 1000
+    env._seq = 0
+    env._ts = None
+    env._message = message
+    env._ctx = (correlation_id, causation_id, user_id, headers)
+    env._meta = None
+    env._stored = (stream_id, version, position)
+    env._key = None
+    return env
