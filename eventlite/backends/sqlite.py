@@ -475,8 +475,6 @@ class SQLiteEventStore(EventStore):
             yield from self._envelopes(rows)
             if remaining is not None:
                 remaining -= len(rows)
-            if len(rows) < page:
-                return
 
     def stream_version(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_version`."""
