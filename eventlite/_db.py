@@ -105,8 +105,17 @@ def _create_event_store(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_snapshots(db: sqlite_utils.Database) -> None:
+    db.table("snapshots").create(
+        {"stream_id": str, "version": int, "fingerprint": str, "state": str},
+        pk="stream_id",
+        not_null=["version", "fingerprint", "state"],
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
+    Migration("aggregate snapshots", _create_snapshots),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

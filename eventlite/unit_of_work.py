@@ -1,0 +1,168 @@
+"""The unit of work: one transaction for everything a command changed, then publication.
+
+::
+
+    with app.unit_of_work() as uow:
+        order = uow.repository(Order).get("o-1")
+        order.ship()
+    # committed: every new event of every aggregate touched, appended in one transaction
+    # (each stream expecting the version it was loaded at), snapshots and other writes in
+    # the same transaction; only then are the events published on the bus.
+
+Leaving the block with an exception rolls everything back and publishes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import snapshot as _snapshot
+from ._db import Transaction
+from .aggregate import Aggregate
+from .envelope import Envelope
+from .repository import Repository
+from .store import ANY, NO_STREAM, ExpectedVersion, StreamAppend
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["UnitOfWork"]
+
+A = TypeVar("A", bound=Aggregate)
+
+WriteHook = Callable[[Transaction | None, Sequence[Envelope]], None]
+"""Called inside the commit's transaction with the recorded events (None: in-memory)."""
+
+
+class UnitOfWork:
+    """Tracks the aggregates of one business operation and commits them together.
+
+    Use it as a context manager (``with app.unit_of_work() as uow``): leaving the block
+    normally commits, an exception rolls back. ``commit()`` may also be called inside the
+    block (the unit of work can then be used again). A :class:`ConcurrencyError` from the
+    commit means another writer changed one of the streams first: nothing was written.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        """The application whose store, bus and snapshots this unit of work uses."""
+        self._aggregates: dict[tuple[type[Any], str], Aggregate] = {}
+        self._appends: list[StreamAppend] = []
+        self._hooks: list[WriteHook] = []
+        self._active = False
+        self.committed: list[Envelope] = []
+        """The events recorded by the last commit, with stream, version and position."""
+
+    def __enter__(self) -> UnitOfWork:
+        self._active = True
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.rollback()
+            self._active = False
+
+    # -- aggregates ---------------------------------------------------------------------
+
+    def repository(self, aggregate_type: type[A]) -> Repository[A]:
+        """A repository of ``aggregate_type`` whose loads and adds this unit tracks."""
+        app = self.app
+        return Repository(
+            aggregate_type,
+            app.store,
+            snapshots=app.snapshots,
+            converter=app.codec.converter,
+            unit_of_work=self,
+        )
+
+    def get(self, aggregate_type: type[A], aggregate_id: str) -> A:
+        """Shortcut for ``uow.repository(aggregate_type).get(aggregate_id)``."""
+        return self.repository(aggregate_type).get(aggregate_id)
+
+    def find(self, aggregate_type: type[A], aggregate_id: str) -> A | None:
+        """Shortcut for ``uow.repository(aggregate_type).find(aggregate_id)``."""
+        return self.repository(aggregate_type).find(aggregate_id)
+
+    def add(self, aggregate: Aggregate) -> None:
+        """Track a new aggregate; its pending events are appended at commit."""
+        self._track(aggregate)
+
+    def _track(self, aggregate: Aggregate) -> None:
+        key = (type(aggregate), aggregate.id)
+        known = self._aggregates.get(key)
+        if known is not None and known is not aggregate:
+            raise ValueError(
+                f"{type(aggregate).__qualname__} {aggregate.id!r} is already tracked by this "
+                "unit of work as another object"
+            )
+        self._aggregates[key] = aggregate
+
+    def _tracked(self, aggregate_type: type[Any], aggregate_id: str) -> Aggregate | None:
+        return self._aggregates.get((aggregate_type, aggregate_id))
+
+    # -- other writes -------------------------------------------------------------------
+
+    def append(
+        self, stream_id: str, events: Sequence[Any], *, expected_version: ExpectedVersion = ANY
+    ) -> None:
+        """Append events to a stream that no aggregate owns, at commit."""
+        self._appends.append(StreamAppend(stream_id, list(events), expected_version))
+
+    def on_commit_write(self, hook: WriteHook) -> None:
+        """Run ``hook(tx, events)`` inside the commit's transaction, after the events are
+        appended: inbox marks, inline projections and outbox rows use it. With an in-memory
+        store ``tx`` is None."""
+        self._hooks.append(hook)
+
+    # -- commit -------------------------------------------------------------------------
+
+    def commit(self) -> list[Envelope]:
+        """Append every pending event in one transaction, then publish them on the bus.
+
+        Returns the recorded events. Raises :class:`ConcurrencyError` (nothing written)
+        when a stream moved since it was loaded.
+        """
+        app = self.app
+        dirty = [agg for agg in self._aggregates.values() if agg._pending]
+        parts = [
+            StreamAppend(
+                agg.stream_id,
+                list(agg._pending),
+                agg.loaded_version if agg.loaded_version else NO_STREAM,
+            )
+            for agg in dirty
+        ]
+        parts.extend(self._appends)
+        if not parts and not self._hooks:
+            return []
+        with app._transaction() as tx:
+            results = app.store.append_many(parts) if parts else []
+            recorded = [env for result in results for env in result]
+            for agg in dirty:
+                every = type(agg).snapshot_every
+                if (
+                    every
+                    and app.snapshots is not None
+                    and agg.version // every > agg.loaded_version // every
+                ):
+                    app.snapshots.save(_snapshot.take(agg, app.codec.converter))
+            for hook in self._hooks:
+                hook(tx, recorded)
+        for agg in dirty:
+            agg._mark_saved()
+        self._appends = []
+        self._hooks = []
+        self.committed = recorded
+        if recorded:
+            app.bus.publish_envelopes(*recorded)
+        return recorded
+
+    def rollback(self) -> None:
+        """Forget everything tracked and not committed."""
+        self._aggregates.clear()
+        self._appends = []
+        self._hooks = []
