@@ -7,6 +7,7 @@ the ``eventsourcing`` library on SQLite, all in files on disk so that fsync is r
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,38 +66,55 @@ def _el_store(path: Path, synchronous: str = "full") -> SQLiteEventStore:
     return SQLiteEventStore(path, codec=Codec(registry), synchronous=synchronous)  # type: ignore[arg-type]
 
 
-def el_single(dir: Path, n: int) -> int:
-    """n single-event appends to one stream, one transaction each."""
-    with _el_store(_fresh(dir, "el")) as store:
+# Each writer below opens its file once and returns the function to time, which writes to
+# new streams (or aggregates) on every call: opening files stays out of the measurement.
+
+_streams = itertools.count()
+
+
+def el_single(store: SQLiteEventStore, n: int) -> Callable[[], int]:
+    """n single-event appends to one new stream, one transaction each."""
+
+    def run() -> int:
+        stream = f"acc-{next(_streams)}"
         for i in range(n):
-            store.append("acc-1", [_deposit(i)], expected_version=i)
-    return n
+            store.append(stream, [_deposit(i)], expected_version=i)
+        return n
+
+    return run
 
 
-def el_threads(dir: Path, n: int, threads: int = 8) -> int:
-    """``threads`` threads, each making n single-event appends to its own stream."""
-    with _el_store(_fresh(dir, "elt")) as store:
+def el_threads(store: SQLiteEventStore, n: int, threads: int = 8) -> Callable[[], int]:
+    """``threads`` threads, each making n single-event appends to its own new stream."""
+
+    def work(stream: str, start: threading.Barrier) -> None:
+        start.wait()
+        for i in range(n):
+            store.append(stream, [_deposit(i)], expected_version=i)
+
+    def run() -> int:
         start = threading.Barrier(threads)
-
-        def work(t: int) -> None:
-            start.wait()
-            for i in range(n):
-                store.append(f"acc-{t}", [_deposit(i)], expected_version=i)
-
-        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        workers = [
+            threading.Thread(target=work, args=(f"acc-{next(_streams)}", start))
+            for _ in range(threads)
+        ]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-    return n * threads
+        return n * threads
+
+    return run
 
 
-def el_bulk(dir: Path, n: int) -> int:
-    """One append of n events."""
-    events = [_deposit(i) for i in range(n)]
-    with _el_store(_fresh(dir, "elb")) as store:
-        store.append("acc-1", events, expected_version=0)
-    return n
+def el_bulk(store: SQLiteEventStore, n: int) -> Callable[[], int]:
+    """One append of n events to a new stream (making the messages included)."""
+
+    def run() -> int:
+        store.append(f"acc-{next(_streams)}", [_deposit(i) for i in range(n)])
+        return n
+
+    return run
 
 
 # -- eventsourcing --------------------------------------------------------------------------
@@ -127,52 +145,57 @@ def _es_app(path: Path) -> Any:
     )
 
 
-def es_single(dir: Path, n: int) -> int:
-    """n saves of an aggregate with one new event each."""
+def es_single(app: Any, n: int) -> Callable[[], int]:
+    """n saves of a new aggregate with one new event each."""
     _, account_cls = _es_types()
-    app = _es_app(_fresh(dir, "es"))
-    account = account_cls()
-    app.save(account)
-    for i in range(n):
-        account.deposit("acc-1", i, "monthly salary")
-        app.save(account)
-    app.close()
-    return n
 
-
-def es_threads(dir: Path, n: int, threads: int = 8) -> int:
-    """``threads`` threads, each saving its own aggregate n times."""
-    _, account_cls = _es_types()
-    app = _es_app(_fresh(dir, "est"))
-    start = threading.Barrier(threads)
-
-    def work() -> None:
+    def run() -> int:
         account = account_cls()
         app.save(account)
+        for i in range(n - 1):
+            account.deposit("acc-1", i, "monthly salary")
+            app.save(account)
+        return n
+
+    return run
+
+
+def es_threads(app: Any, n: int, threads: int = 8) -> Callable[[], int]:
+    """``threads`` threads, each saving its own new aggregate n times."""
+    _, account_cls = _es_types()
+
+    def work(start: threading.Barrier) -> None:
+        account = account_cls()
         start.wait()
-        for i in range(n):
+        app.save(account)
+        for i in range(n - 1):
             account.deposit("acc-1", i, "monthly salary")
             app.save(account)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    app.close()
-    return n * threads
+    def run() -> int:
+        start = threading.Barrier(threads)
+        workers = [threading.Thread(target=work, args=(start,)) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return n * threads
+
+    return run
 
 
-def es_bulk(dir: Path, n: int) -> int:
-    """One save of an aggregate with n new events."""
+def es_bulk(app: Any, n: int) -> Callable[[], int]:
+    """One save of a new aggregate with n events (making the events included)."""
     _, account_cls = _es_types()
-    app = _es_app(_fresh(dir, "esb"))
-    account = account_cls()
-    for i in range(n):
-        account.deposit("acc-1", i, "monthly salary")
-    app.save(account)
-    app.close()
-    return n
+
+    def run() -> int:
+        account = account_cls()
+        for i in range(n - 1):
+            account.deposit("acc-1", i, "monthly salary")
+        app.save(account)
+        return n
+
+    return run
 
 
 # -- raw sqlite3 ----------------------------------------------------------------------------
@@ -196,12 +219,12 @@ def _raw_conn(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _raw_row(position: int, version: int, i: int) -> tuple[Any, ...]:
+def _raw_row(stream: str, version: int, i: int) -> tuple[Any, ...]:
     event_id = str(uuid.uuid4())
     data = json.dumps({"account": "acc-1", "amount": i, "note": "monthly salary"})
     return (
-        position,
-        "acc-1",
+        None,
+        stream,
         version,
         event_id,
         "bench.Deposited",
@@ -215,26 +238,32 @@ def _raw_row(position: int, version: int, i: int) -> tuple[Any, ...]:
     )
 
 
-def raw_single(dir: Path, n: int) -> int:
+def raw_single(conn: sqlite3.Connection, n: int) -> Callable[[], int]:
     """n single-row inserts, one transaction each (the floor)."""
-    conn = _raw_conn(_fresh(dir, "raw"))
-    for i in range(1, n + 1):
+
+    def run() -> int:
+        stream = f"acc-{next(_streams)}"
+        for i in range(1, n + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_RAW_INSERT, _raw_row(stream, i, i))
+            conn.execute("COMMIT")
+        return n
+
+    return run
+
+
+def raw_bulk(conn: sqlite3.Connection, n: int) -> Callable[[], int]:
+    """n rows in one transaction (the floor; making the rows included)."""
+
+    def run() -> int:
+        stream = f"acc-{next(_streams)}"
+        rows = [_raw_row(stream, i, i) for i in range(1, n + 1)]
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(_RAW_INSERT, _raw_row(i, i, i))
+        conn.executemany(_RAW_INSERT, rows)
         conn.execute("COMMIT")
-    conn.close()
-    return n
+        return n
 
-
-def raw_bulk(dir: Path, n: int) -> int:
-    """n rows in one transaction (the floor)."""
-    conn = _raw_conn(_fresh(dir, "rawb"))
-    rows = [_raw_row(i, i, i) for i in range(1, n + 1)]
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(_RAW_INSERT, rows)
-    conn.execute("COMMIT")
-    conn.close()
-    return n
+    return run
 
 
 # -- replay ---------------------------------------------------------------------------------
@@ -424,9 +453,12 @@ def run(quick: bool) -> list[Row]:
     sizes = [10_000, 50_000] if quick else [10_000, 100_000, 1_000_000]
     rows: list[Row] = []
     with _workdir() as dir:
-        el = rate(lambda: el_single(dir, n_single))
-        es = rate(lambda: es_single(dir, n_single))
-        floor = rate(lambda: raw_single(dir, n_single))
+        store = _el_store(_fresh(dir, "el"))
+        app = _es_app(_fresh(dir, "es"))
+        conn = _raw_conn(_fresh(dir, "raw"))
+        el = rate(el_single(store, n_single), 5)
+        es = rate(es_single(app, n_single), 5)
+        floor = rate(raw_single(conn, n_single), 5)
         rows.append(
             Row(
                 "append 1 event per transaction, FULL, 1 thread",
@@ -449,8 +481,8 @@ def run(quick: bool) -> list[Row]:
                 higher_is_better=True,
             )
         )
-        el8 = rate(lambda: el_threads(dir, n_thread))
-        es8 = rate(lambda: es_threads(dir, n_thread))
+        el8 = rate(el_threads(store, n_thread), 5)
+        es8 = rate(es_threads(app, n_thread), 3)
         rows.append(
             Row(
                 "append 1 event per transaction, FULL, 8 threads (group commit)",
@@ -473,9 +505,12 @@ def run(quick: bool) -> list[Row]:
                 higher_is_better=True,
             )
         )
-        elb = rate(lambda: el_bulk(dir, n_bulk))
-        esb = rate(lambda: es_bulk(dir, n_bulk))
-        rawb = rate(lambda: raw_bulk(dir, n_bulk))
+        elb = rate(el_bulk(store, n_bulk))
+        esb = rate(es_bulk(app, n_bulk))
+        rawb = rate(raw_bulk(conn, n_bulk))
+        store.close()
+        app.close()
+        conn.close()
         rows.append(
             Row(
                 f"one append of {n_bulk:,} events",
