@@ -113,9 +113,62 @@ def _create_snapshots(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_delivery(db: sqlite_utils.Database) -> None:
+    # Durable subscribers: one checkpoint per subscriber over the events table; the
+    # inbox of message ids handled through a unit of work; deliveries waiting for a
+    # delayed retry (due_at set) or parked behind one (due_at NULL); idempotency keys.
+    db.table("subscriber_checkpoints").create(
+        {"name": str, "position": int, "updated_at": float},
+        pk="name",
+        not_null=["position", "updated_at"],
+    )
+    db.table("inbox").create(
+        {"subscriber": str, "message_id": str, "handled_at": float},
+        pk=("subscriber", "message_id"),
+        not_null=["handled_at"],
+    )
+    db.table("inbox").create_index(["handled_at"], index_name="inbox_handled_at")
+    db.table("delivery_retries").create(
+        {
+            "subscriber": str,
+            "position": int,
+            "key": str,
+            "attempts": int,
+            "due_at": float,
+            "first_failed_at": float,
+            "error": str,
+        },
+        pk=("subscriber", "position"),
+        not_null=["key", "attempts"],
+    )
+    db.table("delivery_retries").create_index(
+        ["subscriber", "key", "position"], index_name="delivery_retries_key"
+    )
+    db.table("delivery_retries").create_index(
+        ["subscriber", "due_at"], index_name="delivery_retries_due"
+    )
+    db.table("idempotency_keys").create(
+        {
+            "key": str,
+            "state": str,
+            "result": str,
+            "owner": str,
+            "started_at": float,
+            "lease_until": float,
+            "expires_at": float,
+        },
+        pk="key",
+        not_null=["state", "owner", "started_at"],
+    )
+    db.table("idempotency_keys").create_index(
+        ["expires_at"], index_name="idempotency_keys_expires_at"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
+    Migration("durable delivery: checkpoints, inbox, retries, idempotency keys", _create_delivery),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 
