@@ -272,3 +272,37 @@ def _as_kwargs(order: OrderPlaced) -> dict[str, object]:
     import attrs
 
     return attrs.asdict(order, recurse=False)
+
+
+def test_decoder_matches_decode_for_values_and_errors() -> None:
+    """A cached decoder returns what decode returns and raises the same named errors."""
+    text = codec.encode(_order())
+    fast = codec.decoder("orders.OrderPlaced", 3)
+    assert codec.decode("orders.OrderPlaced", text, version=3) == fast(text, 5)
+    with pytest.raises(MessageDecodeError) as info:
+        codec.decoder("Line")('{"sku": 1', 11)
+    assert 11 == info.value.position
+    with pytest.raises(UnknownMessageType) as unknown:
+        codec.decoder("Nope", 1)("{}", 12)
+    assert 12 == unknown.value.position
+    with pytest.raises(MessageDecodeError, match="newer"):
+        codec.decoder("Line", 2)('{"sku": "a", "qty": 1}', 13)
+
+
+def test_decoder_sees_upcasters_registered_later() -> None:
+    """A decoder made before an upcaster is registered is replaced once it exists."""
+    reg = Registry()
+
+    @event(registry=reg, version=2)
+    class Grown:
+        size: int
+
+    c = Codec(reg)
+    with pytest.raises(MessageDecodeError, match="no upcaster"):
+        c.decoder("Grown", 1)("{}", 1)
+
+    @reg.upcaster("Grown", from_version=1)
+    def add_size(data: dict[str, object]) -> dict[str, object]:
+        return {"size": 0}
+
+    assert Grown(0) == c.decoder("Grown", 1)("{}", 1)

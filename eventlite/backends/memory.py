@@ -101,7 +101,7 @@ class InMemoryEventStore(EventStore):
         if text is None or self.codec is None:
             return env
         position = env.position
-        message = self.codec.decode(name, text, version=schema_version, position=position)
+        message = self.codec.decoder(name, schema_version)(text, position)
         assert env.stream_id is not None and env.version is not None and position is not None
         return stamp(env, env.stream_id, env.version, position, message)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from .._db import Database, Synchronous, Transaction, storage_error
-from ..codec import Codec
+from ..codec import Codec, Decoder
 from ..envelope import Envelope
 from ..exceptions import ConcurrencyError, MessageDecodeError, StorageError
 from ..store import (
@@ -426,10 +426,14 @@ class SQLiteEventStore(EventStore):
     # -- reading ----------------------------------------------------------------------
 
     def _envelopes(self, rows: list[Any]) -> Iterator[Envelope]:
-        decode = self.codec.decode
+        decoder = self.codec.decoder
+        decoders: dict[tuple[str, int], Decoder] = {}
         new = _new
         for pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts in rows:
-            message = decode(typ, data, version=sv, position=pos)
+            decode = decoders.get((typ, sv))
+            if decode is None:
+                decode = decoders[typ, sv] = decoder(typ, sv)
+            message = decode(data, pos)
             env: Envelope = new(Envelope)
             env._id = eid
             env._ns = ts * 1000
