@@ -15,6 +15,7 @@
     │   └── BusClosed                 publishing on a bus that was closed
     ├── StoreError                    the event store and its file
     │   ├── ConcurrencyError          an append with the wrong expected version
+    │   ├── DuplicateEventError       an appended event id that is already stored
     │   ├── SchemaError               a file that is not an eventlite store, or newer
     │   └── StorageError              the database failed underneath (wraps sqlite3)
     └── AggregateNotFound             ``Repository.get`` of an id with no events
@@ -32,6 +33,7 @@ __all__ = [
     "BusClosed",
     "BusError",
     "ConcurrencyError",
+    "DuplicateEventError",
     "DuplicateMessageType",
     "EventliteError",
     "HandlerAlreadyRegistered",
@@ -150,6 +152,17 @@ class ConcurrencyError(StoreError):
         super().__init__(
             f"stream {stream_id!r}: expected version {expected}, but it is at version {actual}"
         )
+
+
+class DuplicateEventError(StoreError):
+    """An appended event has an id that is already stored (or twice in one append).
+
+    Nothing of the append was written. ``event_id`` names the id.
+    """
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"an event with id {event_id!r} is already in the store")
 
 
 class SchemaError(StoreError):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .envelope import Envelope
-from .exceptions import ConcurrencyError, StoreError
+from .exceptions import ConcurrencyError, DuplicateEventError
 
 __all__ = [
     "ANY",
@@ -61,17 +61,6 @@ class StreamAppend(NamedTuple):
     """Messages (each wrapped in a new :class:`Envelope`) or envelopes."""
     expected_version: ExpectedVersion = ANY
     """The version the stream must be at, or a :class:`StreamState`."""
-
-
-class DuplicateEventError(StoreError):
-    """An appended event has an id that is already stored (or twice in one append).
-
-    Nothing of the append was written. ``event_id`` names the id.
-    """
-
-    def __init__(self, event_id: str) -> None:
-        self.event_id = event_id
-        super().__init__(f"an event with id {event_id!r} is already in the store")
 
 
 class EventStore(abc.ABC):
