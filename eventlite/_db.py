@@ -165,10 +165,88 @@ def _create_delivery(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_dead_letters_and_queues(db: sqlite_utils.Database) -> None:
+    # AUTOINCREMENT: a dead letter id shown to an operator, and a queue row's seq inside
+    # a receipt, must never be handed out again after the row is deleted.
+    db.execute(
+        """
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source TEXT NOT NULL,
+            key TEXT,
+            queue_group TEXT,
+            status TEXT NOT NULL,
+            message NOT NULL,
+            type_name TEXT,
+            message_id TEXT,
+            position INTEGER,
+            error_type TEXT,
+            error_message TEXT,
+            traceback TEXT,
+            attempts INTEGER NOT NULL,
+            first_failed_at REAL,
+            last_failed_at REAL,
+            created_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX dead_letters_key ON dead_letters (source, key, id)")
+    db.execute("CREATE INDEX dead_letters_status ON dead_letters (source, status, id)")
+    db.execute(
+        """
+        CREATE TABLE queue_messages (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            queue TEXT NOT NULL,
+            id TEXT NOT NULL,
+            body NOT NULL,
+            queue_group TEXT,
+            not_before REAL NOT NULL,
+            visible_at REAL,
+            expires_at REAL,
+            sent_at REAL NOT NULL,
+            receives INTEGER NOT NULL DEFAULT 0,
+            in_flight INTEGER NOT NULL DEFAULT 0,
+            error_type TEXT,
+            error_message TEXT,
+            traceback TEXT,
+            first_failed_at REAL,
+            last_failed_at REAL
+        )
+        """
+    )
+    # visible_at is NULL for a message waiting behind the head of its FIFO group
+    db.execute(
+        "CREATE INDEX queue_messages_ready ON queue_messages (queue, visible_at, seq) "
+        "WHERE visible_at IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX queue_messages_group ON queue_messages (queue, queue_group, seq) "
+        "WHERE queue_group IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX queue_messages_expiry ON queue_messages (queue, expires_at) "
+        "WHERE expires_at IS NOT NULL"
+    )
+    db.execute("CREATE INDEX queue_messages_sent ON queue_messages (queue, sent_at)")
+    db.execute(
+        """
+        CREATE TABLE queue_dedup (
+            queue TEXT NOT NULL,
+            dedup_id TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            until REAL NOT NULL,
+            PRIMARY KEY (queue, dedup_id)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX queue_dedup_until ON queue_dedup (queue, until)")
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
     Migration("durable delivery: checkpoints, inbox, retries, idempotency keys", _create_delivery),
+    Migration("dead letters and work queues", _create_dead_letters_and_queues),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 
