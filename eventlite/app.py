@@ -16,7 +16,12 @@ bus and units of work, and hands each handler the dependencies it names.
 A handler's first parameter receives the message; every other parameter is filled by name
 from the app's dependencies: ``uow`` (a fresh :class:`UnitOfWork`, committed when the
 handler returns, rolled back if it raises), ``app``, ``bus``, ``store``, ``codec``,
-``registry``, and whatever was given to :meth:`App.provide`.
+``registry``, ``clock``, with a SQLite file also ``dlq`` and ``idempotency``, and whatever
+was given to :meth:`App.provide`.
+
+Durable subscribers (``app.subscribe(EventType, handler, durable=True, name="...")``) are
+delivered every committed event by the app's :class:`~eventlite.relay.Relay`, started with
+the first of them; see ``docs/delivery.md``.
 """
 
 from __future__ import annotations
@@ -25,17 +30,24 @@ import contextlib
 import inspect
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from ._db import Database, Synchronous, Transaction
 from .aggregate import Aggregate
 from .backends.memory import InMemoryEventStore
 from .backends.sqlite import SQLiteEventStore
 from .bus import MessageBus, Subscription
+from .clock import Clock, SystemClock
 from .codec import Codec
+from .dlq import DeadLetterQueue
 from .exceptions import ConcurrencyError
+from .idempotency import Idempotency
 from .messages import Registry, default_registry
+from .metrics import DeliveryMetrics
+from .relay import DeliveryCall, DurableSubscriber, Finish, Relay, Start, SubscriberStatus
 from .repository import Repository
 from .retry import RetryPolicy
 from .snapshot import InMemorySnapshotStore, SnapshotStore, SQLiteSnapshotStore
@@ -49,6 +61,27 @@ log = logging.getLogger(__name__)
 A = TypeVar("A", bound=Aggregate)
 H = TypeVar("H", bound=Callable[..., Any])
 
+_OWN_NAMES = frozenset(
+    {"uow", "app", "bus", "store", "codec", "registry", "clock", "dlq", "idempotency"}
+)
+
+
+class _WatchedDatabase(Database):
+    """The app's Database: after each outermost commit in this process it calls
+    ``listener()`` (the relay's wake-up), whoever wrote."""
+
+    listener: Callable[[], None] | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """See :meth:`Database.transaction`; the outermost one tells the listener."""
+        outermost = not self.in_transaction()
+        with super().transaction() as tx:
+            listener = self.listener
+            if outermost and listener is not None:
+                tx.on_commit(listener)
+            yield tx
+
 
 class App:
     """An eventlite application: the store, the bus and the unit of work, wired once.
@@ -61,6 +94,11 @@ class App:
     :param synchronous: ``"full"`` (default: every commit survives power loss) or
         ``"normal"`` (faster; the last commits can be lost on power loss).
     :param workers: background worker threads of the new bus.
+    :param clock: where delivery, dead letters and idempotency keys read the time (default:
+        the system clock; tests pass a :class:`~eventlite.clock.FakeClock`).
+    :param metrics: durable delivery's hooks (see :mod:`eventlite.metrics`).
+    :param poll_interval: seconds between the relay's looks for commits made by other
+        processes sharing the file (commits of this process wake it at once).
 
     Close it (or use it as a context manager) to finish background work and close the file.
     """
@@ -74,6 +112,9 @@ class App:
         bus: MessageBus | None = None,
         synchronous: Synchronous = "full",
         workers: int = 4,
+        clock: Clock | None = None,
+        metrics: DeliveryMetrics | None = None,
+        poll_interval: float = 0.05,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
         """The registry every message class of this app is declared in."""
@@ -95,30 +136,50 @@ class App:
             self.store = InMemoryEventStore(codec=self.codec)
             self.snapshots = InMemorySnapshotStore()
         else:
-            self.database = Database(db, synchronous=synchronous)
+            self.database = _WatchedDatabase(db, synchronous=synchronous)
             self.store = SQLiteEventStore(self.database, codec=self.codec)
             self.snapshots = SQLiteSnapshotStore(self.database)
         self.bus = bus if bus is not None else MessageBus(self.registry, workers=workers)
         """The in-memory bus; committed events are published on it."""
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        """Where delivery, dead letters and idempotency keys read the time."""
+        self.metrics = metrics if metrics is not None else DeliveryMetrics()
+        """Durable delivery's metrics hooks."""
+        self.poll_interval = poll_interval
+        """Seconds between the relay's polls for other processes' commits."""
+        self._dlq: DeadLetterQueue | None = None
+        self._idempotency: Idempotency | None = None
+        if self.database is not None:
+            self._dlq = DeadLetterQueue(self.database, self.codec, clock=self.clock)
+            self._idempotency = Idempotency(self.database, clock=self.clock)
+        self._relay: Relay | None = None
+        self._relay_lock = threading.Lock()
         self._dependencies: dict[str, Any] = {
             "app": self,
             "bus": self.bus,
             "store": self.store,
             "codec": self.codec,
             "registry": self.registry,
+            "clock": self.clock,
         }
+        if self.database is not None:
+            self._dependencies["dlq"] = self._dlq
+            self._dependencies["idempotency"] = self._idempotency
+            if isinstance(self.database, _WatchedDatabase):
+                self.database.listener = self._notify_commit
 
     # -- wiring -------------------------------------------------------------------------
 
     def provide(self, **dependencies: Any) -> None:
         """Make values available to handlers by parameter name (``app.provide(mailer=m)``)."""
-        reserved = set(dependencies) & {"uow", "app", "bus", "store", "codec", "registry"}
+        reserved = set(dependencies) & _OWN_NAMES
         if reserved:
             raise ValueError(f"these dependency names are the app's own: {sorted(reserved)}")
         self._dependencies.update(dependencies)
 
-    def _inject(self, handler: Callable[..., Any], conflict_retries: int) -> Callable[[Any], Any]:
-        """Wrap ``handler(message, **named dependencies)`` as a one-argument handler."""
+    def _wanted(self, handler: Callable[..., Any]) -> list[str]:
+        """The dependency names ``handler`` asks for after the message; TypeError for one
+        the app does not provide."""
         params = list(inspect.signature(handler).parameters.values())
         if not params:
             raise TypeError(f"{_name(handler)} must take the message as its first parameter")
@@ -133,6 +194,11 @@ class App:
                     f"(known: {', '.join(known)}; add more with app.provide())"
                 )
             wanted.append(p.name)
+        return wanted
+
+    def _inject(self, handler: Callable[..., Any], conflict_retries: int) -> Callable[[Any], Any]:
+        """Wrap ``handler(message, **named dependencies)`` as a one-argument handler."""
+        wanted = self._wanted(handler)
         if conflict_retries and "uow" not in wanted:
             raise TypeError(f"{_name(handler)}: conflict_retries needs a 'uow' parameter")
         if not wanted:
@@ -183,6 +249,25 @@ class App:
 
         return decorate
 
+    def _durable_call(self, handler: Callable[..., Any]) -> tuple[DeliveryCall, bool]:
+        """``call(message, finish)`` for the relay, and whether it uses a unit of work
+        (whose commit then also runs the relay's ``finish``)."""
+        wanted = self._wanted(handler)
+        deps = self._dependencies
+        uses_uow = "uow" in wanted
+
+        def call(message: Any, finish: Finish | None) -> Any:
+            kwargs = {n: deps[n] for n in wanted if n != "uow" and n in deps}
+            if not uses_uow:
+                return handler(message, **kwargs)
+            with self.unit_of_work() as uow:
+                if finish is not None:
+                    uow.on_commit_write(lambda tx, _events: finish(_require_tx(tx)))
+                return handler(message, uow=uow, **kwargs)
+
+        return call, uses_uow
+
+    @overload
     def subscribe(
         self,
         event_type: type[Any],
@@ -191,15 +276,85 @@ class App:
         background: bool = False,
         retry: RetryPolicy | None = None,
         name: str | None = None,
-    ) -> Subscription:
-        """Subscribe ``handler`` to an event type on the bus, with its dependencies
-        injected (a ``uow`` parameter gets a unit of work committed after the handler)."""
-        return self.bus.subscribe(
+        durable: Literal[False] = False,
+    ) -> Subscription: ...
+
+    @overload
+    def subscribe(
+        self,
+        event_type: type[Any],
+        handler: Callable[..., Any],
+        *,
+        retry: RetryPolicy | None = None,
+        name: str,
+        durable: Literal[True],
+        start: Start = "beginning",
+    ) -> DurableSubscriber: ...
+
+    def subscribe(
+        self,
+        event_type: type[Any],
+        handler: Callable[..., Any],
+        *,
+        background: bool = False,
+        retry: RetryPolicy | None = None,
+        name: str | None = None,
+        durable: bool = False,
+        start: Start = "beginning",
+    ) -> Subscription | DurableSubscriber:
+        """Subscribe ``handler`` to an event type, with its dependencies injected (a
+        ``uow`` parameter gets a unit of work committed after the handler).
+
+        By default the subscriber is on the in-memory bus: it sees events as they are
+        published (``background=True`` runs it on the bus's worker threads), and a
+        crash can lose a delivery.
+
+        ``durable=True`` makes it a durable subscriber of the SQLite file instead: the
+        relay delivers it every committed event of the type (stored events of subclasses
+        too), at least once, in commit order, across crashes; one whose handler takes
+        ``uow`` has its effects, inbox mark and checkpoint committed together, so they
+        happen once. ``name`` is then required and must stay the same across releases (it
+        keys the checkpoint). ``retry`` (default: 3 immediate attempts) may add delayed
+        attempts, then the message is dead-lettered to :attr:`dlq`. ``start`` says where a
+        new subscriber begins: the ``"beginning"`` of the log or its ``"end"``. Returns a
+        :class:`~eventlite.relay.DurableSubscriber`. Raises ``ValueError`` on an app
+        without a file, without a name, or with ``background=True``.
+        """
+        if not durable:
+            if start != "beginning":
+                raise ValueError("start= is for durable subscribers (durable=True)")
+            return self.bus.subscribe(
+                event_type,
+                self._inject(handler, 0),
+                background=background,
+                retry=retry,
+                name=name or _name(handler),
+            )
+        if background:
+            raise ValueError(
+                "a durable subscriber runs on the relay's thread; background=True is for bus "
+                "subscribers"
+            )
+        if self.database is None:
+            raise ValueError(
+                "durable subscribers need an app with a SQLite file (App('app.db')): their "
+                "checkpoint, inbox and retries are kept there; an in-memory app has only bus "
+                "subscribers"
+            )
+        if not name:
+            raise ValueError(
+                f"a durable subscriber needs a stable name= ({_name(handler)} has none): it "
+                "keys its checkpoint in the file, so it must not change between releases"
+            )
+        call, uses_uow = self._durable_call(handler)
+        return self.relay.add(
+            name,
             event_type,
-            self._inject(handler, 0),
-            background=background,
+            call,
+            handler=handler,
+            uses_uow=uses_uow,
             retry=retry,
-            name=name or _name(handler),
+            start=start,
         )
 
     def subscribes(
@@ -209,14 +364,111 @@ class App:
         background: bool = False,
         retry: RetryPolicy | None = None,
         name: str | None = None,
+        durable: bool = False,
+        start: Start = "beginning",
     ) -> Callable[[H], H]:
-        """Decorator form of :meth:`subscribe`."""
+        """Decorator form of :meth:`subscribe`; returns the function unchanged."""
 
         def decorate(handler: H) -> H:
-            self.subscribe(event_type, handler, background=background, retry=retry, name=name)
+            if durable:
+                if name is None:
+                    raise ValueError(
+                        f"a durable subscriber needs a stable name= ({_name(handler)} has none)"
+                    )
+                self.subscribe(
+                    event_type, handler, retry=retry, name=name, durable=True, start=start
+                )
+            else:
+                self.subscribe(event_type, handler, background=background, retry=retry, name=name)
             return handler
 
         return decorate
+
+    # -- durable delivery -----------------------------------------------------------------
+
+    def _need_file(self, what: str) -> Database:
+        if self.database is None:
+            raise RuntimeError(
+                f"{what} needs an app with a SQLite file (App('app.db')); this app keeps "
+                "everything in memory"
+            )
+        return self.database
+
+    @property
+    def dlq(self) -> DeadLetterQueue:
+        """The dead-letter queue in the app's file. Raises ``RuntimeError`` in memory."""
+        self._need_file("the dead-letter queue")
+        assert self._dlq is not None
+        return self._dlq
+
+    @property
+    def idempotency(self) -> Idempotency:
+        """Idempotency keys in the app's file (``app.idempotency.run(key, fn)``). Raises
+        ``RuntimeError`` in memory."""
+        self._need_file("idempotency keys")
+        assert self._idempotency is not None
+        return self._idempotency
+
+    @property
+    def relay(self) -> Relay:
+        """The relay that delivers committed events to durable subscribers, made on first
+        use (its threads start with the first durable subscriber). Raises
+        ``RuntimeError`` in memory."""
+        database = self._need_file("the relay")
+        relay = self._relay
+        if relay is None:
+            with self._relay_lock:
+                relay = self._relay
+                if relay is None:
+                    relay = self._relay = Relay(
+                        database,
+                        self.codec,
+                        dlq=self.dlq,
+                        clock=self.clock,
+                        metrics=self.metrics,
+                        poll_interval=self.poll_interval,
+                    )
+        return relay
+
+    def _notify_commit(self) -> None:
+        relay = self._relay
+        if relay is not None:
+            relay.wake()
+
+    def subscribers(self) -> list[SubscriberStatus]:
+        """The status of every durable subscriber of the file: name, checkpoint, lag,
+        blocked keys, retries and dead letters. Empty in memory."""
+        if self.database is None:
+            return []
+        return self.relay.subscribers()
+
+    def run_until_idle(self, timeout: float = 10.0) -> None:
+        """Run background work until none is left: the bus's queued deliveries, every
+        durable delivery of what is committed, delayed retries due by :attr:`clock`, and
+        dead letters released for retry, including what that work itself produces.
+
+        For tests: after it returns, every effect of what was done before is visible.
+        Raises ``TimeoutError`` when ``timeout`` seconds pass first.
+        """
+        deadline = time.monotonic() + timeout
+
+        def remaining() -> float:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"background work did not settle within {timeout} s")
+            return left
+
+        while True:
+            relay = self._relay
+            before = relay.work_done if relay is not None else 0
+            if not self.bus.drain(remaining()):
+                remaining()
+            if relay is not None and not relay.drain(remaining()):
+                remaining()
+                raise TimeoutError("a durable subscriber stopped before settling its events")
+            idle_bus = all(s.pending == 0 for s in self.bus.worker_stats())
+            if idle_bus and (relay is None or relay.work_done == before):
+                return
 
     # -- using it -----------------------------------------------------------------------
 
@@ -260,8 +512,11 @@ class App:
         self.bus.publish(*events, key=key)
 
     def close(self) -> None:
-        """Finish background work, then close the store and the file."""
+        """Stop the relay (after the message it is handling), finish the bus's background
+        work, then close the store and the file."""
         try:
+            if self._relay is not None:
+                self._relay.close()
             self.bus.close()
         finally:
             self.store.close()
@@ -277,3 +532,9 @@ class App:
 
 def _name(handler: Callable[..., Any]) -> str:
     return getattr(handler, "__qualname__", repr(handler))
+
+
+def _require_tx(tx: Transaction | None) -> Transaction:
+    if tx is None:  # pragma: no cover - durable subscribers exist only with a file
+        raise RuntimeError("durable delivery needs the SQLite transaction")
+    return tx

@@ -112,6 +112,25 @@ class UnitOfWork:
         """Append events to a stream that no aggregate owns, at commit."""
         self._appends.append(StreamAppend(stream_id, list(events), expected_version))
 
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """Run one SQL statement in the commit's transaction, after the events are appended
+        (in the order of the other writes): a read model row, a record of an email to
+        send. It is not run now, and not at all if the unit rolls back.
+
+        Raises ``RuntimeError`` on an app without a SQLite file.
+        """
+        if self.app.database is None:
+            raise RuntimeError(
+                "uow.execute() needs an app with a SQLite file; this app keeps its events in memory"
+            )
+        params = parameters if isinstance(parameters, dict) else tuple(parameters)
+
+        def run(tx: Transaction | None, events: Sequence[Envelope]) -> None:
+            assert tx is not None
+            tx.execute(sql, params)
+
+        self._hooks.append(run)
+
     def on_commit_write(self, hook: WriteHook) -> None:
         """Run ``hook(tx, events)`` inside the commit's transaction, after the events are
         appended: inbox marks, inline projections and outbox rows use it. With an in-memory
@@ -158,6 +177,7 @@ class UnitOfWork:
         self._hooks = []
         self.committed = recorded
         if recorded:
+            app._notify_commit()  # wake durable subscribers (the file may not tell them)
             app.bus.publish_envelopes(*recorded)
         return recorded
 
