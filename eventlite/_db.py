@@ -242,11 +242,64 @@ def _create_dead_letters_and_queues(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX queue_dedup_until ON queue_dedup (queue, until)")
 
 
+def _create_projections_and_sagas(db: sqlite_utils.Database) -> None:
+    # One row per projection: the position its read model reflects (moved in the same
+    # transaction as the read-model writes) and whether a rebuild is under way. One row per
+    # saga instance, rewritten after every step; ``revision`` lets a writer notice that
+    # another one moved the saga first.
+    db.table("projections").create(
+        {
+            "name": str,
+            "mode": str,
+            "position": int,
+            "status": str,
+            "error": str,
+            "updated_at": float,
+            "rebuilt_at": float,
+        },
+        pk="name",
+        not_null=["mode", "position", "status", "updated_at"],
+    )
+    db.table("sagas").create(
+        {
+            "id": str,
+            "name": str,
+            "status": str,
+            "data": str,
+            "step_index": int,
+            "completed": str,
+            "compensated": str,
+            "compensation_errors": str,
+            "failed_step": str,
+            "error": str,
+            "revision": int,
+            "started_at": float,
+            "updated_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null=[
+            "name",
+            "status",
+            "data",
+            "step_index",
+            "completed",
+            "compensated",
+            "compensation_errors",
+            "revision",
+            "started_at",
+            "updated_at",
+        ],
+    )
+    db.table("sagas").create_index(["status", "name"], index_name="sagas_status")
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
     Migration("durable delivery: checkpoints, inbox, retries, idempotency keys", _create_delivery),
     Migration("dead letters and work queues", _create_dead_letters_and_queues),
+    Migration("projection checkpoints and saga instances", _create_projections_and_sagas),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 
