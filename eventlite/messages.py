@@ -18,11 +18,21 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import attrs
 
 from .exceptions import DuplicateMessageType, NotAMessage, UnknownMessageType
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**_: Any) -> Callable[[T], T]:
+        # Only type checkers read it; typing has it from Python 3.11, typing_extensions
+        # is not a runtime dependency.
+        return lambda fn: fn
+
 
 __all__ = [
     "MessageKind",
@@ -36,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T", bound=type)
+
 
 class Upcaster(Protocol):
     """A function from the raw JSON dict of one schema version to the dict of the next."""
@@ -192,8 +203,14 @@ def _declare(
     version: int,
     registry: Registry | None,
 ) -> type[Any]:
-    if not attrs.has(cls):
-        cls = attrs.frozen(cls)
+    # A subclass of an attrs class is not an attrs class of its own until decorated: check
+    # the class itself, or the fields it adds would be silently dropped.
+    if "__attrs_attrs__" not in cls.__dict__:
+        try:
+            cls = attrs.frozen(cls)
+        except ValueError:
+            # a subclass of a mutable attrs class cannot be frozen; keep its base's choice
+            cls = attrs.define(cls)
     entry = (registry if registry is not None else default_registry).register(
         cls, kind, name=name, version=version
     )
@@ -203,47 +220,74 @@ def _declare(
     return cls
 
 
-class _Declarer:
-    """The callable behind :func:`event`, :func:`command` and :func:`query`."""
-
-    def __init__(self, kind: MessageKind, doc: str) -> None:
-        self.kind = kind
-        self.__doc__ = doc
-
-    @overload
-    def __call__(self, cls: T) -> T: ...
-
-    @overload
-    def __call__(
-        self, *, name: str | None = None, version: int = 1, registry: Registry | None = None
-    ) -> Callable[[T], T]: ...
-
-    def __call__(
-        self,
-        cls: Any = None,
-        *,
-        name: str | None = None,
-        version: int = 1,
-        registry: Registry | None = None,
-    ) -> Any:
-        if cls is not None:
-            return _declare(cls, self.kind, name, version, registry)
-        return lambda c: _declare(c, self.kind, name, version, registry)
-
-    def __repr__(self) -> str:
-        return f"eventlite.{self.kind.value}"
+def _decorate(
+    cls: Any, kind: MessageKind, name: str | None, version: int, registry: Registry | None
+) -> Any:
+    if cls is not None:
+        return _declare(cls, kind, name, version, registry)
+    return lambda c: _declare(c, kind, name, version, registry)
 
 
-event = _Declarer(
-    MessageKind.EVENT,
-    "Declare an event class (past tense: ``OrderPlaced``): ``@event`` or "
-    "``@event(name=..., version=..., registry=...)``.",
-)
-command = _Declarer(
-    MessageKind.COMMAND,
-    "Declare a command class (imperative: ``PlaceOrder``), handled by exactly one handler.",
-)
-query = _Declarer(
-    MessageKind.QUERY,
-    "Declare a query class (a question: ``GetOrder``), answered by exactly one handler.",
-)
+@overload
+def event(cls: T, /) -> T: ...
+@overload
+def event(
+    *, name: str | None = None, version: int = 1, registry: Registry | None = None
+) -> Callable[[T], T]: ...
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
+def event(
+    cls: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    version: int = 1,
+    registry: Registry | None = None,
+) -> Any:
+    """Declare an event class (past tense: ``OrderPlaced``), delivered to zero or many
+    subscribers: ``@event`` or ``@event(name=..., version=..., registry=...)``.
+
+    A plain class becomes a frozen attrs class; it is registered under ``name`` (default:
+    the class name) at schema ``version`` (default 1) in ``registry`` (default:
+    :data:`default_registry`). Raises :class:`DuplicateMessageType` for a name taken by
+    another class."""
+    return _decorate(cls, MessageKind.EVENT, name, version, registry)
+
+
+@overload
+def command(cls: T, /) -> T: ...
+@overload
+def command(
+    *, name: str | None = None, version: int = 1, registry: Registry | None = None
+) -> Callable[[T], T]: ...
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
+def command(
+    cls: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    version: int = 1,
+    registry: Registry | None = None,
+) -> Any:
+    """Declare a command class (imperative: ``PlaceOrder``), handled by exactly one handler.
+    Takes the same arguments as :func:`event`."""
+    return _decorate(cls, MessageKind.COMMAND, name, version, registry)
+
+
+@overload
+def query(cls: T, /) -> T: ...
+@overload
+def query(
+    *, name: str | None = None, version: int = 1, registry: Registry | None = None
+) -> Callable[[T], T]: ...
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
+def query(
+    cls: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    version: int = 1,
+    registry: Registry | None = None,
+) -> Any:
+    """Declare a query class (a question: ``GetOrder``), answered by exactly one handler.
+    Takes the same arguments as :func:`event`."""
+    return _decorate(cls, MessageKind.QUERY, name, version, registry)

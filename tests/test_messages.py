@@ -203,3 +203,37 @@ def test_type_name_comes_from_the_registry_name() -> None:
         pass
 
     assert "Special" == Envelope(Special("o")).type
+
+
+def test_subclass_of_a_message_keeps_its_own_fields() -> None:
+    """A decorated subclass of a message class is an attrs class with its added fields."""
+    reg = Registry()
+
+    @event(registry=reg)
+    class Base:
+        a: int
+
+    @event(registry=reg)
+    class Sub(Base):
+        b: int
+
+    assert ["a", "b"] == [f.name for f in attrs.fields(Sub)]
+    assert (1, 2) == (Sub(1, 2).a, Sub(1, 2).b)
+
+
+def test_subclass_of_a_mutable_attrs_message_stays_mutable() -> None:
+    """A subclass of a mutable attrs message cannot be frozen, so it is kept mutable."""
+    reg = Registry()
+
+    @event(registry=reg)
+    @attrs.define
+    class Base:
+        a: int
+
+    @event(registry=reg)
+    class Sub(Base):
+        b: int
+
+    sub = Sub(1, 2)
+    sub.b = 3
+    assert 3 == sub.b
