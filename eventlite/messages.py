@@ -206,11 +206,7 @@ def _declare(
     # A subclass of an attrs class is not an attrs class of its own until decorated: check
     # the class itself, or the fields it adds would be silently dropped.
     if "__attrs_attrs__" not in cls.__dict__:
-        try:
-            cls = attrs.frozen(cls)
-        except ValueError:
-            # a subclass of a mutable attrs class cannot be frozen; keep its base's choice
-            cls = attrs.define(cls)
+        cls = attrs.frozen(cls)
     entry = (registry if registry is not None else default_registry).register(
         cls, kind, name=name, version=version
     )

@@ -220,20 +220,3 @@ def test_subclass_of_a_message_keeps_its_own_fields() -> None:
     assert ["a", "b"] == [f.name for f in attrs.fields(Sub)]
     assert (1, 2) == (Sub(1, 2).a, Sub(1, 2).b)
 
-
-def test_subclass_of_a_mutable_attrs_message_stays_mutable() -> None:
-    """A subclass of a mutable attrs message cannot be frozen, so it is kept mutable."""
-    reg = Registry()
-
-    @event(registry=reg)
-    @attrs.define
-    class Base:
-        a: int
-
-    @event(registry=reg)
-    class Sub(Base):
-        b: int
-
-    sub = Sub(1, 2)
-    sub.b = 3
-    assert 3 == sub.b
