@@ -22,6 +22,7 @@ def test_every_public_name_has_a_docstring() -> None:
     missing = [
         name
         for name in eventlite.__all__
-        if callable(getattr(eventlite, name)) and not (getattr(eventlite, name).__doc__ or "").strip()
+        if callable(getattr(eventlite, name))
+        and not (getattr(eventlite, name).__doc__ or "").strip()
     ]
     assert [] == missing

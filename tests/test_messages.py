@@ -219,4 +219,3 @@ def test_subclass_of_a_message_keeps_its_own_fields() -> None:
 
     assert ["a", "b"] == [f.name for f in attrs.fields(Sub)]
     assert (1, 2) == (Sub(1, 2).a, Sub(1, 2).b)
-
