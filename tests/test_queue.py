@@ -1,0 +1,586 @@
+"""The work queue: each rule on its own with a fake clock, dead letters and their retry,
+the file underneath, and competing consumer threads."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventlite import Codec, Envelope, MessageEncodeError, Registry, current_envelope
+from eventlite._db import Database
+from eventlite.clock import FakeClock, SystemClock
+from eventlite.dlq import DeadLetterQueue
+from eventlite.messages import event
+from eventlite.queue import (
+    Consumer,
+    Queues,
+    QueueStats,
+    Received,
+    StaleReceipt,
+    WorkQueue,
+    default_backoff,
+)
+
+registry = Registry()
+codec = Codec(registry)
+
+
+@event(registry=registry, name="queue.Job")
+class Job:
+    n: int
+
+
+@event(registry=registry, name="queue.Note")
+class Note:
+    text: str
+    at: datetime | None = None  # a naive datetime cannot be encoded
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A new eventlite file, closed after the test."""
+    db = Database(tmp_path / "queue.db", synchronous="normal")
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def dlq(database: Database, clock: FakeClock) -> DeadLetterQueue:
+    """The file's dead-letter queue."""
+    return DeadLetterQueue(database, codec, clock=clock)
+
+
+@pytest.fixture
+def queue(database: Database, dlq: DeadLetterQueue, clock: FakeClock) -> WorkQueue:
+    """A queue called ``jobs`` with a DLQ, 10 s visibility, 3 receives at most."""
+    return WorkQueue(
+        database, codec, "jobs", visibility_timeout=10, max_receives=3, dlq=dlq, clock=clock
+    )
+
+
+def numbers(items: list[Received]) -> list[int]:
+    """The ``n`` of each received Job."""
+    return [item.message.n for item in items]
+
+
+def insert_raw(database: Database, queue: str, body: str, message_id: str = "raw-1") -> None:
+    """Put a row in a queue behind the API's back, as a foreign or broken writer would."""
+    with database.transaction() as tx:
+        tx.execute(
+            "INSERT INTO queue_messages (queue, id, body, not_before, visible_at, sent_at) "
+            "VALUES (?, ?, ?, 0, 0, 0)",
+            (queue, message_id, body),
+        )
+
+
+# -- the rules, one at a time ---------------------------------------------------------------
+
+
+def test_send_receive_ack(queue: WorkQueue) -> None:
+    """A sent message is received once with its envelope and a receipt; after the ack it
+    is gone. An empty queue receives []."""
+    env = Envelope(Job(1))
+    assert env.id == queue.send(env)
+    [item] = queue.receive(max=5)
+    assert (env, 1, None, env.id) == (
+        item.envelope,
+        item.receive_count,
+        item.group,
+        item.message_id,
+    )
+    assert [] == queue.receive()
+    queue.ack(item.receipt)
+    assert 0 == len(queue)
+
+
+def test_receive_in_send_order_up_to_max(queue: WorkQueue) -> None:
+    """Receives hand out messages oldest first, at most ``max`` at a time."""
+    queue.send_many([Job(n) for n in range(5)])
+    assert [0, 1] == numbers(queue.receive(max=2))
+    assert [2, 3, 4] == numbers(queue.receive(max=10))
+
+
+def test_delay(queue: WorkQueue, clock: FakeClock) -> None:
+    """A delayed message is invisible until the clock reaches its delay."""
+    queue.send(Job(1), delay=30)
+    queue.send(Job(2))
+    [now] = queue.receive(max=5)
+    queue.ack(now.receipt)
+    assert 2 == now.message.n
+    clock.advance(29.5)
+    assert [] == queue.receive()
+    clock.advance(0.5)
+    assert [1] == numbers(queue.receive())
+
+
+def test_visibility_timeout_and_stale_receipts(queue: WorkQueue, clock: FakeClock) -> None:
+    """A message not acked within the visibility timeout is received again with a new
+    receipt; the old receipt is then stale and acking with it says why."""
+    queue.send(Job(1))
+    [first] = queue.receive()
+    clock.advance(9)
+    assert [] == queue.receive()
+    clock.advance(1)
+    [second] = queue.receive()
+    assert (2, first.message_id) == (second.receive_count, second.message_id)
+    with pytest.raises(StaleReceipt, match="received again") as info:
+        queue.ack(first.receipt)
+    assert (first.receipt, "jobs") == (info.value.receipt, info.value.queue)
+    queue.ack(second.receipt)
+    with pytest.raises(StaleReceipt, match="no longer in the queue"):
+        queue.ack(second.receipt)
+    with pytest.raises(StaleReceipt, match="not a receipt"):
+        queue.ack("nonsense")
+
+
+def test_late_ack_before_anyone_else_receives(queue: WorkQueue, clock: FakeClock) -> None:
+    """An ack after the visibility timeout still works while nobody received the message
+    again."""
+    queue.send(Job(1))
+    [item] = queue.receive()
+    clock.advance(60)
+    queue.ack(item.receipt)
+    assert [] == queue.receive()
+
+
+def test_nack_and_extend(queue: WorkQueue, clock: FakeClock) -> None:
+    """A nack makes the message visible again after its delay (and spends the receipt);
+    ``extend`` keeps it hidden longer than the visibility timeout."""
+    queue.send(Job(1))
+    queue.send(Job(2))
+    one, two = queue.receive(max=2)
+    queue.nack(one.receipt, delay=5)
+    with pytest.raises(StaleReceipt, match="nacked"):
+        queue.ack(one.receipt)
+    queue.extend(two.receipt, 30)
+    clock.advance(5)
+    [again] = queue.receive(max=5)
+    assert (1, 2) == (again.message.n, again.receive_count)
+    queue.ack(again.receipt)
+    clock.advance(20)
+    assert [] == queue.receive(max=5)
+    queue.ack(two.receipt)
+
+
+def test_visibility_timeout_per_receive(queue: WorkQueue, clock: FakeClock) -> None:
+    """``receive(visibility_timeout=...)`` overrides the queue's timeout for that receive."""
+    queue.send(Job(1))
+    queue.receive(visibility_timeout=2)
+    clock.advance(2)
+    assert [1] == numbers(queue.receive())
+
+
+def test_dedup_window(queue: WorkQueue, clock: FakeClock) -> None:
+    """A dedup id seen within the window returns the first id and adds nothing, even after
+    the first message was acked; after the window it sends again."""
+    first = queue.send(Job(1), dedup_id="order-7")
+    assert first == queue.send(Job(2), dedup_id="order-7")
+    [item] = queue.receive(max=5)
+    queue.ack(item.receipt)
+    clock.advance(299)
+    assert first == queue.send(Job(3), dedup_id="order-7")
+    clock.advance(1)
+    again = queue.send(Job(4), dedup_id="order-7")
+    assert first != again
+    assert [4] == numbers(queue.receive(max=5))
+
+
+def test_groups_are_fifo_one_at_a_time(queue: WorkQueue, clock: FakeClock) -> None:
+    """Messages of one group come one at a time in send order; other groups and messages
+    without a group are not held up; a timed-out head comes back before its followers."""
+    queue.send(Job(1), group="a")
+    queue.send(Job(2), group="a")
+    queue.send(Job(3), group="b")
+    queue.send(Job(4))
+    queue.send(Job(5), group="a")
+    batch = queue.receive(max=10)
+    assert [1, 3, 4] == numbers(batch)
+    queue.ack(batch[0].receipt)
+    clock.advance(1)
+    [second] = queue.receive(max=10)
+    assert (2, "a") == (second.message.n, second.group)
+    clock.advance(9)
+    assert [3, 4] == numbers(queue.receive(max=10))  # timed out
+    clock.advance(1)
+    assert [2] == numbers(queue.receive(max=10))  # timed out, and 5 still waits behind it
+
+
+def test_a_delayed_group_head_holds_its_group(queue: WorkQueue, clock: FakeClock) -> None:
+    """The first message of a group sent with a delay keeps the later ones waiting."""
+    queue.send(Job(1), group="a", delay=10)
+    queue.send(Job(2), group="a")
+    assert [] == queue.receive(max=5)
+    clock.advance(10)
+    [head] = queue.receive(max=5)
+    queue.ack(head.receipt)
+    assert [2] == numbers(queue.receive(max=5))
+
+
+def test_max_receives_goes_to_the_dlq(queue: WorkQueue, dlq: DeadLetterQueue) -> None:
+    """After ``max_receives`` failed deliveries the message is dead-lettered under
+    ``queue:<name>`` with the handler's last error, and not handed out again."""
+    queue.send(Job(1), group="a")
+    queue.send(Job(2), group="a")
+    for attempt in range(3):
+        [item] = queue.receive()
+        assert (1, attempt + 1) == (item.message.n, item.receive_count)
+        queue.nack(item.receipt, error=ValueError(f"attempt {attempt + 1}"))
+    [dead] = dlq.list()
+    assert ("queue:jobs", "a", "ValueError", "attempt 3", 3, "queue.Job") == (
+        dead.source,
+        dead.group,
+        dead.error_type,
+        dead.error_message,
+        dead.attempts,
+        dead.type_name,
+    )
+    assert Job(1) == dead.envelope(codec).message
+    assert [2] == numbers(queue.receive(max=5))  # the group moved on
+
+
+def test_timed_out_max_receives_goes_to_the_dlq(
+    queue: WorkQueue, dlq: DeadLetterQueue, clock: FakeClock
+) -> None:
+    """A message whose visibility runs out ``max_receives`` times is dead-lettered by the
+    next receive, naming the receive count."""
+    queue.send(Job(1))
+    for _ in range(3):
+        assert [1] == numbers(queue.receive())
+        clock.advance(10)
+    assert [] == queue.receive()
+    [dead] = dlq.list()
+    assert "eventlite.queue.MaxReceivesExceeded" == dead.error_type
+    assert "was received 3 times without an ack" in str(dead.error_message)
+
+
+def test_ttl_expires_waiting_messages(
+    database: Database, dlq: DeadLetterQueue, clock: FakeClock
+) -> None:
+    """With a TTL, a message still waiting that long is dead-lettered as expired; one in
+    flight is not expired until its visibility timeout runs out."""
+    queue = WorkQueue(database, codec, "ttl", ttl=60, visibility_timeout=100, dlq=dlq, clock=clock)
+    queue.send(Job(1))
+    queue.send(Job(2))
+    [taken] = queue.receive()
+    clock.advance(60)
+    assert [] == queue.receive()
+    assert [("eventlite.queue.MessageExpired", "queue:ttl")] == [
+        (d.error_type, d.source) for d in dlq.list()
+    ]
+    queue.ack(taken.receipt)  # in flight: still its receiver's to ack
+
+
+def test_without_a_dlq_failures_are_dropped_and_logged(
+    database: Database, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue without a DLQ drops a message that used up its receives, with an error
+    log naming the queue and the message."""
+    queue = WorkQueue(database, codec, "bare", max_receives=1, clock=clock)
+    message_id = queue.send(Job(1))
+    [item] = queue.receive()
+    queue.nack(item.receipt, error=ValueError("nope"))
+    assert 0 == len(queue)
+    assert [
+        f"queue 'bare': dropped message {message_id} (no dead-letter queue configured): "
+        "ValueError: nope"
+    ] == [r.getMessage() for r in caplog.records]
+
+
+def test_undecodable_messages_are_dead_lettered(
+    database: Database, queue: WorkQueue, dlq: DeadLetterQueue
+) -> None:
+    """A row with bad JSON or an unknown type is dead-lettered by the receive that meets
+    it, with the decoding error and the raw text; the good messages are received."""
+    queue.send(Job(1))
+    insert_raw(database, "jobs", "{not json", "bad-json")
+    unknown = codec.encode_envelope(Envelope(Job(2))).replace("queue.Job", "queue.Gone")
+    insert_raw(database, "jobs", unknown, "unknown-type")
+    queue.send(Job(3))
+    assert [1, 3] == numbers(queue.receive(max=10))
+    dead = {d.message_id: d for d in dlq.list()}
+    assert ("{not json", "eventlite.exceptions.MessageDecodeError") == (
+        dead["bad-json"].message,
+        dead["bad-json"].error_type,
+    )
+    assert ("queue.Gone", "eventlite.exceptions.UnknownMessageType") == (
+        dead["unknown-type"].type_name,
+        dead["unknown-type"].error_type,
+    )
+
+
+def test_dlq_retry_puts_the_message_back(
+    queue: WorkQueue, dlq: DeadLetterQueue, clock: FakeClock
+) -> None:
+    """``dlq.retry(id)`` of a queue's dead letter puts it back at the end of the queue
+    with a fresh receive count; the next receive hands it out."""
+    original = queue.send(Job(1))
+    for _ in range(3):
+        [item] = queue.receive()
+        queue.nack(item.receipt)
+    queue.send(Job(2))
+    [dead] = dlq.list()
+    dlq.retry(dead.id)
+    assert 1 == queue.requeue_retries()
+    assert 0 == dlq.count()
+    items = queue.receive(max=5)
+    assert [(2, 1), (1, 1)] == [(i.message.n, i.receive_count) for i in items]
+    assert original == items[1].message_id
+
+
+def test_stats(queue: WorkQueue, clock: FakeClock) -> None:
+    """``stats`` counts waiting, in-flight and delayed messages and the oldest one's age."""
+    assert QueueStats("jobs", 0, 0, 0, None) == queue.stats()
+    queue.send(Job(1))
+    clock.advance(4)
+    queue.send(Job(2))
+    queue.send(Job(3), delay=10)
+    queue.send(Job(4), group="g")
+    queue.send(Job(5), group="g")
+    queue.receive()
+    stats = queue.stats()
+    assert QueueStats("jobs", 3, 1, 1, 4.0) == stats
+    assert (5, "jobs: 3 waiting, 1 in flight, 1 delayed, oldest 4.0s") == (stats.total, str(stats))
+
+
+def test_send_joins_the_callers_transaction(queue: WorkQueue, database: Database) -> None:
+    """A send inside the caller's transaction is rolled back with it."""
+    with pytest.raises(RuntimeError), database.transaction():
+        queue.send(Job(1))
+        raise RuntimeError("the order insert failed")
+    assert 0 == len(queue)
+
+
+def test_bad_input_is_refused(database: Database, queue: WorkQueue, tmp_path: Path) -> None:
+    """Wrong settings and arguments raise clear errors and change nothing."""
+    with pytest.raises(ValueError, match="max must be an int >= 1"):
+        queue.receive(max=0)
+    with pytest.raises(ValueError, match="delay must be a number of seconds >= 0"):
+        queue.send(Job(1), delay=-1)
+    with pytest.raises(ValueError, match="max_receives"):
+        WorkQueue(database, codec, "x", max_receives=0)
+    with pytest.raises(ValueError, match="name"):
+        WorkQueue(database, codec, "")
+    with pytest.raises(ValueError, match="visibility_timeout"):
+        WorkQueue(database, codec, "x", visibility_timeout=0)
+    other = Database(tmp_path / "other.db")
+    with pytest.raises(ValueError, match="same Database"):
+        WorkQueue(database, codec, "x", dlq=DeadLetterQueue(other, codec))
+    other.close()
+    with pytest.raises(MessageEncodeError):
+        queue.send(Note("x", at=datetime(2024, 1, 1)))
+    assert 0 == len(queue)
+
+
+def test_messages_survive_reopening_the_file(tmp_path: Path, clock: FakeClock) -> None:
+    """Sent, in-flight and delayed messages are in the file; another Database on it sees
+    them and can ack a receipt handed out by the first."""
+    path = tmp_path / "shared.db"
+    with Database(path) as db:
+        queue = WorkQueue(db, codec, "jobs", clock=clock)
+        queue.send_many([Job(1), Job(2)])
+        queue.send(Job(3), delay=100)
+        [item] = queue.receive()
+    with Database(path) as db:
+        again = WorkQueue(db, codec, "jobs", clock=clock)
+        assert QueueStats("jobs", 1, 1, 1, 0.0) == again.stats()
+        again.ack(item.receipt)
+        assert [2] == numbers(again.receive(max=5))
+
+
+def test_queues_share_a_file_but_not_messages(database: Database, clock: FakeClock) -> None:
+    """Queues of different names in one file never see each other's messages; ``Queues``
+    names them and gives their stats."""
+    queues = Queues(database, codec, clock=clock, max_receives=2)
+    queues["a"].send(Job(1))
+    queues["b"].send(Job(2))
+    assert queues["a"] is queues["a"]
+    assert (2, 7) == (queues["a"].max_receives, queues.get("a", max_receives=7).max_receives)
+    assert [1] == numbers(queues["a"].receive(max=5))
+    assert ["a", "b"] == queues.names()
+    assert [("a", 1), ("b", 0)] == [(s.name, s.in_flight) for s in queues.stats()]
+
+
+def test_receive_uses_the_ready_index(queue: WorkQueue, database: Database) -> None:
+    """The receive query is a range search of the ready index, not a scan: its cost grows
+    with the log of the queue's length."""
+    conn = database.read_connection()
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT seq FROM queue_messages WHERE queue = ? AND visible_at <= ? "
+        "ORDER BY visible_at, seq LIMIT ?",
+        ("jobs", 0.0, 10),
+    ).fetchall()
+    assert [
+        "SEARCH queue_messages USING COVERING INDEX queue_messages_ready (queue=? AND visible_at<?)"
+    ] == [row[3] for row in plan]
+
+
+def test_default_backoff() -> None:
+    """The consumer's default backoff starts at 0.1 s, doubles, and stops at 30 s."""
+    assert [0.1, 0.2, 0.4, 30.0] == [default_backoff(a) for a in (2, 3, 4, 30)]
+
+
+# -- competing consumers (the real clock, no sleeps: threads signal what they did) -----------
+
+
+class Recorder:
+    """A handler that records what it handled and signals when ``expected`` calls ran."""
+
+    def __init__(self, expected: int, fail: Any = lambda n, calls: False) -> None:
+        self.expected = expected
+        self.fail = fail
+        self.calls: Counter[int] = Counter()
+        self.threads: set[str] = set()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def __call__(self, job: Job) -> None:
+        with self.lock:
+            self.calls[job.n] += 1
+            self.threads.add(threading.current_thread().name)
+            calls = self.calls[job.n]
+            if sum(self.calls.values()) >= self.expected:
+                self.done.set()
+        if self.fail(job.n, calls):
+            raise RuntimeError(f"job {job.n} failed (call {calls})")
+
+
+@pytest.fixture
+def live(database: Database) -> tuple[WorkQueue, DeadLetterQueue]:
+    """A queue and DLQ on the real clock, for consumer threads."""
+    dlq = DeadLetterQueue(database, codec)
+    return WorkQueue(database, codec, "live", max_receives=3, dlq=dlq, clock=SystemClock()), dlq
+
+
+def test_competing_consumers_handle_each_message_once(
+    live: tuple[WorkQueue, DeadLetterQueue],
+) -> None:
+    """Four threads with prefetch share 300 messages: each is handled exactly once, and
+    the queue is empty after they stop."""
+    queue, _ = live
+    handler = Recorder(300)
+    with queue.consume(handler, threads=4, prefetch=10, poll_interval=0.01) as consumer:
+        queue.send_many([Job(n) for n in range(300)])
+        assert handler.done.wait(30)
+    assert {n: 1 for n in range(300)} == dict(handler.calls)
+    assert (300, 0, 0, False) == (consumer.handled, consumer.failed, len(queue), consumer.running)
+
+
+def test_a_failing_handler_is_retried_then_dead_lettered(
+    live: tuple[WorkQueue, DeadLetterQueue],
+) -> None:
+    """A handler that keeps failing on one message gets it ``max_receives`` times, then it
+    is dead-lettered with the handler's error; the other messages are handled."""
+    queue, dlq = live
+    handler = Recorder(3 + 5, fail=lambda n, calls: n == 0)
+    with queue.consume(
+        handler, threads=2, prefetch=3, backoff=lambda attempt: 0.0, poll_interval=0.01
+    ):
+        queue.send_many([Job(n) for n in range(6)])
+        assert handler.done.wait(30)
+    assert {0: 3, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1} == dict(handler.calls)
+    [dead] = dlq.list()
+    assert ("RuntimeError", "job 0 failed (call 3)", 3) == (
+        dead.error_type,
+        dead.error_message,
+        dead.attempts,
+    )
+    assert 0 == len(queue)
+
+
+def test_a_transient_failure_is_retried(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
+    """A handler that fails once on a message succeeds on the redelivery; nothing is
+    dead-lettered."""
+    queue, dlq = live
+    handler = Recorder(2, fail=lambda n, calls: calls == 1)
+    with queue.consume(handler, threads=1, backoff=lambda attempt: 0.0, poll_interval=0.01) as c:
+        queue.send(Job(1))
+        assert handler.done.wait(30)
+    assert ({1: 2}, 0, 0, 1, 1) == (
+        dict(handler.calls),
+        dlq.count(),
+        len(queue),
+        c.handled,
+        c.failed,
+    )
+
+
+def test_undecodable_message_does_not_stop_consumers(
+    live: tuple[WorkQueue, DeadLetterQueue], database: Database
+) -> None:
+    """A row that cannot be decoded goes to the DLQ with the reason; the consumers keep
+    running and handle every other message."""
+    queue, dlq = live
+    queue.send(Job(1))
+    insert_raw(database, "live", '{"type": "queue.Job", "data": {"n": "not a number"}}')
+    insert_raw(database, "live", "\x00garbage", "raw-2")
+    queue.send(Job(2))
+    handler = Recorder(3)
+    with queue.consume(handler, threads=2, prefetch=2, poll_interval=0.01):
+        queue.send(Job(3))
+        assert handler.done.wait(30)
+    assert {1: 1, 2: 1, 3: 1} == dict(handler.calls)
+    assert ["eventlite.exceptions.MessageDecodeError"] * 2 == [d.error_type for d in dlq.list()]
+
+
+def test_handler_runs_in_the_message_context(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
+    """While the handler runs, the message's envelope is current, so what it sends is
+    correlated to it."""
+    queue, _ = live
+    seen: list[Envelope | None] = []
+    done = threading.Event()
+
+    def handler(job: Job) -> None:
+        seen.append(current_envelope())
+        done.set()
+
+    sent = Envelope(Job(1))
+    with queue.consume(handler, threads=1, poll_interval=0.01):
+        queue.send(sent)
+        assert done.wait(30)
+    assert [sent] == seen
+
+
+def test_stop_gives_back_the_rest_of_the_batch(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
+    """Stopping a consumer lets the running handler finish and gives back the rest of its
+    batch, visible at once and with that receive not counted."""
+    queue, _ = live
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        release.wait(30)
+
+    queue.send_many([Job(n) for n in range(5)])
+    consumer = Consumer(queue, slow, threads=1, prefetch=5, poll_interval=0.01)
+    consumer.start()
+    assert started.wait(30)
+    consumer.stop(timeout=0)  # asks the thread to stop; it is still in the handler
+    release.set()
+    consumer.stop()
+    assert (1, False) == (consumer.handled, consumer.running)
+    assert [(1, 1), (2, 1), (3, 1), (4, 1)] == [
+        (i.message.n, i.receive_count) for i in queue.receive(max=10)
+    ]
+    with pytest.raises(RuntimeError, match="started already"):
+        consumer.start()
+
+
+def test_consumer_settings_are_checked(queue: WorkQueue) -> None:
+    """Threads and prefetch below 1 are refused."""
+    with pytest.raises(ValueError, match="threads"):
+        Consumer(queue, print, threads=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        Consumer(queue, print, prefetch=0)
