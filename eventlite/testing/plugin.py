@@ -1,0 +1,122 @@
+"""The eventlite pytest plugin: fixtures for testing applications built on eventlite.
+
+Installed with eventlite and loaded by pytest through the ``pytest11`` entry point, so the
+fixtures are there in every test without an import:
+
+- ``eventlite_app``: a fresh :class:`~eventlite.App`, closed after the test; on a SQLite
+  file in the test's temporary directory, or in memory (see ``eventlite_storage``).
+- ``eventlite_store``: that app's event store.
+- ``eventlite_registry``: the registry the app is built with; ``eventlite.default_registry``
+  unless a ``conftest.py`` overrides the fixture to return the application's own.
+- ``eventlite_storage``: ``"sqlite"`` or ``"memory"``, from the test's
+  ``@pytest.mark.eventlite(storage=...)`` marker, else the ``eventlite_storage`` ini option
+  (default ``"sqlite"``). Parametrize it to run a test on both:
+  ``@pytest.mark.parametrize("eventlite_storage", ["sqlite", "memory"])``.
+- ``fake_clock``: a :class:`~eventlite.clock.FakeClock` standing at its fixed start.
+
+eventlite itself is imported only when a fixture is used, so the plugin costs nothing in a
+test run that does not use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..clock import FakeClock
+    from ..messages import Registry
+    from ..store import EventStore
+
+__all__ = [
+    "eventlite_app",
+    "eventlite_registry",
+    "eventlite_storage",
+    "eventlite_store",
+    "fake_clock",
+    "pytest_addoption",
+    "pytest_configure",
+]
+
+STORAGES = ("sqlite", "memory")
+"""What ``eventlite_storage`` may be."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Declare the ``eventlite_storage`` ini option."""
+    parser.addini(
+        "eventlite_storage",
+        help="where the eventlite_app fixture keeps its events: sqlite (a temporary file, "
+        "the default) or memory",
+        default="sqlite",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the ``eventlite`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "eventlite(storage): storage='sqlite' or 'memory' for this test's eventlite_app",
+    )
+
+
+@pytest.fixture
+def eventlite_registry() -> Registry:
+    """The registry ``eventlite_app`` is built with: override this fixture in a
+    ``conftest.py`` to return the application's own registry."""
+    from ..messages import default_registry
+
+    return default_registry
+
+
+@pytest.fixture
+def eventlite_storage(request: pytest.FixtureRequest) -> str:
+    """``"sqlite"`` or ``"memory"``: the ``eventlite`` marker's ``storage``, else the
+    ``eventlite_storage`` ini option."""
+    marker = request.node.get_closest_marker("eventlite")
+    storage = marker.kwargs.get("storage") if marker is not None else None
+    where = "@pytest.mark.eventlite(storage=...)"
+    if storage is None:
+        storage = request.config.getini("eventlite_storage")
+        where = "the eventlite_storage ini option"
+    if storage not in STORAGES:
+        raise pytest.UsageError(f"{where} must be 'sqlite' or 'memory', got {storage!r}")
+    return str(storage)
+
+
+@pytest.fixture
+def eventlite_app(
+    request: pytest.FixtureRequest, eventlite_registry: Registry, eventlite_storage: str
+) -> Iterator[App]:
+    """A fresh :class:`~eventlite.App` with the ``eventlite_registry``, closed after the
+    test; on ``eventlite.db`` in the test's ``tmp_path`` (``synchronous="normal"``: a test
+    needs no protection from power loss) or in memory."""
+    from ..app import App
+
+    if eventlite_storage == "memory":
+        app = App(registry=eventlite_registry)
+    else:
+        tmp_path = request.getfixturevalue("tmp_path")
+        app = App(tmp_path / "eventlite.db", registry=eventlite_registry, synchronous="normal")
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def eventlite_store(eventlite_app: App) -> EventStore:
+    """The event store of ``eventlite_app``."""
+    return eventlite_app.store
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A :class:`~eventlite.clock.FakeClock` at ``eventlite.clock.FAKE_EPOCH``; move it
+    with ``advance(seconds)``."""
+    from ..clock import FakeClock
+
+    return FakeClock()
