@@ -261,6 +261,10 @@ class Relay:
     :param poll_interval: seconds between looks for commits of other processes and for
         operators' retries of dead letters.
     :param batch_size: events read from the log per query.
+    :param checkpoint_interval: the longest a subscriber without a unit of work keeps its
+        progress in memory before writing its checkpoint (it also writes it every
+        ``batch_size`` events, and when idle or drained); a crash redelivers at most that
+        much to it. Subscribers with a unit of work write it with every message.
     :param inbox_retention: seconds inbox marks are kept (purged about hourly); None keeps
         them for ever.
 
@@ -278,6 +282,7 @@ class Relay:
         metrics: DeliveryMetrics | None = None,
         poll_interval: float = 0.05,
         batch_size: int = 500,
+        checkpoint_interval: float = 0.1,
         inbox_retention: float | None = 7 * 86400.0,
     ) -> None:
         if not (isinstance(poll_interval, (int, float)) and poll_interval > 0):
@@ -301,6 +306,8 @@ class Relay:
         """Seconds between polls for other processes' commits."""
         self.batch_size = batch_size
         """Events read per query."""
+        self.checkpoint_interval = float(checkpoint_interval)
+        """Seconds a plain subscriber's progress may stay unwritten."""
         self.inbox = Inbox(database, clock=self.clock)
         """Message ids handled by subscribers that write through a unit of work."""
         self.inbox_retention = inbox_retention
@@ -471,7 +478,9 @@ class _Consumer:
         self.retry_keys: set[str] = set()  # keys with rows in delivery_retries
         self.interest: dict[str, bool] = {}
         self.cv = threading.Condition(threading.Lock())
-        self.woken = False
+        self.woken = True  # a first pass at once: the log may hold a backlog
+        self.flushed = time.monotonic()
+        self.reports_lag = type(self.metrics).lag is not DeliveryMetrics.lag
         self.stopping = False
         self.requested = 0
         self.completed = 0
@@ -546,20 +555,34 @@ class _Consumer:
 
     def run(self) -> None:
         relay = self.relay
+        full = True  # the first pass also looks for dead letters released for retry
         while True:
             with self.cv:
                 if self.stopping:
                     break
                 if not self.woken and self.requested == self.completed:
-                    self.cv.wait(relay.poll_interval)
+                    timeout = relay.poll_interval
+                    if self.position > self.committed:
+                        due = self.flushed + relay.checkpoint_interval - time.monotonic()
+                        timeout = max(0.0, min(timeout, due))
+                    full = not self.cv.wait(timeout) or full
                 if self.stopping:
                     break
                 self.woken = False
                 ticket = self.requested
+                full = full or ticket > self.completed
             try:
-                while self.work() and not self.stopping:
+                while self.work(full) and not self.stopping:
                     pass
+                if ticket > self.completed or (
+                    time.monotonic() - self.flushed >= relay.checkpoint_interval
+                ):
+                    self.flush()
+                if self.reports_lag:
+                    head = self.db.read_connection().execute(_HEAD).fetchone()[0] or 0
+                    self._metric("lag", self.name, max(0, int(head) - self.position))
                 relay._maintain()
+                full = False
             except _CheckpointMoved:
                 self._reload()
                 log.warning(
@@ -605,18 +628,12 @@ class _Consumer:
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading a checkpoint", self.db.path) from exc
 
-    def work(self) -> bool:
-        """One pass: operators' retries, due delayed retries, new events. True if it did
-        anything (so another pass may find more)."""
-        did = self.redeliver_dead_letters()
+    def work(self, full: bool) -> bool:
+        """One pass: operators' retries (on a ``full`` pass: a poll, a drain), due delayed
+        retries, new events. True if it did anything (so another pass may find more)."""
+        did = full and self.redeliver_dead_letters()
         did = self.fire_due_retries() or did
-        did = self.deliver_new() or did
-        try:
-            head = int(self.db.read_connection().execute(_HEAD).fetchone()[0] or 0)
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "reading the head position", self.db.path) from exc
-        self._metric("lag", self.name, max(0, head - self.position))
-        return did
+        return self.deliver_new() or did
 
     # -- the log ------------------------------------------------------------------------
 
@@ -664,7 +681,8 @@ class _Consumer:
                     dlq_active = True
                     blocked[key] = True
         finally:
-            self.flush()
+            if self.position - self.committed >= self.relay.batch_size:
+                self.flush()
         return True
 
     def _interested(self, type_name: str) -> bool | None:
@@ -834,6 +852,7 @@ class _Consumer:
             with self.db.transaction() as tx:
                 self._move(tx, position)
             self.committed = position
+        self.flushed = time.monotonic()
 
     def _move(self, tx: Transaction, position: int) -> None:
         cursor = tx.execute(_MOVE, (position, self.clock.now(), self.name, self.committed))

@@ -164,6 +164,34 @@ def test_a_local_commit_wakes_the_relay_at_once(tmp_path: Path) -> None:
         assert delivered.wait(10)
 
 
+def test_a_backlog_is_delivered_when_the_subscriber_starts(tmp_path: Path) -> None:
+    """A subscriber added to a file that already holds events starts on them at once, with
+    no commit or poll to prompt it."""
+    delivered = threading.Event()
+    with App(tmp_path / "app.db", registry=registry, poll_interval=60.0) as app:
+        app.store.append("o-1", [Placed(1)])
+        app.subscribe(Placed, lambda e: delivered.set(), durable=True, name="s")
+        assert delivered.wait(10)
+
+
+def test_plain_subscribers_write_their_checkpoint_soon_after_work(tmp_path: Path) -> None:
+    """A subscriber without a unit of work keeps its progress in memory for at most the
+    checkpoint interval, then writes it by itself."""
+    with App(tmp_path / "app.db", registry=registry, poll_interval=60.0) as app:
+        got = threading.Event()
+        app.subscribe(Placed, lambda e: got.set(), durable=True, name="s")
+        app.relay.checkpoint_interval = 0.01
+        app.store.append("o-1", [Placed(1)])
+        assert got.wait(10)
+        moved = threading.Event()
+        for _ in range(1000):
+            if 1 == app.subscribers()[0].checkpoint:
+                moved.set()
+                break
+            moved.wait(0.01)
+        assert moved.is_set()
+
+
 def test_a_unit_of_work_commit_wakes_the_relay(tmp_path: Path) -> None:
     """Events committed by a unit of work reach durable subscribers without polling."""
     delivered = threading.Event()
