@@ -44,6 +44,7 @@ class Job:
 class Message:
     """The model of one queued message."""
 
+    seq: int  # the row's number, part of every receipt
     id: str
     group: str | None
     not_before: float
@@ -90,6 +91,7 @@ class WorkQueueMachine(RuleBasedStateMachine):
         self.dedup: dict[str, tuple[str, float]] = {}
         self.dead: list[Dead] = []  # in dead-letter order
         self.counter = 0
+        self.next_seq = 1
 
     def teardown(self) -> None:
         self.database.close()
@@ -104,8 +106,10 @@ class WorkQueueMachine(RuleBasedStateMachine):
     def _append(self, message_id: str, group: str | None, delay: float) -> None:
         busy = group is not None and any(m.group == group for m in self.messages)
         not_before = self.now + delay
+        self.next_seq += 1
         self.messages.append(
             Message(
+                self.next_seq - 1,
                 message_id,
                 group,
                 not_before,
@@ -130,10 +134,10 @@ class WorkQueueMachine(RuleBasedStateMachine):
     def _in_flight(self, m: Message) -> bool:
         return m.in_flight and m.visible_at is not None and m.visible_at > self.now
 
-    def _holder(self, receipt: tuple[str, str, int]) -> Message | None:
-        _, message_id, count = receipt
+    def _holder(self, receipt: tuple[str, int, int]) -> Message | None:
+        _, seq, count = receipt
         for m in self.messages:
-            if m.id == message_id and m.receives == count and m.in_flight:
+            if m.seq == seq and m.receives == count and m.in_flight:
                 return m
         return None
 
@@ -163,18 +167,18 @@ class WorkQueueMachine(RuleBasedStateMachine):
             self._append(entry.id, entry.group, 0)
         expired = sorted(
             (m for m in self.messages if m.expires_at <= now and not self._in_flight(m)),
-            key=lambda m: (m.expires_at, self.messages.index(m)),
+            key=lambda m: (m.expires_at, m.seq),
         )
         for m in expired:
             self._kill(m, "eventlite.queue.MessageExpired")
         for group in sorted({m.group for m in expired if m.group is not None}):
             self._promote(group)
-        expected: list[tuple[str, int, str | None]] = []
+        expected: list[tuple[str, str, int, str | None]] = []
         while len(expected) < max:
             ready = [m for m in self.messages if m.visible_at is not None and m.visible_at <= now]
             if not ready:
                 break
-            m = min(ready, key=lambda m: (m.visible_at, self.messages.index(m)))
+            m = min(ready, key=lambda m: (m.visible_at, m.seq))
             if m.receives >= MAX_RECEIVES:
                 self._kill(m, "eventlite.queue.MaxReceivesExceeded")
                 self._promote(m.group)
@@ -182,13 +186,15 @@ class WorkQueueMachine(RuleBasedStateMachine):
             m.receives += 1
             m.in_flight = True
             m.visible_at = now + VISIBILITY
-            expected.append((m.id, m.receives, m.group))
+            expected.append((f"{m.seq}.{m.receives}", m.id, m.receives, m.group))
         received = self.queue.receive(max=max)
-        assert expected == [(r.message_id, r.receive_count, r.group) for r in received]
-        return multiple(*[(r.receipt, r.message_id, r.receive_count) for r in received])
+        assert expected == [(r.receipt, r.message_id, r.receive_count, r.group) for r in received]
+        return multiple(
+            *[(r.receipt, int(r.receipt.split(".")[0]), r.receive_count) for r in received]
+        )
 
     @rule(receipt=receipts)
-    def ack(self, receipt: tuple[str, str, int]) -> None:
+    def ack(self, receipt: tuple[str, int, int]) -> None:
         holder = self._holder(receipt)
         if holder is None:
             try:
@@ -201,7 +207,7 @@ class WorkQueueMachine(RuleBasedStateMachine):
         self._promote(holder.group)
 
     @rule(receipt=receipts, delay=st.sampled_from([0, 3]), with_error=st.booleans())
-    def nack(self, receipt: tuple[str, str, int], delay: float, with_error: bool) -> None:
+    def nack(self, receipt: tuple[str, int, int], delay: float, with_error: bool) -> None:
         holder = self._holder(receipt)
         error = RuntimeError("handler failed") if with_error else None
         if holder is None:
@@ -221,7 +227,7 @@ class WorkQueueMachine(RuleBasedStateMachine):
             holder.visible_at = self.now + delay
 
     @rule(receipt=receipts, seconds=st.sampled_from([5, 20]))
-    def extend(self, receipt: tuple[str, str, int], seconds: float) -> None:
+    def extend(self, receipt: tuple[str, int, int], seconds: float) -> None:
         holder = self._holder(receipt)
         if holder is None:
             try:
