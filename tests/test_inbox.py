@@ -138,3 +138,23 @@ def test_inbox_marks_per_consumer_and_purge(tmp_path: Path) -> None:
         assert 0 == inbox.purge(older_than=50, consumer="a")
         with pytest.raises(ValueError, match="older_than"):
             inbox.purge(older_than=-1)
+
+
+def test_two_apps_running_one_subscriber_do_its_work_once(path: Path) -> None:
+    """Two apps on one file running the same durable subscriber (a mistake) still write
+    each effect once: the inbox and the checkpoint's compare-and-set stop the loser."""
+    with App(path, registry=registry) as first, App(path, registry=registry) as second:
+        for app in (first, second):
+
+            def receipt(event: Paid, uow: UnitOfWork) -> None:
+                uow.execute("INSERT INTO receipts VALUES ('twice', ?)", (event.n,))
+
+            app.subscribe(Paid, receipt, durable=True, name="twice")
+        for i in range(3, 103):
+            first.store.append(f"p-{i % 7}", [Paid(i)])
+        for _ in range(2):
+            first.run_until_idle()
+            second.run_until_idle()
+        assert first.database is not None
+        ns = [n for _, n in _receipts(first.database)]
+        assert list(range(1, 103)) == ns
