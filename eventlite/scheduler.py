@@ -34,7 +34,8 @@ class Scheduler:
     """Calls callbacks at clock times, from one daemon thread started on first use.
 
     Callbacks run on the scheduler thread one after another, so they must be quick (wake
-    a worker, set an event); one that raises is logged and the others still run.
+    a worker, set an event); one that raises is logged and the others still run. With
+    ``thread=False`` no thread is started and only :meth:`tick` fires callbacks.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class Scheduler:
         *,
         max_sleep: float = 0.25,
         name: str = "eventlite-scheduler",
+        thread: bool = True,
     ) -> None:
         if not (isinstance(max_sleep, (int, float)) and max_sleep > 0):
             raise ValueError(f"max_sleep must be a number of seconds > 0, got {max_sleep!r}")
@@ -55,6 +57,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._use_thread = thread
         self._closed = False
 
     def call_at(self, when: float, callback: Callable[[], object]) -> None:
@@ -64,7 +67,7 @@ class Scheduler:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
             heapq.heappush(self._heap, (when, next(self._seq), callback))
-            if self._thread is None:
+            if self._thread is None and self._use_thread:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             self._cv.notify()

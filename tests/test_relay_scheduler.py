@@ -13,7 +13,7 @@ from eventlite.scheduler import Scheduler
 def test_tick_fires_what_is_due_in_time_order() -> None:
     """tick() runs the callbacks whose time has come, earliest first, and leaves the rest."""
     clock = FakeClock()
-    scheduler = Scheduler(clock, max_sleep=60)
+    scheduler = Scheduler(clock, thread=False)
     fired: list[str] = []
     try:
         scheduler.call_at(clock.now() + 20, lambda: fired.append("b"))
@@ -59,7 +59,7 @@ def test_the_thread_notices_a_fake_clock_moving() -> None:
 def test_a_failing_callback_does_not_stop_the_others() -> None:
     """A callback that raises is logged; the ones after it still run."""
     clock = FakeClock()
-    scheduler = Scheduler(clock, max_sleep=60)
+    scheduler = Scheduler(clock, thread=False)
     fired: list[int] = []
 
     def boom() -> None:
