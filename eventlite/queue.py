@@ -44,6 +44,7 @@ with the log of the queue's length, not the length.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -168,6 +169,18 @@ def _seconds(name: str, value: float, *, positive: bool = False) -> float:
 _ROW = "seq, id, body, queue_group, receives, error_type, error_message, traceback, first_failed_at"
 # (seq, id, body, group, receives, error_type, error_message, traceback, first_failed_at)
 _Row = tuple[int, str, "str | bytes", "str | None", int, "str | None", "str | None", Any, Any]
+
+
+_CHUNK = 500  # receipts per statement in ack_many (SQLite allows 32766 parameters)
+
+
+@functools.cache
+def _held_sql(n: int) -> str:
+    marks = ", ".join("?" * n)
+    return (
+        "SELECT seq, receives, in_flight, queue_group FROM queue_messages "
+        f"WHERE queue = ? AND seq IN ({marks})"
+    )
 
 
 class WorkQueue:
@@ -545,36 +558,57 @@ class WorkQueue:
         """The message was handled: delete it. Raises :class:`StaleReceipt` when the
         receipt no longer holds the message. An ack after the visibility timeout ran out
         still succeeds as long as nobody received the message again."""
+        seq, count = self._parse(receipt)
         with self._db.transaction() as tx:
-            seq, _, group = self._holder(tx, receipt)
-            tx.execute("DELETE FROM queue_messages WHERE seq = ?", (seq,))
-            if group is not None:
-                self._promote(tx, group)
+            row = tx.execute(
+                "DELETE FROM queue_messages WHERE seq = ? AND queue = ? AND receives = ? "
+                "AND in_flight = 1 RETURNING queue_group",
+                (seq, self.name, count),
+            ).fetchone()
+            if row is None:
+                self._holder(tx, receipt)  # raises StaleReceipt, saying why
+            elif row[0] is not None:
+                self._promote(tx, row[0])
 
     def ack_many(self, receipts: Iterable[str]) -> None:
         """Ack several messages in one transaction. Every receipt that still holds its
         message is acked; then, if some were stale, :class:`StaleReceipt` is raised for the
         first of them (``reason`` counts them)."""
         stale: list[StaleReceipt] = []
+        parsed: list[tuple[int, int, str]] = []
+        for receipt in receipts:
+            try:
+                seq, count = self._parse(receipt)
+            except StaleReceipt as exc:
+                stale.append(exc)
+                continue
+            parsed.append((seq, count, receipt))
         with self._db.transaction() as tx:
-            for receipt in receipts:
-                try:
-                    seq, count = self._parse(receipt)
-                except StaleReceipt as exc:
-                    stale.append(exc)
-                    continue
-                row = tx.execute(
-                    "DELETE FROM queue_messages WHERE seq = ? AND queue = ? AND receives = ? "
-                    "AND in_flight = 1 RETURNING queue_group",
-                    (seq, self.name, count),
-                ).fetchone()
-                if row is None:
-                    try:
-                        self._holder(tx, receipt)
-                    except StaleReceipt as exc:
-                        stale.append(exc)
-                elif row[0] is not None:
-                    self._promote(tx, row[0])
+            for start in range(0, len(parsed), _CHUNK):
+                chunk = parsed[start : start + _CHUNK]
+                held = {
+                    row[0]: row[1:]
+                    for row in tx.execute(
+                        _held_sql(len(chunk)), (self.name, *[seq for seq, _, _ in chunk])
+                    )
+                }
+                gone: list[tuple[int]] = []
+                groups: set[str] = set()
+                for seq, count, receipt in chunk:
+                    state = held.pop(seq, None)
+                    if state is None or state[0] != count or not state[1]:
+                        try:
+                            self._holder(tx, receipt)
+                            raise StaleReceipt(self.name, receipt, "it was given twice")
+                        except StaleReceipt as exc:
+                            stale.append(exc)
+                        continue
+                    gone.append((seq,))
+                    if state[2] is not None:
+                        groups.add(state[2])
+                tx.executemany("DELETE FROM queue_messages WHERE seq = ?", gone)
+                for group in sorted(groups):
+                    self._promote(tx, group)
         if stale:
             first = stale[0]
             more = f" (and {len(stale) - 1} more stale receipts)" if len(stale) > 1 else ""

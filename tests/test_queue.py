@@ -145,6 +145,28 @@ def test_visibility_timeout_and_stale_receipts(queue: WorkQueue, clock: FakeCloc
         queue.ack("nonsense")
 
 
+def test_ack_many(queue: WorkQueue, clock: FakeClock) -> None:
+    """``ack_many`` acks every receipt that holds its message, lets the next message of a
+    group through, and then raises StaleReceipt for the stale ones (a receipt given twice
+    included), counting them."""
+    queue.send(Job(1), group="a")
+    queue.send(Job(2), group="a")
+    queue.send(Job(3))
+    queue.send(Job(4))
+    one, three, four = queue.receive(max=10)
+    queue.extend(one.receipt, 30)
+    queue.extend(three.receipt, 30)
+    clock.advance(10)
+    [four_again] = queue.receive(max=10)
+    assert 4 == four_again.message.n
+    with pytest.raises(StaleReceipt, match=r"received again .* \(and 1 more stale receipts\)"):
+        queue.ack_many([four.receipt, one.receipt, three.receipt, three.receipt])
+    assert [2] == numbers(queue.receive(max=10))
+    queue.ack_many([])
+    queue.ack_many([four_again.receipt])
+    assert 1 == len(queue)
+
+
 def test_late_ack_before_anyone_else_receives(queue: WorkQueue, clock: FakeClock) -> None:
     """An ack after the visibility timeout still works while nobody received the message
     again."""

@@ -206,6 +206,23 @@ class WorkQueueMachine(RuleBasedStateMachine):
         self.messages.remove(holder)
         self._promote(holder.group)
 
+    @rule(chosen=st.lists(receipts, max_size=4))
+    def ack_many(self, chosen: list[tuple[str, int, int]]) -> None:
+        any_stale = False
+        for receipt in chosen:
+            holder = self._holder(receipt)
+            if holder is None:
+                any_stale = True
+                continue
+            self.messages.remove(holder)
+            self._promote(holder.group)
+        try:
+            self.queue.ack_many([receipt[0] for receipt in chosen])
+        except StaleReceipt:
+            assert any_stale
+        else:
+            assert not any_stale
+
     @rule(receipt=receipts, delay=st.sampled_from([0, 3]), with_error=st.booleans())
     def nack(self, receipt: tuple[str, int, int], delay: float, with_error: bool) -> None:
         holder = self._holder(receipt)
