@@ -480,6 +480,7 @@ class _Consumer:
         self.cv = threading.Condition(threading.Lock())
         self.woken = True  # a first pass at once: the log may hold a backlog
         self.flushed = time.monotonic()
+        self.last_full = 0.0
         self.reports_lag = type(self.metrics).lag is not DeliveryMetrics.lag
         self.stopping = False
         self.requested = 0
@@ -570,7 +571,15 @@ class _Consumer:
                     break
                 self.woken = False
                 ticket = self.requested
-                full = full or ticket > self.completed
+                # A full pass on a poll, a drain, and at least every poll interval even
+                # while commits keep waking the thread (so operators' retries get seen).
+                full = (
+                    full
+                    or ticket > self.completed
+                    or time.monotonic() - self.last_full >= relay.poll_interval
+                )
+            if full:
+                self.last_full = time.monotonic()
             try:
                 while self.work(full) and not self.stopping:
                     pass

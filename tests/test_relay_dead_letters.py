@@ -3,6 +3,9 @@ released in order by an operator's retry, through the relay and the DLQ together
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +132,32 @@ def test_retry_all_redelivers_through_the_unit_of_work_once(app: App) -> None:
     app.run_until_idle()
     rows = app.database.read_connection().execute("SELECT n FROM labels").fetchall()
     assert ([1, 2, 3], 0) == (sorted(r[0] for r in rows), app.dlq.count("labels"))
+
+
+def test_an_operator_retry_from_another_process_is_picked_up(tmp_path: Path) -> None:
+    """A retry asked for by another process (the CLI) is found by the relay's poll and
+    redelivered, with no drain to prompt it."""
+    path = tmp_path / "app.db"
+    delivered = threading.Event()
+    picky = Picky(1)
+
+    def handle(event: Shipped) -> None:
+        picky(event)
+        delivered.set()
+
+    with App(path, registry=registry, poll_interval=0.02) as app:
+        app.subscribe(Shipped, handle, durable=True, name="ship", retry=ONCE)
+        app.store.append("K", [Shipped(1)])
+        app.run_until_idle()
+        (dead,) = app.dlq.list("ship")
+        picky.failing.clear()
+        script = (
+            "import sys\n"
+            "from eventlite._db import Database\n"
+            "from eventlite.dlq import DeadLetterQueue\n"
+            "with Database(sys.argv[1]) as db:\n"
+            "    DeadLetterQueue(db).retry(int(sys.argv[2]))\n"
+        )
+        subprocess.run([sys.executable, "-c", script, str(path), str(dead.id)], check=True)
+        assert delivered.wait(10)
+        assert [1] == picky.handled
