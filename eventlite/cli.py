@@ -371,7 +371,6 @@ def info(ctx: CommandContext) -> int:
         "path": path,
         "schema_version": version,
         "journal_mode": journal,
-        "synchronous": None,
         "events": events,
         "head_position": head,
         "streams": streams,
@@ -628,6 +627,7 @@ def events(ctx: CommandContext) -> int:
             if remaining is not None:
                 remaining -= 1
                 if remaining == 0:
+                    ctx.out.flush()
                     return False
         last = max(last, upto)
         ctx.out.flush()
