@@ -59,7 +59,7 @@ from .clock import Clock, SystemClock
 from .codec import Codec
 from .dlq import DeadLetterQueue, error_fields, queue_source
 from .envelope import Envelope, message_context
-from .exceptions import EventliteError, MessageDecodeError, UnknownMessageType
+from .exceptions import EventliteError
 
 __all__ = [
     "Consumer",
@@ -410,7 +410,9 @@ class WorkQueue:
                     else:
                         try:
                             env = decode(body)
-                        except (MessageDecodeError, UnknownMessageType) as exc:
+                        except Exception as exc:
+                            # MessageDecodeError or UnknownMessageType, or whatever an
+                            # upcaster raised: never let one message stop the queue.
                             error = exc
                     if error is not None:
                         self._dead_letter(tx, row, error, now=now, attempts=receives)
@@ -595,14 +597,16 @@ class WorkQueue:
                 gone: list[tuple[int]] = []
                 groups: set[str] = set()
                 for seq, count, receipt in chunk:
-                    state = held.pop(seq, None)
+                    state = held.get(seq)
                     if state is None or state[0] != count or not state[1]:
                         try:
                             self._holder(tx, receipt)
-                            raise StaleReceipt(self.name, receipt, "it was given twice")
                         except StaleReceipt as exc:
                             stale.append(exc)
+                        else:  # its row is still there: acked by an earlier receipt here
+                            stale.append(StaleReceipt(self.name, receipt, "it was given twice"))
                         continue
+                    del held[seq]
                     gone.append((seq,))
                     if state[2] is not None:
                         groups.add(state[2])

@@ -167,6 +167,20 @@ def test_ack_many(queue: WorkQueue, clock: FakeClock) -> None:
     assert 1 == len(queue)
 
 
+def test_ack_many_with_a_stale_and_a_current_receipt_of_one_message(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    """A stale receipt listed before the current receipt of the same message does not stop
+    the current one from acking it."""
+    queue.send(Job(1))
+    [old] = queue.receive()
+    clock.advance(10)
+    [new] = queue.receive()
+    with pytest.raises(StaleReceipt, match="received again"):
+        queue.ack_many([old.receipt, new.receipt])
+    assert 0 == len(queue)
+
+
 def test_late_ack_before_anyone_else_receives(queue: WorkQueue, clock: FakeClock) -> None:
     """An ack after the visibility timeout still works while nobody received the message
     again."""
