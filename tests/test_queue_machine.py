@@ -306,6 +306,6 @@ class WorkQueueMachine(RuleBasedStateMachine):
 
 
 WorkQueueMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None
+    max_examples=100, stateful_step_count=40, deadline=None
 )
 test_work_queue_machine = WorkQueueMachine.TestCase
