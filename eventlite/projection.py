@@ -214,9 +214,11 @@ class ProjectionStatus:
 # (position, message, envelope or the events row it comes from)
 _Item = tuple[int, Any, Any]
 
-_COLUMNS = (
-    "position, stream_id, version, id, type, schema_version, data, "
-    "correlation_id, causation_id, user_id, headers, timestamp"
+# The first four columns are all most projections need; handlers that take the envelope
+# get the rest too.
+_COLUMNS = "position, type, schema_version, data"
+_ALL_COLUMNS = (
+    f"{_COLUMNS}, stream_id, version, id, correlation_id, causation_id, user_id, headers, timestamp"
 )
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _CHECKPOINT = "SELECT position, status FROM projections WHERE name = ?"
@@ -225,11 +227,12 @@ _UNKNOWN: Any = object()
 
 
 @functools.cache
-def _rows_sql(n_types: int) -> str:
+def _rows_sql(n_types: int, envelopes: bool) -> str:
     where = "position > ? AND position <= ?"
     if n_types:
         where += f" AND type IN ({', '.join('?' * n_types)})"
-    return f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?"
+    columns = _ALL_COLUMNS if envelopes else _COLUMNS
+    return f"SELECT {columns} FROM events WHERE {where} ORDER BY position LIMIT ?"
 
 
 def _reserved_tables() -> frozenset[str]:
@@ -251,7 +254,7 @@ def _schema_tables(steps: int) -> frozenset[str]:
 
 
 def _envelope(row: tuple[Any, ...], message: Any) -> Envelope:
-    pos, sid, ver, eid, _typ, _sv, _data, corr, caus, user, hdrs, ts = row
+    pos, _typ, _sv, _data, sid, ver, eid, corr, caus, user, hdrs, ts = row
     headers = _EMPTY if hdrs is None else json.loads(hdrs)
     return restore(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
@@ -259,7 +262,17 @@ def _envelope(row: tuple[Any, ...], message: Any) -> Envelope:
 class _Entry:
     """A projection as one projector runs it."""
 
-    __slots__ = ("lock", "mode", "name", "projection", "routes", "thread", "types", "wake")
+    __slots__ = (
+        "lock",
+        "mode",
+        "name",
+        "projection",
+        "routes",
+        "thread",
+        "types",
+        "wake",
+        "wants_envelopes",
+    )
 
     def __init__(self, projection: Projection, mode: ProjectionMode) -> None:
         self.projection = projection
@@ -272,6 +285,7 @@ class _Entry:
         self.thread: threading.Thread | None = None
         self.routes: dict[type[Any], _Handler | None] = {}
         self.types: tuple[object, tuple[str, ...]] = (None, ())
+        self.wants_envelopes = any(h.wants_envelope for h in type(projection)._handlers.values())
 
     def route(self, cls: type[Any]) -> _Handler | None:
         """The handler of a message class (its own, or its nearest base class's)."""
@@ -448,13 +462,14 @@ class Projector:
         (or to every projection); returns when each reflects the head it saw last.
 
         Deterministic, for tests and scripts; safe beside running tracking threads. Raises
-        :class:`ProjectionError` when a handler fails.
+        :class:`ProjectionError` when a handler fails, or when called inside a transaction.
         """
         entries = [self._entry(name)] if name is not None else list(self._entries.values())
         for entry in entries:
             self._catch_up(entry)
 
     def _catch_up(self, entry: _Entry, progress: Progress | None = None) -> int:
+        self._outside_transactions()
         with entry.lock:
             while True:
                 position, head, finished = self._step(entry)
@@ -512,7 +527,8 @@ class Projector:
         if not names:
             return []
         try:
-            return conn.execute(_rows_sql(len(names)), (after, until, *names, limit)).fetchall()
+            sql = _rows_sql(len(names), entry.wants_envelopes)
+            return conn.execute(sql, (after, until, *names, limit)).fetchall()
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading events", self._db.path) from exc
 
@@ -522,11 +538,11 @@ class Projector:
         items: list[_Item] = []
         append = items.append
         for row in rows:
-            key = (row[4], row[5])
+            key = (row[1], row[2])
             decode = decoders.get(key)
             if decode is None:
                 decode = decoders[key] = decoder(*key)
-            append((row[0], decode(row[6], row[0]), row))
+            append((row[0], decode(row[3], row[0]), row))
         return items
 
     def _apply(self, entry: _Entry, db: sqlite_utils.Database, items: Sequence[_Item]) -> None:
@@ -569,12 +585,13 @@ class Projector:
     def _step(self, entry: _Entry) -> tuple[int, int, bool]:
         """Apply the next batch; returns (position, head, whether it is live at the head).
 
-        Events are read and decoded before the write transaction, so the write lock is held
-        only to apply them. Inside it, the checkpoint must still be where the batch started
-        (or another writer got there first, and the batch is dropped); and when the log's
-        head is within one batch, the rest is read under the lock, so the projection ends
-        the step exactly at the head and, if it was rebuilding, goes live atomically: no
-        commit can slip between its last event and the hand-over.
+        Far from the head, events are read and decoded before the write transaction, so the
+        write lock is held only to apply them; inside it, the checkpoint must still be where
+        the batch started (or another writer got there first, and the batch is dropped).
+        Within one batch of the head, the batch is read under the lock instead: when that
+        read reaches the head, the projection ends the step exactly there and, if it was
+        rebuilding, goes live in the same transaction, so no commit can slip between its
+        last event and the hand-over. Either way a step holds at most one batch in memory.
         """
         db = self._db
         limit = self.batch_size
@@ -589,21 +606,26 @@ class Projector:
         position, status = row
         if status == _LIVE and position >= head:
             return position, head, True
-        rows = self._read(conn, entry, position, head, limit) if position < head else []
-        items = self._decode(rows)
-        # A short page saw every matching event up to ``head``.
-        end = rows[-1][0] if len(rows) == limit else head
+        near = head - position <= limit
+        items: list[_Item] = []
+        end = position
+        if not near:
+            rows = self._read(conn, entry, position, head, limit)
+            items = self._decode(rows)
+            # A short page saw every matching event up to ``head``.
+            end = rows[-1][0] if len(rows) == limit else head
+        finished = False
         with db.transaction() as tx:
             current = tx.execute(_CHECKPOINT, (entry.name,)).fetchone()
             if current is None or current[0] != position:
                 return (current[0] if current else position), head, False
             head = tx.execute(_HEAD).fetchone()[0]
-            finished = head - end <= limit
-            batches = [items]
-            if finished:
-                batches.append(self._decode(self._read(tx.conn, entry, end, head, head - end)))
-                end = head
-            self._batch(entry, tx, batches)
+            if near:
+                rows = self._read(tx.conn, entry, position, head, limit)
+                items = self._decode(rows)
+                finished = len(rows) < limit
+                end = head if finished else rows[-1][0]
+            self._batch(entry, tx, [items])
             tx.execute(
                 "UPDATE projections SET position = ?, status = ?, error = NULL, updated_at = ? "
                 "WHERE name = ?",
@@ -679,6 +701,7 @@ class Projector:
         entry = self._entry(name)
         projection = entry.projection
         self._check_open()
+        self._outside_transactions()
         with entry.lock:
             with self._db.transaction() as tx:
                 db = tx.sqlite_utils()
@@ -742,6 +765,16 @@ class Projector:
     def _check_open(self) -> None:
         if self._closed:
             raise ProjectionError("<projector>", "the projector is closed")
+
+    def _outside_transactions(self) -> None:
+        # Batches commit on their own; inside the caller's transaction they would not, and
+        # a tracking thread waiting for the write lock while holding its projection's lock
+        # would deadlock with this thread.
+        if self._db.in_transaction():
+            raise ProjectionError(
+                "<projector>",
+                "catch_up, rebuild and start must run outside a database transaction",
+            )
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the tracking threads (each finishes its batch) and wait for them;

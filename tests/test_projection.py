@@ -210,6 +210,18 @@ def test_add_refuses_bad_projections(projector: Projector) -> None:
         projector.add(ScratchLedger(), mode="lazy")  # type: ignore[arg-type]
 
 
+def test_catch_up_and_rebuild_refuse_to_run_inside_a_transaction(
+    store: SQLiteEventStore, projector: Projector
+) -> None:
+    """Their batches commit on their own, so inside a transaction they are refused."""
+    projector.add(Ledger())
+    with store.database.transaction():
+        with pytest.raises(ProjectionError, match="outside a database transaction"):
+            projector.catch_up()
+        with pytest.raises(ProjectionError, match="outside a database transaction"):
+            projector.rebuild("ledger")
+
+
 # -- tracking -------------------------------------------------------------------------------
 
 
