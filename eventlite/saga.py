@@ -604,7 +604,9 @@ class SagaOrchestrator:
 
         ``data`` is a dict, an instance of the saga's data type, or None for empty data.
         ``saga_id`` defaults to a new time-ordered id; an id already used raises
-        :class:`SagaError`.
+        :class:`SagaError`. Inside a transaction of the database it joins it, so a saga can
+        be created atomically with the events that call for it; run it once that commits
+        (``tx.on_commit(lambda: sagas.run(saga_id))``).
         """
         self._check_open()
         definition = self.register(saga) if isinstance(saga, Saga) else self._saga(saga)
@@ -648,6 +650,13 @@ class SagaOrchestrator:
 
     def _run(self, saga_id: str) -> SagaInstance | None:
         """Run the instance; None when this process is running it already."""
+        if self._db.in_transaction():
+            # Each step must be stored (and its effects made) on its own commit, and no
+            # step should run while this thread holds the file's write lock.
+            raise SagaError(
+                f"saga {saga_id}: run, start and resume must be called outside a database "
+                "transaction (create joins one: run the saga after it commits)"
+            )
         with self._lock:
             if saga_id in self._running:
                 return None

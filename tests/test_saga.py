@@ -473,6 +473,25 @@ def test_lookup_errors(database: Database) -> None:
     assert saga is sagas.sagas["s"]
 
 
+def test_create_joins_a_transaction_and_run_refuses_one(database: Database) -> None:
+    """create() inside a transaction commits or rolls back with it; running a saga inside
+    one is refused, and running it after the commit works."""
+    rec = Recorder()
+    sagas = SagaOrchestrator(database)
+    saga = sagas.register(rec.saga("t", ["a"]))
+    with pytest.raises(RuntimeError), database.transaction():
+        sagas.create(saga, saga_id="rolled-back")
+        raise RuntimeError("the command failed")
+    assert None is sagas.find("rolled-back")
+    ran: list[SagaInstance] = []
+    with database.transaction() as tx:
+        saga_id = sagas.create(saga, saga_id="kept")
+        with pytest.raises(SagaError, match="outside a database transaction"):
+            sagas.run(saga_id)
+        tx.on_commit(lambda: ran.append(sagas.run(saga_id)))
+    assert [("kept", SagaStatus.COMPLETED)] == [(i.id, i.status) for i in ran]
+
+
 def test_list_filters_by_status_and_saga(database: Database) -> None:
     """list() filters by status and saga name and keeps creation order."""
     rec = Recorder()
