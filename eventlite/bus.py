@@ -491,6 +491,10 @@ class MessageBus:
         subs = [sub for group in self._by_type.values() for sub in group]
         return tuple(sorted(subs, key=lambda s: s._seq))
 
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
+        """The registered command and query handlers by message type, as registered."""
+        return dict(self._handlers)
+
     def add_error_hook(self, hook: ErrorHook) -> None:
         """Also call ``hook(envelope, subscriber_name, exception)`` for every subscriber
         failure that retries did not cure. A hook that raises is logged and skipped."""

@@ -832,15 +832,6 @@ def _label(text: str) -> str:
     return '"' + text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;") + '"'
 
 
-def _handlers(bus: MessageBus) -> dict[type[Any], Callable[..., Any]]:
-    listing = getattr(bus, "handlers", None)
-    if callable(listing):
-        return dict(listing())
-    # MessageBus has no public listing of its command and query handlers yet; until it
-    # has, read the table that register() fills.
-    return dict(getattr(bus, "_handlers", {}))
-
-
 def mermaid(bus: MessageBus, registry: Registry | None = None) -> list[str]:
     """The lines of a Mermaid ``flowchart`` of a bus: commands and queries to their
     handlers, events to their subscribers (dotted when in the background), and the
@@ -886,7 +877,7 @@ def mermaid(bus: MessageBus, registry: Registry | None = None) -> list[str]:
         local = name[len(module) + 1 :] if module and name.startswith(module + ".") else name
         return node_id("h_", f"{module}:{local}", ("[", "]"), _short(local))
 
-    handlers = _handlers(bus)
+    handlers = bus.handlers()
     for cls in sorted(handlers, key=lambda c: c.__qualname__):
         fn = handlers[cls]
         source = message_node(cls)

@@ -538,3 +538,29 @@ def test_bad_pool_settings_are_refused(kwargs: dict[str, Any]) -> None:
     """workers and queue_size must be ints of at least 1."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         MessageBus(registry, **kwargs)
+
+
+def test_handlers_lists_registered_commands_and_queries() -> None:
+    """bus.handlers() maps each command and query type to the handler registered for it."""
+    reg = Registry()
+
+    @command(registry=reg)
+    class Ping:
+        pass
+
+    @query(registry=reg)
+    class Ask:
+        pass
+
+    def ping(c: Ping) -> None: ...
+
+    def ask(q: Ask) -> int:
+        return 1
+
+    bus = MessageBus(reg)
+    bus.register(Ping, ping)
+    bus.register(Ask, ask)
+    listing = bus.handlers()
+    assert {Ping: ping, Ask: ask} == listing
+    listing.clear()
+    assert 2 == len(bus.handlers())
