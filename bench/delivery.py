@@ -21,6 +21,7 @@ from eventlite.app import App
 from eventlite.messages import Registry, event
 from eventlite.unit_of_work import UnitOfWork
 
+from . import delivery_queue
 from ._harness import Row
 
 registry = Registry()
@@ -224,4 +225,5 @@ def run(quick: bool) -> list[Row]:
                 higher_is_better=True,
             )
         )
+    rows.extend(delivery_queue.run(quick))
     return rows

@@ -271,8 +271,12 @@ class Codec:
         return out
 
     def encode_envelope(self, envelope: Envelope) -> str:
-        """:meth:`envelope_to_dict` as JSON text."""
-        return _dumps(self.envelope_to_dict(envelope))
+        """:meth:`envelope_to_dict` as JSON text; raises :class:`MessageEncodeError`."""
+        data = self.envelope_to_dict(envelope)
+        try:
+            return _dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise MessageEncodeError(data["type"], str(exc)) from exc
 
     def decode_envelope(self, text: str | bytes) -> Envelope:
         """An envelope from its wire form; raises :class:`MessageDecodeError` or

@@ -306,3 +306,15 @@ def test_decoder_sees_upcasters_registered_later() -> None:
         return {"size": 0}
 
     assert Grown(0) == c.decoder("Grown", 1)("{}", 1)
+
+
+def test_envelope_with_unencodable_data_is_an_encode_error() -> None:
+    """An envelope whose data cannot become JSON raises MessageEncodeError, not TypeError."""
+    reg = Registry()
+
+    @event(registry=reg)
+    class Carries:
+        value: float
+
+    with pytest.raises(MessageEncodeError, match="Carries"):
+        Codec(reg).encode_envelope(Envelope(Carries(float("nan"))))
