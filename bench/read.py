@@ -40,6 +40,17 @@ class Deposited:
     note: str
 
 
+class Count(Projection):
+    """Handlers that do nothing: what the projector itself costs over the floor."""
+
+    name = "count"
+    tables = ("count",)
+
+    @projects(Deposited)
+    def _deposited(self, e: Deposited, db: Any) -> None:
+        pass
+
+
 class Balances(Projection):
     """One upsert per event, through the sqlite-utils Database the handler is given."""
 
@@ -193,23 +204,38 @@ def _projection_rows(dir: Path, n: int) -> list[Row]:
     try:
         _fill(store, n)
         projector = Projector(store.database, codec, batch_size=BATCH)
+        projector.add(Count())
         projector.add(Balances())
         projector.add(BatchedBalances())
         # Interleaved, best of three each: on a shared machine every measurement then sees
         # much the same load as its baseline.
-        best = dict.fromkeys(("floor", "store", "per_event", "batched"), 0.0)
+        best = dict.fromkeys(("floor", "store", "nothing", "per_event", "batched"), 0.0)
         for _ in range(3):
             best["floor"] = max(best["floor"], rate(lambda: _floor(path, codec), repeat=1))
             best["store"] = max(best["store"], rate(lambda: _read_all(store), repeat=1))
-            for key, name in (("per_event", "balances"), ("batched", "batched_balances")):
+            for key, name in (
+                ("nothing", "count"),
+                ("per_event", "balances"),
+                ("batched", "batched_balances"),
+            ):
                 best[key] = max(best[key], rate(_rebuilder(projector, name, n), repeat=1))
-        floor, through_store, per_event, batched = best.values()
+        floor, through_store, nothing, per_event, batched = best.values()
         early, peak = _memory(projector, "balances", n)
         projector.close()
     finally:
         store.close()
     floor_name = "raw read + decode (sqlite3 pages + codec)"
     return [
+        Row(
+            f"rebuild over {n:,} events, handlers that do nothing (the projector's own cost)",
+            nothing,
+            "events/s",
+            floor_name,
+            floor,
+            f">= {TARGET:,} events/s",
+            nothing >= TARGET,
+            higher_is_better=True,
+        ),
         Row(
             f"rebuild a projection over {n:,} events, one upsert per event, batches of {BATCH:,}",
             per_event,

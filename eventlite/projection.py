@@ -665,17 +665,16 @@ class Projector:
             if row is None or row[1] != _LIVE or row[0] >= last:
                 continue
             position = row[0]
-            items: list[_Item] = []
-            if position < first - 1:
-                items = self._decode(
-                    self._read(tx.conn, entry, position, first - 1, first - 1 - position)
-                )
+            while position < first - 1:  # the gap, a batch at a time
+                rows = self._read(tx.conn, entry, position, first - 1, self.batch_size)
+                self._batch(entry, tx, [self._decode(rows)])
+                position = rows[-1][0] if len(rows) == self.batch_size else first - 1
             fresh: list[_Item] = [
                 (env.position, env.message, env)
                 for env in recorded
                 if env.position is not None and env.position > position
             ]
-            self._batch(entry, tx, [items, fresh])
+            self._batch(entry, tx, [fresh])
             tx.execute(
                 "UPDATE projections SET position = ?, updated_at = ? WHERE name = ?",
                 (last, self.clock.now(), entry.name),

@@ -431,9 +431,9 @@ def test_inline_handler_failure_fails_the_commit(app: App) -> None:
 def test_inline_catches_up_events_stored_outside_units_of_work(app: App) -> None:
     """Events appended without the hook are applied, in order, at the next hooked commit."""
     assert app.database is not None
-    projector = Projector(app.database, app.codec)
+    projector = Projector(app.database, app.codec, batch_size=3)
     ledger = projector.add(Ledger(), mode="inline")
-    app.store.append("side", [Opened("s", "side"), Deposited("s", 5)])
+    app.store.append("side", [Opened("s", "side")] + [Deposited("s", k) for k in range(10)])
     with app.unit_of_work() as uow:
         _open(uow, projector, "a1")
     assert fold(list(app.store.read_all())) == read_model(projector, ledger)
