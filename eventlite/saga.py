@@ -608,6 +608,9 @@ class SagaOrchestrator:
         be created atomically with the events that call for it; run it once that commits
         (``tx.on_commit(lambda: sagas.run(saga_id))``).
         """
+        return self._create(saga, data, saga_id).id
+
+    def _create(self, saga: Saga | str, data: Any, saga_id: str | None) -> _State:
         self._check_open()
         definition = self.register(saga) if isinstance(saga, Saga) else self._saga(saga)
         text = self._initial(definition, data)
@@ -623,7 +626,22 @@ class SagaOrchestrator:
             )
             if cursor.rowcount != 1:
                 raise SagaError(f"a saga instance with id {saga_id!r} already exists")
-        return saga_id
+        return _State(
+            id=saga_id,
+            name=definition.name,
+            status=_RUNNING,
+            data=text,
+            step_index=0,
+            completed=[],
+            compensated=[],
+            compensation_errors=[],
+            failed_step=None,
+            error=None,
+            revision=0,
+            started_at=now,
+            updated_at=now,
+            finished_at=None,
+        )
 
     def start(
         self, saga: Saga | str, data: Any = None, *, saga_id: str | None = None
@@ -633,7 +651,11 @@ class SagaOrchestrator:
         Returns the instance as it ended: ``completed``, or ``failed`` after compensation.
         A step's failure is not raised (it is in ``instance.error``); storage errors are.
         """
-        return self.run(self.create(saga, data, saga_id=saga_id))
+        self._check_outside(saga_id)
+        state = self._create(saga, data, saga_id)
+        result = self._run(state.id, state)
+        assert result is not None  # a new id cannot be running already
+        return result
 
     def run(self, saga_id: str) -> SagaInstance:
         """Run a stored instance on from where it stands, in this thread, until it is
@@ -648,21 +670,26 @@ class SagaOrchestrator:
             raise SagaError(f"saga {saga_id} is already running in this process")
         return result
 
-    def _run(self, saga_id: str) -> SagaInstance | None:
-        """Run the instance; None when this process is running it already."""
+    def _check_outside(self, saga_id: str | None) -> None:
         if self._db.in_transaction():
             # Each step must be stored (and its effects made) on its own commit, and no
             # step should run while this thread holds the file's write lock.
             raise SagaError(
-                f"saga {saga_id}: run, start and resume must be called outside a database "
-                "transaction (create joins one: run the saga after it commits)"
+                f"saga {saga_id or '(new)'}: run, start and resume must be called outside a "
+                "database transaction (create joins one: run the saga after it commits)"
             )
+
+    def _run(self, saga_id: str, state: _State | None = None) -> SagaInstance | None:
+        """Run the instance (``state``: as just created); None when this process is
+        running it already."""
+        self._check_outside(saga_id)
         with self._lock:
             if saga_id in self._running:
                 return None
             self._running.add(saga_id)
         try:
-            state = self._load(self._db.read_connection(), saga_id)
+            if state is None:
+                state = self._load(self._db.read_connection(), saga_id)
             return self._drive(self._saga(state.name), state)
         finally:
             with self._lock:
