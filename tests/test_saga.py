@@ -474,8 +474,9 @@ def test_lookup_errors(database: Database) -> None:
 
 
 def test_create_joins_a_transaction_and_run_refuses_one(database: Database) -> None:
-    """create() inside a transaction commits or rolls back with it; running a saga inside
-    one is refused, and running it after the commit works."""
+    """create() inside a transaction commits or rolls back with it; running or starting a
+    saga inside one is refused (start stores nothing), and running it after the commit
+    works."""
     rec = Recorder()
     sagas = SagaOrchestrator(database)
     saga = sagas.register(rec.saga("t", ["a"]))
@@ -490,6 +491,12 @@ def test_create_joins_a_transaction_and_run_refuses_one(database: Database) -> N
             sagas.run(saga_id)
         tx.on_commit(lambda: ran.append(sagas.run(saga_id)))
     assert [("kept", SagaStatus.COMPLETED)] == [(i.id, i.status) for i in ran]
+    with (
+        database.transaction(),
+        pytest.raises(SagaError, match="outside a database transaction"),
+    ):
+        sagas.start(saga, saga_id="never")
+    assert None is sagas.find("never")
 
 
 def test_list_filters_by_status_and_saga(database: Database) -> None:
