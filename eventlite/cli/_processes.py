@@ -1,0 +1,336 @@
+"""``projections`` and ``sagas``: read models and saga instances.
+
+``projections list``, ``sagas list`` and ``sagas show`` read through the library on the
+read-only connection (:meth:`Projector.status <eventlite.projection.Projector.status>`,
+:meth:`SagaOrchestrator.list <eventlite.saga.SagaOrchestrator.list>` and ``get``), so they
+need none of the application's code. ``projections rebuild`` does: a rebuild replays the
+log through the projection's handlers, so it imports the application named by ``--app``
+and calls :meth:`Projector.rebuild <eventlite.projection.Projector.rebuild>` on its
+projector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..projection import ProjectionStatus, Projector
+from ..saga import SagaInstance, SagaNotFound, SagaOrchestrator, SagaStatus
+from . import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    CliError,
+    CommandContext,
+    _cut,
+    _iso,
+    _positive,
+    _table,
+    _when,
+    add_subcommands,
+    load_target,
+    register_command,
+)
+
+__all__ = ["projections", "sagas"]
+
+
+# -- projections -----------------------------------------------------------------------------
+
+
+def _projections_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per projection")
+
+
+def _rebuild_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the projection's name")
+    parser.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:APP",
+        help="the application whose projector holds the projection: an App with a "
+        "projector, a Projector, or a function returning one (given the --db path when it "
+        "takes an argument)",
+    )
+
+
+def _projections_arguments(parser: argparse.ArgumentParser) -> None:
+    add_subcommands(
+        parser,
+        {
+            "list": (
+                "each projection's mode, state, checkpoint and lag",
+                _projections_list_arguments,
+            ),
+            "rebuild": ("empty a read model and replay the log into it", _rebuild_arguments),
+        },
+    )
+
+
+def _status_dict(s: ProjectionStatus) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "mode": s.mode,
+        "state": s.state,
+        "position": s.position,
+        "head": s.head,
+        "lag": s.lag,
+        "error": s.error,
+        "updated_at": _iso(s.updated_at),
+        "rebuilt_at": _iso(s.rebuilt_at),
+    }
+
+
+def _projections_list(ctx: CommandContext) -> int:
+    found = Projector(ctx.database).status()
+    if not found:
+        raise CliError("no projection has a checkpoint in this file", EXIT_NOT_FOUND)
+    if ctx.args.json:
+        for s in found:
+            ctx.emit(json.dumps(_status_dict(s), ensure_ascii=False))
+        return EXIT_OK
+    _table(
+        ctx,
+        ["PROJECTION", "MODE", "STATE", "CHECKPOINT", "LAG", "UPDATED", "REBUILT", "ERROR"],
+        [
+            [
+                s.name,
+                s.mode,
+                s.state,
+                f"{s.position}/{s.head}",
+                s.lag,
+                _when(s.updated_at),
+                _when(s.rebuilt_at),
+                _cut(s.error) if s.error else "-",
+            ]
+            for s in found
+        ],
+    )
+    return EXIT_OK
+
+
+def _projector_of(target: Any) -> Projector | None:
+    if isinstance(target, Projector):
+        return target
+    found = getattr(target, "projector", None)
+    return found if isinstance(found, Projector) else None
+
+
+def _takes_an_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind in positional or p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def _close(made: Any) -> None:
+    """Close what a factory made: an App closes its projector and file; a bare projector
+    leaves its file to be closed here."""
+    if isinstance(made, Projector):
+        made.close()
+        made.database.close()
+        return
+    close = getattr(made, "close", None)
+    if callable(close):
+        close()
+
+
+def _progress(ctx: CommandContext, name: str) -> Callable[[int, int], None] | None:
+    """A one-line progress bar on stderr when it is a terminal; None on a pipe."""
+    stream = ctx.err
+    isatty = getattr(stream, "isatty", None)
+    if not (callable(isatty) and isatty()):
+        return None
+
+    def show(done: int, total: int) -> None:
+        share = 1.0 if total <= 0 else min(done / total, 1.0)
+        filled = int(share * 30)
+        stream.write(
+            f"\rrebuilding {name} [{'#' * filled}{'.' * (30 - filled)}] "
+            f"{share:4.0%}  {done}/{total}"
+        )
+        stream.flush()
+
+    return show
+
+
+def _projections_rebuild(ctx: CommandContext) -> int:
+    name, spec = ctx.args.name, ctx.args.app
+    known = [s.name for s in Projector(ctx.database).status()]
+    if name not in known:
+        listed = ", ".join(known) or "none"
+        raise CliError(
+            f"no projection named {name!r} in {ctx.path} (known: {listed})", EXIT_NOT_FOUND
+        )
+    target = load_target(spec)
+    made: Any = None
+    if _projector_of(target) is None and callable(target):
+        try:
+            made = target(ctx.path) if _takes_an_argument(target) else target()
+        except Exception as exc:
+            raise CliError(f"calling {spec} failed: {type(exc).__name__}: {exc}") from None
+        target = made
+    try:
+        projector = _projector_of(target)
+        if projector is None:
+            raise CliError(
+                f"{spec} is not an App with a projector, nor a Projector: {type(target).__name__}"
+            )
+        if not os.path.samefile(projector.database.path, ctx.path):
+            raise CliError(
+                f"{spec} works on {projector.database.path}, not on {ctx.path}; name a "
+                "function that takes the file's path"
+            )
+        if name not in projector.projections:
+            listed = ", ".join(sorted(projector.projections)) or "none"
+            raise CliError(f"{spec} has no projection named {name!r} (it has: {listed})")
+        bar = _progress(ctx, name)
+        try:
+            position = projector.rebuild(name, progress=bar)
+        finally:
+            if bar is not None:
+                ctx.err.write("\n")
+                ctx.err.flush()
+    finally:
+        if made is not None:
+            _close(made)
+    ctx.emit(f"rebuilt projection {name}: replayed the log up to position {position}")
+    return EXIT_OK
+
+
+_PROJECTIONS = {"list": _projections_list, "rebuild": _projections_rebuild}
+
+
+@register_command(
+    "projections",
+    help="read models: list their checkpoints, rebuild one",
+    arguments=_projections_arguments,
+)
+def projections(ctx: CommandContext) -> int:
+    """Run one ``projections`` subcommand."""
+    ctx.require_table("projections", "projection table")
+    return _PROJECTIONS[ctx.args.subcommand](ctx)
+
+
+# -- sagas -----------------------------------------------------------------------------------
+
+_SAGA_STATUSES = tuple(s.value for s in SagaStatus)
+
+
+def _sagas_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", choices=_SAGA_STATUSES, help="only instances in this status")
+    parser.add_argument("--saga", metavar="NAME", help="only instances of this saga")
+    parser.add_argument("--limit", type=_positive, metavar="N", help="at most N instances")
+    parser.add_argument("--json", action="store_true", help="one JSON object per instance")
+
+
+def _sagas_show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", help="the instance's id")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _sagas_arguments(parser: argparse.ArgumentParser) -> None:
+    add_subcommands(
+        parser,
+        {
+            "list": ("saga instances, oldest first", _sagas_list_arguments),
+            "show": ("one saga instance: steps, data, errors", _sagas_show_arguments),
+        },
+    )
+
+
+def _data_value(data: Any) -> Any:
+    to_dict = getattr(data, "to_dict", None)
+    return to_dict() if callable(to_dict) else data
+
+
+def _instance_dict(s: SagaInstance) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "saga": s.saga,
+        "status": s.status.value,
+        "completed_steps": list(s.completed_steps),
+        "compensated_steps": list(s.compensated_steps),
+        "failed_step": s.failed_step,
+        "error": None if s.error is None else str(s.error),
+        "compensation_errors": [str(f) for f in s.compensation_errors],
+        "data": _data_value(s.data),
+        "started_at": _iso(s.started_at),
+        "updated_at": _iso(s.updated_at),
+        "finished_at": _iso(s.finished_at),
+    }
+
+
+def _sagas_list(ctx: CommandContext) -> int:
+    args = ctx.args
+    found = SagaOrchestrator(ctx.database).list(
+        status=args.status, saga=args.saga, limit=args.limit
+    )
+    if not found:
+        raise CliError("no saga instance matches", EXIT_NOT_FOUND)
+    if args.json:
+        for s in found:
+            ctx.emit(json.dumps(_instance_dict(s), ensure_ascii=False))
+        return EXIT_OK
+    _table(
+        ctx,
+        ["ID", "SAGA", "STATUS", "STEPS DONE", "FAILED STEP", "STARTED", "UPDATED"],
+        [
+            [
+                s.id,
+                s.saga,
+                s.status.value,
+                _cut(", ".join(s.completed_steps) or "-", 40),
+                s.failed_step or "-",
+                _when(s.started_at),
+                _when(s.updated_at),
+            ]
+            for s in found
+        ],
+    )
+    return EXIT_OK
+
+
+def _sagas_show(ctx: CommandContext) -> int:
+    try:
+        s = SagaOrchestrator(ctx.database).get(ctx.args.id)
+    except SagaNotFound as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    if ctx.args.json:
+        ctx.emit(json.dumps(_instance_dict(s), ensure_ascii=False))
+        return EXIT_OK
+    rows = [
+        ("saga", s.saga),
+        ("status", s.status.value),
+        ("steps done", ", ".join(s.completed_steps) or "-"),
+        ("compensated", ", ".join(s.compensated_steps) or "-"),
+        ("failed step", s.failed_step or "-"),
+        ("error", "-" if s.error is None else f"{s.error.error_type}: {s.error.message}"),
+        ("started", _when(s.started_at)),
+        ("updated", _when(s.updated_at)),
+        ("finished", _when(s.finished_at)),
+    ]
+    ctx.emit(f"saga instance {s.id}")
+    for key, value in rows:
+        ctx.emit(f"{key + ':':<13}{value}")
+    for failure in s.compensation_errors:
+        ctx.emit(f"{'undo failed:':<13}{failure.step}: {failure.error_type}: {failure.message}")
+    ctx.emit("data:")
+    for line in json.dumps(_data_value(s.data), indent=2, ensure_ascii=False).splitlines():
+        ctx.emit("  " + line)
+    return EXIT_OK
+
+
+_SAGAS = {"list": _sagas_list, "show": _sagas_show}
+
+
+@register_command("sagas", help="saga instances: list, show one", arguments=_sagas_arguments)
+def sagas(ctx: CommandContext) -> int:
+    """Run one ``sagas`` subcommand."""
+    ctx.require_table("sagas", "saga table")
+    return _SAGAS[ctx.args.subcommand](ctx)
