@@ -18,7 +18,22 @@
     │   ├── DuplicateEventError       an appended event id that is already stored
     │   ├── SchemaError               a file that is not an eventlite store, or newer
     │   └── StorageError              the database failed underneath (wraps sqlite3)
-    └── AggregateNotFound             ``Repository.get`` of an id with no events
+    ├── AggregateNotFound             ``Repository.get`` of an id with no events
+    │
+    │   defined beside the part they belong to:
+    ├── DeadLetterNotFound            (dlq) no dead letter with that id
+    ├── IdempotencyTimeout            (idempotency) a duplicate waited too long for the first
+    ├── QueueError                    (queue) the work queue refused an operation
+    │   ├── StaleReceipt              a receipt whose visibility ran out or was acked
+    │   ├── MaxReceivesExceeded       a message received too often, dead-lettered
+    │   └── MessageExpired            a message past its time to live
+    ├── ProjectionError               (projection) a projection failed or is misdeclared
+    ├── SagaError                     (saga) an orchestrated saga failed
+    │   ├── SagaNotFound              no saga instance with that id
+    │   ├── StepTimeout               a step ran past its timeout
+    │   └── CompensationFailed        a compensation raised; the saga ends failed
+    └── ProcessError                  (process) a process manager failed
+        └── ProcessNotFound           no process instance for that key
 
 Backend errors (``sqlite3.Error`` and broker client errors) are translated into this
 hierarchy where they cross into eventlite; the original is kept as ``__cause__``.
