@@ -24,10 +24,10 @@
     ├── DeadLetterNotFound            (dlq) no dead letter with that id
     ├── IdempotencyTimeout            (idempotency) a duplicate waited too long for the first
     ├── QueueError                    (queue) the work queue refused an operation
-    │   ├── StaleReceipt              a receipt whose visibility ran out or was acked
-    │   ├── MaxReceivesExceeded       a message received too often, dead-lettered
-    │   └── MessageExpired            a message past its time to live
-    ├── ProjectionError               (projection) a projection failed or is misdeclared
+    │   ├── StaleReceipt              a receipt that no longer holds its message    
+    │   ├── MaxReceivesExceeded       recorded on a dead letter: received too often
+    │   └── MessageExpired            recorded on a dead letter: past its TTL
+    ├── ProjectionError               (projection) a projection's handler failed
     ├── SagaError                     (saga) an orchestrated saga failed
     │   ├── SagaNotFound              no saga instance with that id
     │   ├── StepTimeout               a step ran past its timeout
