@@ -24,7 +24,7 @@
     ├── DeadLetterNotFound            (dlq) no dead letter with that id
     ├── IdempotencyTimeout            (idempotency) a duplicate waited too long for the first
     ├── QueueError                    (queue) the work queue refused an operation
-    │   ├── StaleReceipt              a receipt that no longer holds its message    
+    │   ├── StaleReceipt              a receipt that no longer holds its message
     │   ├── MaxReceivesExceeded       recorded on a dead letter: received too often
     │   └── MessageExpired            recorded on a dead letter: past its TTL
     ├── ProjectionError               (projection) a projection's handler failed
