@@ -318,3 +318,16 @@ def test_envelope_with_unencodable_data_is_an_encode_error() -> None:
 
     with pytest.raises(MessageEncodeError, match="Carries"):
         Codec(reg).encode_envelope(Envelope(Carries(float("nan"))))
+
+
+@pytest.mark.parametrize("text", ['{"sku": "a", "qty": 1}', ' {"sku": "a", "qty": 1}\n'])
+def test_fast_json_path_accepts_what_json_accepts(text: str) -> None:
+    """Leading and trailing whitespace decode as json.loads would."""
+    assert Line("a", 1) == codec.decode("Line", text)
+
+
+@pytest.mark.parametrize("text", ['{"sku": "a", "qty": 1}x', "", "{", '{"sku": "a"} {}'])
+def test_fast_json_path_refuses_what_json_refuses(text: str) -> None:
+    """Trailing garbage, empty and truncated text are invalid JSON, named as such."""
+    with pytest.raises(MessageDecodeError, match="invalid JSON"):
+        codec.decode("Line", text)
