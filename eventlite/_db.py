@@ -294,12 +294,73 @@ def _create_projections_and_sagas(db: sqlite_utils.Database) -> None:
     db.table("sagas").create_index(["status", "name"], index_name="sagas_status")
 
 
+def _create_processes(db: sqlite_utils.Database) -> None:
+    # One row per process-manager instance (a manager's name and a correlation key): its
+    # state as JSON, running or done, and a revision a writer checks. One row per scheduled
+    # timeout: the message to record in the log when it falls due (fired_at set then); the
+    # row is deleted when the process handles the fired message, cancels it, or completes.
+    db.table("process_instances").create(
+        {
+            "process": str,
+            "key": str,
+            "status": str,
+            "state": str,
+            "revision": int,
+            "started_at": float,
+            "updated_at": float,
+            "finished_at": float,
+        },
+        pk=("process", "key"),
+        not_null=["status", "state", "revision", "started_at", "updated_at"],
+    )
+    db.table("process_instances").create_index(
+        ["process", "status"], index_name="process_instances_status"
+    )
+    db.table("process_timeouts").create(
+        {
+            "id": str,
+            "process": str,
+            "key": str,
+            "name": str,
+            "type": str,
+            "schema_version": int,
+            "data": str,
+            "correlation_id": str,
+            "causation_id": str,
+            "due_at": float,
+            "fired_at": float,
+            "created_at": float,
+        },
+        pk="id",
+        not_null=[
+            "process",
+            "key",
+            "type",
+            "schema_version",
+            "data",
+            "correlation_id",
+            "due_at",
+            "created_at",
+        ],
+    )
+    db.execute(
+        "CREATE INDEX process_timeouts_due ON process_timeouts (process, due_at) "
+        "WHERE fired_at IS NULL"
+    )
+    db.execute("CREATE INDEX process_timeouts_key ON process_timeouts (process, key)")
+    db.execute(
+        "CREATE UNIQUE INDEX process_timeouts_name ON process_timeouts (process, key, name) "
+        "WHERE name IS NOT NULL"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
     Migration("durable delivery: checkpoints, inbox, retries, idempotency keys", _create_delivery),
     Migration("dead letters and work queues", _create_dead_letters_and_queues),
     Migration("projection checkpoints and saga instances", _create_projections_and_sagas),
+    Migration("process managers: instances and timeouts", _create_processes),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

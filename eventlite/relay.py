@@ -331,6 +331,7 @@ class Relay:
         uses_uow: bool = False,
         retry: RetryPolicy | None = None,
         start: Start = "beginning",
+        on_pass: Callable[[], bool] | None = None,
     ) -> DurableSubscriber:
         """Add a durable subscriber and start its thread.
 
@@ -338,8 +339,12 @@ class Relay:
         ``call`` runs ``finish`` in its own commit. ``start`` says where a subscriber new to
         the file begins: at the ``"beginning"`` of the log (every event ever committed) or
         at its ``"end"`` (only events committed from now on); a known subscriber resumes at
-        its checkpoint. Raises ``ValueError`` for a name already in use in this relay,
-        ``RuntimeError`` after :meth:`close`.
+        its checkpoint. ``on_pass()``, when given, runs in the subscriber's thread at the
+        start of every pass (those of :meth:`drain` too), before new events are read: work
+        the subscriber owns besides the log, such as recording a process manager's due
+        timeouts; it returns whether it did something (then another pass follows). Raises
+        ``ValueError`` for a name already in use in this relay, ``RuntimeError`` after
+        :meth:`close`.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"a durable subscriber needs a non-empty name, got {name!r}")
@@ -354,7 +359,7 @@ class Relay:
                     f"a durable subscriber named {name!r} already exists; each needs its own "
                     "name (the name keys its checkpoint in the file)"
                 )
-            consumer = _Consumer(self, name, event_type, call, uses_uow, policy)
+            consumer = _Consumer(self, name, event_type, call, uses_uow, policy, on_pass)
             consumer.load(start)
             sub = DurableSubscriber(
                 consumer,
@@ -462,6 +467,7 @@ class _Consumer:
         call: DeliveryCall,
         uses_uow: bool,
         policy: RetryPolicy,
+        on_pass: Callable[[], bool] | None = None,
     ) -> None:
         self.relay = relay
         self.name = name
@@ -469,6 +475,7 @@ class _Consumer:
         self.call = call
         self.uses_uow = uses_uow
         self.policy = policy
+        self.on_pass = on_pass
         self.db = relay.database
         self.dlq = relay.dlq
         self.clock = relay.clock
@@ -639,9 +646,12 @@ class _Consumer:
 
     def work(self, full: bool) -> bool:
         """One pass: operators' retries (on a ``full`` pass: a poll, a drain), due delayed
-        retries, new events. True if it did anything (so another pass may find more)."""
+        retries, the subscriber's own ``on_pass`` work, new events. True if it did anything
+        (so another pass may find more)."""
         did = full and self.redeliver_dead_letters()
         did = self.fire_due_retries() or did
+        if self.on_pass is not None:
+            did = self.on_pass() or did
         return self.deliver_new() or did
 
     # -- the log ------------------------------------------------------------------------
