@@ -16,12 +16,24 @@ bus and units of work, and hands each handler the dependencies it names.
 A handler's first parameter receives the message; every other parameter is filled by name
 from the app's dependencies: ``uow`` (a fresh :class:`UnitOfWork`, committed when the
 handler returns, rolled back if it raises), ``app``, ``bus``, ``store``, ``codec``,
-``registry``, ``clock``, with a SQLite file also ``dlq`` and ``idempotency``, and whatever
-was given to :meth:`App.provide`.
+``registry``, ``clock``, with a SQLite file also ``dlq``, ``idempotency``, ``projector``,
+``sagas`` and ``processes``, and whatever was given to :meth:`App.provide`.
 
 Durable subscribers (``app.subscribe(EventType, handler, durable=True, name="...")``) are
 delivered every committed event by the app's :class:`~eventlite.relay.Relay`, started with
 the first of them; see ``docs/delivery.md``.
+
+The read side and long-running processes hang off the same file:
+
+- ``app.projection(projection, mode=...)`` adds a read model to :attr:`App.projector`:
+  inline ones are written in every unit of work's commit, tracking ones by a thread;
+- ``app.saga(saga, started_by=...)`` registers an orchestrated saga with :attr:`App.sagas`
+  (optionally started by an event, exactly once per event), and :meth:`App.start` resumes
+  the sagas a crash interrupted;
+- ``app.process_manager(manager)`` runs a :class:`~eventlite.process.ProcessManager` as a
+  durable subscriber, its timeouts fired by the relay.
+
+:meth:`App.run_until_idle` settles all of it; :meth:`App.close` stops all of it.
 """
 
 from __future__ import annotations
@@ -43,13 +55,17 @@ from .bus import MessageBus, Subscription
 from .clock import Clock, SystemClock
 from .codec import Codec
 from .dlq import DeadLetterQueue
+from .envelope import Envelope
 from .exceptions import ConcurrencyError
 from .idempotency import Idempotency
 from .messages import Registry, default_registry
 from .metrics import DeliveryMetrics
+from .process import Processes, ProcessManager
+from .projection import Projection, ProjectionMode, Projector
 from .relay import DeliveryCall, DurableSubscriber, Finish, Relay, Start, SubscriberStatus
 from .repository import Repository
 from .retry import RetryPolicy
+from .saga import Saga, SagaError, SagaOrchestrator
 from .snapshot import InMemorySnapshotStore, SnapshotStore, SQLiteSnapshotStore
 from .store import EventStore
 from .unit_of_work import UnitOfWork
@@ -61,8 +77,23 @@ log = logging.getLogger(__name__)
 A = TypeVar("A", bound=Aggregate)
 H = TypeVar("H", bound=Callable[..., Any])
 
+P = TypeVar("P", bound=Projection)
+
 _OWN_NAMES = frozenset(
-    {"uow", "app", "bus", "store", "codec", "registry", "clock", "dlq", "idempotency"}
+    {
+        "uow",
+        "app",
+        "bus",
+        "store",
+        "codec",
+        "registry",
+        "clock",
+        "dlq",
+        "idempotency",
+        "projector",
+        "sagas",
+        "processes",
+    }
 )
 
 
@@ -81,6 +112,24 @@ class _WatchedDatabase(Database):
             if outermost and listener is not None:
                 tx.on_commit(listener)
             yield tx
+
+
+class _AppUnitOfWork(UnitOfWork):
+    """The app's unit of work: a commit that records events also writes the app's inline
+    projections in its transaction."""
+
+    app: App
+
+    def commit(self) -> list[Envelope]:
+        """See :meth:`UnitOfWork.commit`."""
+        projector = self.app._projector
+        if (
+            projector is not None
+            and projector.projections
+            and (self._appends or any(agg._pending for agg in self._aggregates.values()))
+        ):
+            self.on_commit_write(projector.hook)
+        return super().commit()
 
 
 class App:
@@ -149,11 +198,24 @@ class App:
         """Seconds between the relay's polls for other processes' commits."""
         self._dlq: DeadLetterQueue | None = None
         self._idempotency: Idempotency | None = None
+        self._projector: Projector | None = None
+        self._sagas: SagaOrchestrator | None = None
+        self._processes: Processes | None = None
         if self.database is not None:
             self._dlq = DeadLetterQueue(self.database, self.codec, clock=self.clock)
             self._idempotency = Idempotency(self.database, clock=self.clock)
+            self._projector = Projector(
+                self.database, self.codec, clock=self.clock, poll_interval=poll_interval
+            )
+            self._projector.start()  # nothing to run yet: projections launch as they are added
+            self._sagas = SagaOrchestrator(
+                self.database, self.codec, dlq=self._dlq, clock=self.clock
+            )
+            self._processes = Processes(self.database, self.codec, clock=self.clock)
         self._relay: Relay | None = None
         self._relay_lock = threading.Lock()
+        self._started = False
+        self._resumers: list[threading.Thread] = []
         self._dependencies: dict[str, Any] = {
             "app": self,
             "bus": self.bus,
@@ -165,6 +227,9 @@ class App:
         if self.database is not None:
             self._dependencies["dlq"] = self._dlq
             self._dependencies["idempotency"] = self._idempotency
+            self._dependencies["projector"] = self._projector
+            self._dependencies["sagas"] = self._sagas
+            self._dependencies["processes"] = self._processes
             if isinstance(self.database, _WatchedDatabase):
                 self.database.listener = self._notify_commit
 
@@ -434,6 +499,9 @@ class App:
         relay = self._relay
         if relay is not None:
             relay.wake()
+        projector = self._projector
+        if projector is not None:
+            projector.notify()
 
     def subscribers(self) -> list[SubscriberStatus]:
         """The status of every durable subscriber of the file: name, checkpoint, lag,
@@ -442,13 +510,193 @@ class App:
             return []
         return self.relay.subscribers()
 
+    # -- read side and long-running processes --------------------------------------------
+
+    @property
+    def projector(self) -> Projector:
+        """The :class:`~eventlite.projection.Projector` of the app's file (started with the
+        app: projections run as soon as they are added). Raises ``RuntimeError`` in
+        memory."""
+        self._need_file("projections")
+        assert self._projector is not None
+        return self._projector
+
+    def projection(self, projection: P, *, mode: ProjectionMode = "tracking") -> P:
+        """Add a read model (see ``docs/projections.md``) and return it.
+
+        ``"inline"`` projections are written inside the transaction of every unit of work
+        of this app that records events, so they commit or roll back with them;
+        ``"tracking"`` ones (the default) by a thread of their own that follows the log.
+        Both catch up with what is stored at once. Raises what
+        :meth:`Projector.add <eventlite.projection.Projector.add>` raises, and
+        ``RuntimeError`` in memory.
+        """
+        self.projector.add(projection, mode=mode)
+        return projection
+
+    @property
+    def sagas(self) -> SagaOrchestrator:
+        """The :class:`~eventlite.saga.SagaOrchestrator` of the app's file, with the app's
+        dead-letter queue and clock. Raises ``RuntimeError`` in memory."""
+        self._need_file("sagas")
+        assert self._sagas is not None
+        return self._sagas
+
+    def saga(
+        self,
+        definition: Saga,
+        *,
+        started_by: type[Any] | None = None,
+        data: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        start: Start = "end",
+    ) -> Saga:
+        """Register an orchestrated saga with :attr:`sagas` and return it.
+
+        With ``started_by=EventType``, every committed event of that type starts one
+        instance: a durable subscriber (``name``, default ``"saga-start:<saga name>"``)
+        stores the new instance in the same transaction as the event's inbox mark, so each
+        event starts exactly one, then runs it on the relay's thread. Its data is
+        ``data(event)`` (default: the event's fields as a dict). ``retry`` and ``start``
+        are the subscriber's; a new one begins at the ``"end"`` of the log, so events
+        stored before the saga was wired do not start it.
+
+        Instances a crash interrupted are resumed by :meth:`start`. Raises ``ValueError``
+        for ``data``, ``name`` or ``retry`` without ``started_by``, and ``RuntimeError`` in
+        memory.
+        """
+        sagas = self.sagas
+        if started_by is None:
+            if data is not None or name is not None or retry is not None:
+                raise ValueError("data=, name= and retry= are for sagas with started_by=")
+            sagas.register(definition)
+            self._resume_if_started()
+            return definition
+        sagas.register(definition)
+        codec = self.codec
+
+        def start_saga(event: Any, uow: UnitOfWork) -> None:
+            values = data(event) if data is not None else codec.to_dict(event)
+
+            def create(tx: Transaction | None, _events: object) -> None:
+                saga_id = sagas.create(definition, values)  # joins the commit's transaction
+                assert tx is not None
+                tx.on_commit(lambda: self._run_saga(saga_id))
+
+            uow.on_commit_write(create)
+
+        start_saga.__qualname__ = f"start saga {definition.name}"
+        self.subscribe(
+            started_by,
+            start_saga,
+            durable=True,
+            name=name or f"saga-start:{definition.name}",
+            retry=retry,
+            start=start,
+        )
+        self._resume_if_started()
+        return definition
+
+    def _run_saga(self, saga_id: str) -> None:
+        try:
+            self.sagas.run(saga_id)
+        except SagaError as exc:  # being run by a resume, or the app is closing
+            log.info("saga %s not run now (%s); App.start() resumes it", saga_id, exc)
+        except Exception:
+            log.exception("saga %s stopped; App.start() resumes it", saga_id)
+
+    def start(self) -> None:
+        """Call once the app is wired (its handlers registered): resume, on a background
+        thread, the sagas a crash left running or compensating. Sagas registered later
+        are resumed as they are registered. Idempotent; :meth:`run_until_idle` waits for
+        the resuming. Durable subscribers, process managers and projections need no start:
+        they run as soon as they are added."""
+        if self._started:
+            return
+        self._started = True
+        self._resume_if_started()
+
+    def _resume_if_started(self) -> None:
+        sagas = self._sagas
+        if not self._started or sagas is None or not sagas.sagas:
+            return
+
+        def resume() -> None:
+            try:
+                for instance in sagas.resume():
+                    log.info("saga %r %s resumed: %s", instance.saga, instance.id, instance.status)
+            except Exception:
+                log.exception("resuming sagas failed")
+
+        thread = threading.Thread(target=resume, name="eventlite-saga-resume", daemon=True)
+        self._resumers = [t for t in self._resumers if t.is_alive()] + [thread]
+        thread.start()
+
+    @property
+    def processes(self) -> Processes:
+        """The process managers of the app's file: their instances and timeouts
+        (``app.processes.get(name, key)``). Raises ``RuntimeError`` in memory."""
+        self._need_file("process managers")
+        assert self._processes is not None
+        return self._processes
+
+    def process_manager(
+        self,
+        manager: ProcessManager[Any],
+        *,
+        retry: RetryPolicy | None = None,
+        start: Start = "end",
+    ) -> DurableSubscriber:
+        """Run a :class:`~eventlite.process.ProcessManager` (see
+        ``docs/process-managers.md``): a durable subscriber named ``manager.name`` of every
+        type it handles, whose state is written with each event's inbox mark, and whose due
+        timeouts the relay fires (by :attr:`clock`, also after a restart).
+
+        ``retry`` is the subscriber's policy (default: three immediate attempts, then the
+        DLQ). ``start``: where a manager new to the file begins: at the ``"end"`` of the
+        log (the default: events stored before it was wired started nothing), or at the
+        ``"beginning"``. Register the handlers of the commands it dispatches first: it
+        starts delivering at once. Raises ``ValueError`` for a name in use, a manager
+        without a starting handler, and ``RuntimeError`` in memory.
+        """
+        processes = self.processes
+        relay = self.relay
+        if manager.name in relay.names:
+            raise ValueError(f"a durable subscriber named {manager.name!r} already exists")
+
+        def alarm(when: float) -> None:
+            relay.scheduler.call_at(when, relay.wake)
+
+        runner = processes.runner(
+            manager, store=self.store, dispatch=self.bus.dispatch, dlq=self._dlq, alarm=alarm
+        )
+        call, _ = self._durable_call(runner.handle)
+        subscriber = relay.add(
+            manager.name,
+            runner.event_type,
+            call,
+            handler=runner.handle,
+            uses_uow=True,
+            retry=retry,
+            start=start,
+            on_pass=runner.fire_due,
+        )
+        runner.wake_at_next()
+        return subscriber
+
+    # -- settling -------------------------------------------------------------------------
+
     def run_until_idle(self, timeout: float = 10.0) -> None:
         """Run background work until none is left: the bus's queued deliveries, every
-        durable delivery of what is committed, delayed retries due by :attr:`clock`, and
-        dead letters released for retry, including what that work itself produces.
+        durable delivery of what is committed, delayed retries and process managers'
+        timeouts due by :attr:`clock`, dead letters released for retry, sagas being
+        resumed, and tracking projections (brought up to the head in this thread),
+        including what that work itself produces.
 
         For tests: after it returns, every effect of what was done before is visible.
-        Raises ``TimeoutError`` when ``timeout`` seconds pass first.
+        Raises ``TimeoutError`` when ``timeout`` seconds pass first, and
+        :class:`~eventlite.projection.ProjectionError` when a projection's handler fails.
         """
         deadline = time.monotonic() + timeout
 
@@ -461,20 +709,29 @@ class App:
         while True:
             relay = self._relay
             before = relay.work_done if relay is not None else 0
+            resuming = [t for t in self._resumers if t.is_alive()]
+            for thread in resuming:
+                thread.join(remaining())
+                if thread.is_alive():
+                    remaining()
             if not self.bus.drain(remaining()):
                 remaining()
             if relay is not None and not relay.drain(remaining()):
                 remaining()
                 raise TimeoutError("a durable subscriber stopped before settling its events")
+            projector = self._projector
+            if projector is not None and projector.projections:
+                projector.catch_up()
             idle_bus = all(s.pending == 0 for s in self.bus.worker_stats())
-            if idle_bus and (relay is None or relay.work_done == before):
+            if idle_bus and not resuming and (relay is None or relay.work_done == before):
                 return
 
     # -- using it -----------------------------------------------------------------------
 
     def unit_of_work(self) -> UnitOfWork:
-        """A new :class:`UnitOfWork` over this app's store and bus."""
-        return UnitOfWork(self)
+        """A new :class:`UnitOfWork` over this app's store and bus (whose commits also
+        write the app's inline projections)."""
+        return _AppUnitOfWork(self)
 
     def repository(self, aggregate_type: type[A]) -> Repository[A]:
         """A repository of ``aggregate_type`` outside any unit of work: ``get``/``find``
@@ -512,11 +769,19 @@ class App:
         self.bus.publish(*events, key=key)
 
     def close(self) -> None:
-        """Stop the relay (after the message it is handling), finish the bus's background
-        work, then close the store and the file."""
+        """Stop the relay (after the message it is handling: durable subscribers, process
+        managers, sagas started by events), the sagas (after their current step; the next
+        :meth:`start` resumes them) and the tracking projections, finish the bus's
+        background work, then close the store and the file."""
         try:
             if self._relay is not None:
                 self._relay.close()
+            if self._sagas is not None:
+                self._sagas.close()
+                for thread in self._resumers:
+                    thread.join(10.0)
+            if self._projector is not None:
+                self._projector.close()
             self.bus.close()
         finally:
             self.store.close()
