@@ -19,6 +19,85 @@ refused: acc-1: balance 133.00 < 1000
 loaded from the snapshot at version 100 plus 24 later events: version 124, balance 133.00
 stored rows still at schema version 1: 2
 """,
+    "orders": """\
+AddStock
+  StockAdded: 10 x kettle
+  StockAdded: 4 x teapot
+PlaceOrder o-1: ann, 2 x kettle, card accepted
+  OrderPlaced: o-1, 2 x kettle, 60.00
+  saga step: open order
+  saga step: reserve inventory
+    InventoryReserved: 2 x kettle for o-1
+  saga step: process payment
+    PaymentProcessed: 60.00 for o-1
+  saga step: create shipment
+    ShipmentCreated: parcel-o-1 for o-1
+  saga step: confirm order
+    OrderConfirmed: o-1
+GetOrder o-1: confirmed, 2 x kettle, 60.00, parcel-o-1
+PlaceOrder o-2: bob, 1 x teapot, card declined
+  OrderPlaced: o-2, 1 x teapot, 24.50
+  saga step: open order
+  saga step: reserve inventory
+    InventoryReserved: 1 x teapot for o-2
+  saga step: process payment
+    PaymentFailed: o-2, card declined
+  saga undo: reserve inventory
+    InventoryReleased: 1 x teapot for o-2
+  saga undo: open order
+    OrderCancelled: o-2, payment failed
+GetOrder o-2: cancelled, 1 x teapot, 24.50, payment failed
+saga for o-1: completed, steps done 5, undone 0
+saga for o-2: failed, steps done 2, undone 2
+stock: kettle 8, teapot 4
+events stored: 12
+""",
+    "orders_process": """\
+AddStock
+  StockAdded: 10 x kettle
+  StockAdded: 4 x teapot
+PlaceOrder o-1: ann, 2 x kettle, card accepted
+  OrderPlaced: o-1, 2 x kettle, 60.00
+  process o-1: OrderPlaced -> ReserveInventory
+    InventoryReserved: 2 x kettle for o-1
+  process o-1: InventoryReserved -> ProcessPayment
+    PaymentProcessed: 60.00 for o-1
+  process o-1: PaymentProcessed -> CreateShipment
+    ShipmentCreated: parcel-o-1 for o-1
+  process o-1: ShipmentCreated -> ConfirmOrder
+    OrderConfirmed: o-1
+  process o-1: OrderConfirmed -> nothing
+GetOrder o-1: confirmed, 2 x kettle, 60.00, parcel-o-1
+PlaceOrder o-2: bob, 1 x teapot, card declined
+  OrderPlaced: o-2, 1 x teapot, 24.50
+  process o-2: OrderPlaced -> ReserveInventory
+    InventoryReserved: 1 x teapot for o-2
+  process o-2: InventoryReserved -> ProcessPayment
+    PaymentFailed: o-2, card declined
+  process o-2: PaymentFailed -> ReleaseInventory, CancelOrder
+    InventoryReleased: 1 x teapot for o-2
+    OrderCancelled: o-2, payment failed
+GetOrder o-2: cancelled, 1 x teapot, 24.50, payment failed
+PlaceOrder o-3: cy, 1 x kettle, card slow to answer
+  OrderPlaced: o-3, 1 x kettle, 30.00
+  process o-3: OrderPlaced -> ReserveInventory
+    InventoryReserved: 1 x kettle for o-3
+  process o-3: InventoryReserved -> ProcessPayment
+    no answer from the bank yet for o-3
+GetOrder o-3: placed, 1 x kettle, 30.00
+  timeouts waiting: PaymentOverdue for o-3
+clock +10 min
+  timeouts waiting: PaymentOverdue for o-3
+clock +6 min
+  process o-3: PaymentOverdue -> ReleaseInventory, CancelOrder
+    InventoryReleased: 1 x kettle for o-3
+    OrderCancelled: o-3, payment timed out
+  timeouts waiting: none
+GetOrder o-3: cancelled, 1 x kettle, 30.00, payment timed out
+process o-1: done at confirmed
+process o-2: done at cancelled
+process o-3: done at cancelled
+""",
     "quickstart": """\
 dispatch PlaceOrder o-1
   handling PlaceOrder o-1
