@@ -1,8 +1,13 @@
 """Tools for testing applications and backends built on eventlite.
 
 - ``eventlite.testing.scenario``: given/when/then for aggregates
-  (:class:`AggregateScenario`) and for command handlers run through an App
-  (:class:`AppScenario`); failures raise :class:`ScenarioFailed`, with a side-by-side diff.
+  (:class:`AggregateScenario`), for command handlers run through an App
+  (:class:`AppScenario`) and for orchestrated sagas (:class:`SagaScenario`); failures
+  raise :class:`ScenarioFailed`, with a side-by-side diff.
+- ``eventlite.testing.app``: :class:`TestApp`, the application's composition root on a
+  fake clock (in memory or on a temporary file) that records what was dispatched,
+  published, dead-lettered and scheduled; ``run_until_idle()`` and ``advance()`` drive it
+  without sleeping.
 - ``eventlite.testing.strategies``: hypothesis strategies for registered message classes
   (needs ``hypothesis``).
 - ``eventlite.testing.plugin``: the pytest plugin, loaded by pytest on its own; fixtures
@@ -22,19 +27,31 @@ from typing import Any
 
 __all__ = [
     "ANYTHING",
+    "UNCHECKED",
     "AggregateScenario",
     "AppOutcome",
     "AppScenario",
     "EventStoreContract",
+    "Record",
+    "RecordingBus",
+    "SagaOutcome",
+    "SagaScenario",
     "ScenarioFailed",
+    "TestApp",
 ]
 
 _LAZY = {
     "ANYTHING": ".scenario",
+    "UNCHECKED": ".scenario",
     "AggregateScenario": ".scenario",
     "AppOutcome": ".scenario",
     "AppScenario": ".scenario",
+    "SagaOutcome": ".scenario",
+    "SagaScenario": ".scenario",
     "ScenarioFailed": ".scenario",
+    "Record": ".app",
+    "RecordingBus": ".app",
+    "TestApp": ".app",
     "EventStoreContract": ".store_contract",
 }
 

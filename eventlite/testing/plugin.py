@@ -13,6 +13,9 @@ fixtures are there in every test without an import:
   (default ``"sqlite"``). Parametrize it to run a test on both:
   ``@pytest.mark.parametrize("eventlite_storage", ["sqlite", "memory"])``.
 - ``fake_clock``: a :class:`~eventlite.clock.FakeClock` standing at its fixed start.
+- ``eventlite_test_app``: a :class:`~eventlite.testing.TestApp` (a bare app with a
+  recording bus) on ``fake_clock``, with the ``eventlite_registry`` and storage, closed
+  after the test.
 
 eventlite itself is imported only when a fixture is used, so the plugin costs nothing in a
 test run that does not use it.
@@ -30,12 +33,14 @@ if TYPE_CHECKING:
     from ..clock import FakeClock
     from ..messages import Registry
     from ..store import EventStore
+    from .app import TestApp
 
 __all__ = [
     "eventlite_app",
     "eventlite_registry",
     "eventlite_storage",
     "eventlite_store",
+    "eventlite_test_app",
     "fake_clock",
     "pytest_addoption",
     "pytest_configure",
@@ -120,3 +125,16 @@ def fake_clock() -> FakeClock:
     from ..clock import FakeClock
 
     return FakeClock()
+
+
+@pytest.fixture
+def eventlite_test_app(
+    eventlite_registry: Registry, eventlite_storage: str, fake_clock: FakeClock
+) -> Iterator[TestApp]:
+    """A :class:`~eventlite.testing.TestApp` with a bare app to wire through ``.app``, on
+    ``fake_clock``, in ``eventlite_storage``; closed (and its temporary file removed) after
+    the test."""
+    from .app import TestApp
+
+    with TestApp(registry=eventlite_registry, storage=eventlite_storage, clock=fake_clock) as t:
+        yield t

@@ -1,4 +1,4 @@
-"""Given/when/then scenarios: past events, one action, and the events it must record.
+"""Given/when/then scenarios: the past, one action, and what it must produce.
 
 For an aggregate, the scenario replays the given events through the aggregate's
 ``@applies`` methods, runs the action on it, and compares the events it recorded::
@@ -12,11 +12,15 @@ run (in memory, usually), appends the given events to their streams, dispatches 
 command, waits for background subscribers, and compares the events that are new in the
 store, stream by stream.
 
-Every expectation checks the whole outcome: ``then`` fails on a missing, a different or an
-extra event, and on an unexpected exception; ``then_raises`` fails when nothing is raised,
-when another exception is, and (for an app) when events were stored anyway. Failures raise
-:class:`ScenarioFailed`, an ``AssertionError`` whose message shows the expected and the
-actual events side by side, with the fields that differ.
+For an orchestrated saga, :class:`SagaScenario` runs the saga on its data (with chosen
+steps made to fail) and checks how it ended: status, steps completed and compensated, data.
+
+Every expectation of an aggregate or an app checks the whole outcome: ``then`` fails on a
+missing, a different or an extra event, and on an unexpected exception; ``then_raises``
+fails when nothing is raised, when another exception is, and (for an app) when events were
+stored anyway. A saga's ``then`` checks what it is given. Failures
+raise :class:`ScenarioFailed`, an ``AssertionError`` whose message shows the expected and
+the actual values side by side, with the fields that differ.
 
 Scenarios are immutable: ``given`` and ``when`` return new scenarios, so one ``given`` can
 be shared by several tests.
@@ -31,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 
 from ..aggregate import Aggregate
-from ..messages import MessageKind
+from ..messages import MessageKind, Registry
+from ..saga import Saga, SagaData, SagaInstance, SagaStatus, SagaStep, StepContext, StepFunction
 
 if TYPE_CHECKING:
     from ..app import App
@@ -39,9 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANYTHING",
+    "UNCHECKED",
     "AggregateScenario",
     "AppOutcome",
     "AppScenario",
+    "SagaOutcome",
+    "SagaScenario",
     "ScenarioFailed",
 ]
 
@@ -507,3 +515,240 @@ class AppScenario:
             )
         assert isinstance(error, exception_type)
         return error
+
+
+# -- outcomes of sagas and process managers ---------------------------------------------
+
+
+class _Unchecked:
+    """The default of an expectation that was not given: not checked."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+UNCHECKED: Any = _Unchecked()
+"""The default of ``then`` arguments: that part of the outcome is not checked."""
+
+
+def _compare(problems: list[str], what: str, expected: Any, actual: Any, *, note: str = "") -> None:
+    """Add a line to ``problems`` when an expectation given does not hold."""
+    if expected is UNCHECKED or expected == actual:
+        return
+    line = f"{what}: expected {expected!r}, got {actual!r}"
+    problems.append(line + (f" ({note})" if note else ""))
+
+
+def _compare_list(
+    problems: list[str], what: str, expected: Sequence[Any], actual: Sequence[Any], word: str
+) -> None:
+    """Add a side-by-side table to ``problems`` when two lists differ."""
+    if list(expected) == list(actual):
+        return
+    problems.append(f"{what} ({len(expected)} expected, {len(actual)} {word}):")
+    problems.extend("  " + line for line in _table(list(expected), list(actual), word))
+
+
+def _compare_state(problems: list[str], what: str, expected: Any, actual: Any) -> None:
+    if expected is UNCHECKED or expected == actual:
+        return
+    if attrs.has(type(expected)) and type(expected) is type(actual):
+        problems.append(f"{what}:")
+        problems.extend("  " + d for d in _field_differences(expected, actual, "got"))
+    elif isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        problems.append(f"{what}:")
+        for name in sorted({*expected, *actual}, key=str):
+            want = expected.get(name, "(missing)")
+            got = actual.get(name, "(missing)")
+            if want != got:
+                problems.append(f"  {name}: expected {want!r}, got {got!r}")
+    else:
+        problems.append(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+# -- orchestrated sagas -------------------------------------------------------------------
+
+
+@attrs.frozen
+class SagaOutcome:
+    """What a :class:`SagaScenario` run produced."""
+
+    instance: SagaInstance
+    """The saga instance as it ended."""
+    calls: tuple[str, ...]
+    """The step functions called, in order: ``"execute reserve"``, ``"compensate
+    reserve"``, with ``" (raised Error: message)"`` when one raised."""
+
+
+class SagaScenario:
+    """Given a saga's data, when it runs (some steps failing), then this end.
+
+    :param saga: the :class:`~eventlite.saga.Saga` definition under test.
+    :param registry: the registry of an attrs ``data_type`` (default: the default one).
+
+    Each run stores the saga on a fresh temporary SQLite file through a real
+    :class:`~eventlite.saga.SagaOrchestrator` (with a dead-letter queue and a
+    :class:`~eventlite.clock.FakeClock`), runs it to its end in the calling thread and
+    compares the instance with the expectation. :meth:`when_step_fails` makes a step (or its
+    compensation) raise without touching the definition::
+
+        SagaScenario(checkout).given({"order_id": "o-1", "total": 30}).when_step_fails(
+            "ship", RuntimeError("no courier")
+        ).then(status="failed", completed=["reserve", "charge"],
+               compensated=["charge", "reserve"], failed_step="ship")
+
+    A step timeout is wall-clock time (the step runs in a thread), not the fake clock: make
+    the step raise :class:`~eventlite.saga.StepTimeout` with ``when_step_fails`` to test
+    what a timeout does. Orchestrated steps call outside systems themselves; what they send
+    is for the test's own fakes to record.
+    """
+
+    def __init__(
+        self,
+        saga: Saga,
+        *,
+        registry: Registry | None = None,
+        data: Any = None,
+        failures: Mapping[tuple[str, bool], BaseException] | None = None,
+    ) -> None:
+        self.saga = saga
+        """The saga definition under test."""
+        self.registry = registry
+        """The registry of its data type, or None for the default one."""
+        self.data = data
+        """The data the saga starts with (a dict, an instance of its ``data_type``, or
+        None)."""
+        self.failures: dict[tuple[str, bool], BaseException] = dict(failures or {})
+        """``(step, compensation?)`` pairs made to raise these errors."""
+
+    def given(self, data: Any) -> SagaScenario:
+        """A scenario whose saga starts with ``data``."""
+        return SagaScenario(self.saga, registry=self.registry, data=data, failures=self.failures)
+
+    def when_step_fails(
+        self, step: str, error: BaseException | None = None, *, compensation: bool = False
+    ) -> SagaScenario:
+        """A scenario in which step ``step`` raises ``error`` (default: a ``RuntimeError``
+        naming the step) instead of running; with ``compensation=True`` its compensation
+        raises instead. Raises ``KeyError`` for a step the saga does not have."""
+        definition = self.saga.step(step)
+        if compensation and definition.compensate is None:
+            raise ValueError(f"saga {self.saga.name!r}: step {step!r} has no compensation")
+        what = "compensation of" if compensation else "step"
+        failure = error if error is not None else RuntimeError(f"{what} {step} failed (scenario)")
+        failures = {**self.failures, (step, compensation): failure}
+        return SagaScenario(self.saga, registry=self.registry, data=self.data, failures=failures)
+
+    @property
+    def _title(self) -> str:
+        failing = ", ".join(
+            f"{'compensation of ' if undo else ''}{step} failing" for step, undo in self.failures
+        )
+        data = self.data if not isinstance(self.data, SagaData) else self.data.to_dict()
+        return f"saga {self.saga.name!r} given {data!r}" + (f", {failing}" if failing else "")
+
+    def _definition(self, calls: list[str]) -> Saga:
+        def wrap(step: SagaStep, fn: StepFunction, undo: bool) -> StepFunction:
+            word = "compensate" if undo else "execute"
+            error = self.failures.get((step.name, undo))
+
+            def call(ctx: StepContext) -> object:
+                if error is not None:
+                    calls.append(f"{word} {step.name} (raised {_describe_error(error)})")
+                    raise error
+                try:
+                    result = fn(ctx)
+                except Exception as exc:
+                    calls.append(f"{word} {step.name} (raised {_describe_error(exc)})")
+                    raise
+                calls.append(f"{word} {step.name}")
+                return result
+
+            return call
+
+        steps = [
+            attrs.evolve(
+                s,
+                execute=wrap(s, s.execute, False),
+                compensate=None if s.compensate is None else wrap(s, s.compensate, True),
+            )
+            for s in self.saga.steps
+        ]
+        return attrs.evolve(self.saga, steps=steps)
+
+    def run(self) -> SagaOutcome:
+        """Run the saga to its end and return what happened, checking nothing."""
+        import tempfile
+
+        from .._db import Database
+        from ..clock import FakeClock
+        from ..codec import Codec
+        from ..dlq import DeadLetterQueue
+        from ..saga import SagaOrchestrator
+
+        calls: list[str] = []
+        definition = self._definition(calls)
+        with tempfile.TemporaryDirectory(prefix="eventlite-saga-") as tmp:
+            database = Database(f"{tmp}/saga.db", synchronous="normal")
+            try:
+                codec = Codec(self.registry) if self.registry is not None else Codec()
+                clock = FakeClock()
+                dlq = DeadLetterQueue(database, codec, clock=clock)
+                sagas = SagaOrchestrator(database, codec, dlq=dlq, clock=clock)
+                instance = sagas.start(definition, self.data)
+            finally:
+                database.close()
+        return SagaOutcome(instance, tuple(calls))
+
+    def then(
+        self,
+        *,
+        status: SagaStatus | str = UNCHECKED,
+        completed: Sequence[str] = UNCHECKED,
+        compensated: Sequence[str] = UNCHECKED,
+        failed_step: str | None = UNCHECKED,
+        compensation_failed: Sequence[str] = UNCHECKED,
+        data: Any = UNCHECKED,
+    ) -> SagaOutcome:
+        """Run the saga and check the expectations given (the others are not checked):
+        its ``status`` (``"completed"`` or ``"failed"``), the steps ``completed``, the
+        steps ``compensated`` (in the order undone), the ``failed_step`` (None when none
+        failed), the steps whose compensation failed, and its ``data`` at the end (a dict
+        for the default data, compared field by field).
+
+        Returns the :class:`SagaOutcome`. Raises :class:`ScenarioFailed` naming each
+        difference and listing the step functions that ran.
+        """
+        __tracebackhide__ = True
+        outcome = self.run()
+        instance = outcome.instance
+        problems: list[str] = []
+        want_status = SagaStatus(status).value if status is not UNCHECKED else UNCHECKED
+        note = str(instance.error) if instance.error is not None else ""
+        _compare(problems, "status", want_status, instance.status.value, note=note)
+        if completed is not UNCHECKED:
+            _compare(problems, "completed", list(completed), list(instance.completed_steps))
+        if compensated is not UNCHECKED:
+            _compare(problems, "compensated", list(compensated), list(instance.compensated_steps))
+        _compare(problems, "failed step", failed_step, instance.failed_step, note=note)
+        if compensation_failed is not UNCHECKED:
+            _compare(
+                problems,
+                "compensation failed",
+                list(compensation_failed),
+                [f.step for f in instance.compensation_errors],
+            )
+        actual_data = (
+            instance.data.to_dict() if isinstance(instance.data, SagaData) else instance.data
+        )
+        _compare_state(problems, "data", data, actual_data)
+        if problems:
+            lines = [
+                f"{self._title}: the saga did not end as expected",
+                *("  " + p for p in problems),
+            ]
+            lines.append("  steps run: " + (", ".join(outcome.calls) or "none"))
+            raise ScenarioFailed("\n".join(lines))
+        return outcome
