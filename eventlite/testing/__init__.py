@@ -2,8 +2,9 @@
 
 - ``eventlite.testing.scenario``: given/when/then for aggregates
   (:class:`AggregateScenario`), for command handlers run through an App
-  (:class:`AppScenario`) and for orchestrated sagas (:class:`SagaScenario`); failures
-  raise :class:`ScenarioFailed`, with a side-by-side diff.
+  (:class:`AppScenario`), for orchestrated sagas (:class:`SagaScenario`) and for process
+  managers (:class:`ProcessScenario`); failures raise :class:`ScenarioFailed`, with a
+  side-by-side diff.
 - ``eventlite.testing.app``: :class:`TestApp`, the application's composition root on a
   fake clock (in memory or on a temporary file) that records what was dispatched,
   published, dead-lettered and scheduled; ``run_until_idle()`` and ``advance()`` drive it
@@ -32,6 +33,8 @@ __all__ = [
     "AppOutcome",
     "AppScenario",
     "EventStoreContract",
+    "ProcessOutcome",
+    "ProcessScenario",
     "Record",
     "RecordingBus",
     "SagaOutcome",
@@ -46,6 +49,8 @@ _LAZY = {
     "AggregateScenario": ".scenario",
     "AppOutcome": ".scenario",
     "AppScenario": ".scenario",
+    "ProcessOutcome": ".scenario",
+    "ProcessScenario": ".scenario",
     "SagaOutcome": ".scenario",
     "SagaScenario": ".scenario",
     "ScenarioFailed": ".scenario",

@@ -14,11 +14,14 @@ store, stream by stream.
 
 For an orchestrated saga, :class:`SagaScenario` runs the saga on its data (with chosen
 steps made to fail) and checks how it ended: status, steps completed and compensated, data.
+For a process manager, :class:`ProcessScenario` stores the given events, then one more event
+or lets time pass on a fake clock, and checks the commands dispatched, the timeouts waiting
+and the instance's state.
 
 Every expectation of an aggregate or an app checks the whole outcome: ``then`` fails on a
 missing, a different or an extra event, and on an unexpected exception; ``then_raises``
 fails when nothing is raised, when another exception is, and (for an app) when events were
-stored anyway. A saga's ``then`` checks what it is given. Failures
+stored anyway. A saga's or a process manager's ``then`` checks what it is given. Failures
 raise :class:`ScenarioFailed`, an ``AssertionError`` whose message shows the expected and
 the actual values side by side, with the fields that differ.
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -41,6 +45,8 @@ from ..saga import Saga, SagaData, SagaInstance, SagaStatus, SagaStep, StepConte
 if TYPE_CHECKING:
     from ..app import App
     from ..envelope import Envelope
+    from ..process import ProcessInstance, ProcessManager, Timeout
+    from .app import TestApp
 
 __all__ = [
     "ANYTHING",
@@ -48,6 +54,8 @@ __all__ = [
     "AggregateScenario",
     "AppOutcome",
     "AppScenario",
+    "ProcessOutcome",
+    "ProcessScenario",
     "SagaOutcome",
     "SagaScenario",
     "ScenarioFailed",
@@ -750,5 +758,205 @@ class SagaScenario:
                 *("  " + p for p in problems),
             ]
             lines.append("  steps run: " + (", ".join(outcome.calls) or "none"))
+            raise ScenarioFailed("\n".join(lines))
+        return outcome
+
+
+# -- process managers -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class ProcessOutcome:
+    """What a :class:`ProcessScenario` run produced, after the action."""
+
+    dispatched: tuple[Any, ...]
+    """The commands dispatched while the action was handled, in order."""
+    scheduled: tuple[Timeout, ...]
+    """The manager's timeouts waiting when the action is over, earliest first."""
+    instance: ProcessInstance | None
+    """The instance the expectation is about, as stored, or None when there is none."""
+    trace: tuple[str, ...]
+    """What the action caused, as :meth:`TestApp.trace <eventlite.testing.TestApp.trace>`
+    draws it."""
+
+
+class ProcessScenario:
+    """Given events, when an event arrives or time passes, then these commands, these
+    timeouts, this state: for a :class:`~eventlite.process.ProcessManager`.
+
+    :param manager: the process manager under test.
+    :param registry: the registry of its messages (default: the default one).
+    :param build: the application's composition root, as :class:`~eventlite.testing.TestApp`
+        takes it, when the manager needs the app's own handlers; it may add the manager
+        itself. By default a bare app is made and the manager added to it.
+
+    Each run makes a fresh :class:`~eventlite.testing.TestApp` on a temporary SQLite file
+    with a :class:`~eventlite.clock.FakeClock`. The given events are stored (each in the
+    stream ``scenario:<key>``) and handled; a ``timedelta`` among them moves the clock (so
+    timeouts fire). Then the action: :meth:`when` stores one more event,
+    :meth:`when_time_passes` moves the clock. The scenario waits with
+    ``run_until_idle()`` after each step: no sleep. Commands the manager dispatches are
+    recorded; those without a handler in the app are answered with None, so a manager is
+    tested without the rest of the system. A handling that fails (and is dead-lettered)
+    fails the scenario with the error.
+    """
+
+    def __init__(
+        self,
+        manager: ProcessManager[Any],
+        *,
+        registry: Registry | None = None,
+        build: Callable[..., App] | None = None,
+        given: Sequence[Any] = (),
+        action: tuple[str, Any] | None = None,
+    ) -> None:
+        self.manager = manager
+        """The process manager under test."""
+        self.registry = registry
+        """The registry of its messages."""
+        self.build = build
+        """The composition root, or None for a bare app."""
+        self.given_events: tuple[Any, ...] = tuple(given)
+        """Events stored (and ``timedelta`` spans passed) before the action, in order."""
+        self.action = action
+        """``("event", event)`` or ``("time", seconds)``, or None before a ``when``."""
+
+    def _replace(self, **changes: Any) -> ProcessScenario:
+        fields: dict[str, Any] = {
+            "registry": self.registry,
+            "build": self.build,
+            "given": self.given_events,
+            "action": self.action,
+        }
+        fields.update(changes)
+        return ProcessScenario(self.manager, **fields)
+
+    def given(self, *events: Any) -> ProcessScenario:
+        """A scenario with these events stored before the action; a ``timedelta`` among
+        them lets that much time pass at that point."""
+        return self._replace(given=(*self.given_events, *events))
+
+    def when(self, event: Any) -> ProcessScenario:
+        """A scenario whose action stores ``event``."""
+        return self._replace(action=("event", event))
+
+    def when_time_passes(self, amount: float | timedelta) -> ProcessScenario:
+        """A scenario whose action moves the clock by ``amount`` (seconds or a
+        ``timedelta``): the timeouts that fall due fire."""
+        seconds = amount.total_seconds() if isinstance(amount, timedelta) else float(amount)
+        if not seconds >= 0:
+            raise ValueError(f"time only passes forward, got {amount!r}")
+        return self._replace(action=("time", seconds))
+
+    @property
+    def _title(self) -> str:
+        n = sum(1 for e in self.given_events if not isinstance(e, timedelta))
+        given = f"given {n} event{'' if n == 1 else 's'}"
+        if self.action is None:
+            when = "no action"
+        elif self.action[0] == "event":
+            when = f"when {self.action[1]!r}"
+        else:
+            when = f"when {timedelta(seconds=self.action[1])} passes"
+        return f"process manager {self.manager.name!r} {given}, {when}"
+
+    def _key(self, key: str | None) -> str | None:
+        if key is not None:
+            return key
+        if self.action is not None and self.action[0] == "event":
+            found = self.manager.key_of(self.action[1])
+            if found is not None:
+                return found
+        for event in reversed(self.given_events):
+            if not isinstance(event, timedelta):
+                found = self.manager.key_of(event)
+                if found is not None:
+                    return found
+        return None
+
+    def run(self, key: str | None = None) -> ProcessOutcome:
+        """Run the scenario and return what the action produced, checking only that no
+        handling failed (:class:`ScenarioFailed` otherwise). ``key`` names the instance
+        of :attr:`ProcessOutcome.instance` (default: the key of the action's event, else of
+        the last given event that has one)."""
+        __tracebackhide__ = True
+        from .app import TestApp
+
+        if self.action is None:
+            raise TypeError("the scenario has no action: call .when(...) or .when_time_passes(...)")
+        manager = self.manager
+        with TestApp(self.build, registry=self.registry, stub_commands=True) as t:
+            app = t.app
+            if manager.name not in app.processes.managers:
+                app.process_manager(manager, start="beginning")
+            for i, item in enumerate(self.given_events):
+                if isinstance(item, timedelta):
+                    t.advance(item)
+                else:
+                    self._store(app, item)
+                    t.run_until_idle()
+                self._check_dead_letters(t, f"given item {i + 1} ({item!r})")
+            t.clear()
+            kind, value = self.action
+            if kind == "event":
+                self._store(app, value)
+                t.run_until_idle()
+            else:
+                t.advance(value)
+            self._check_dead_letters(t, "the action")
+            wanted = self._key(key)
+            instance = app.processes.find(manager.name, wanted) if wanted is not None else None
+            waiting = tuple(x for x in app.processes.timeouts(manager.name) if not x.fired)
+            return ProcessOutcome(tuple(t.dispatched), waiting, instance, tuple(t.trace()))
+
+    def _store(self, app: App, event: Any) -> None:
+        key = self.manager.key_of(event)
+        app.store.append(f"scenario:{key if key is not None else '-'}", [event])
+
+    def _check_dead_letters(self, t: TestApp, during: str) -> None:
+        __tracebackhide__ = True
+        if t.dead_letters:
+            failed = "; ".join(
+                f"{d.type_name} ({d.error_type}: {d.error_message})" for d in t.dead_letters
+            )
+            raise ScenarioFailed(f"{self._title}: handling {during} failed: {failed}")
+
+    def then(
+        self,
+        *,
+        dispatched: Sequence[Any] = (),
+        scheduled: Sequence[Any] = (),
+        state: Any = UNCHECKED,
+        done: bool = UNCHECKED,
+        key: str | None = None,
+    ) -> ProcessOutcome:
+        """Run the scenario and check that the action dispatched exactly ``dispatched``
+        (in order), that exactly the timeouts with messages ``scheduled`` wait afterwards
+        (earliest first; given ones still waiting count), and, when given, the
+        instance's ``state`` and whether it is ``done``. ``key`` names the instance (see
+        :meth:`run`).
+
+        Returns the :class:`ProcessOutcome`. Raises :class:`ScenarioFailed` with each
+        difference, side by side, and what the action caused.
+        """
+        __tracebackhide__ = True
+        outcome = self.run(key)
+        problems: list[str] = []
+        _compare_list(problems, "dispatched", dispatched, outcome.dispatched, "dispatched")
+        _compare_list(
+            problems, "scheduled", scheduled, [x.message for x in outcome.scheduled], "waiting"
+        )
+        wanted = self._key(key)
+        instance = outcome.instance
+        if (state is not UNCHECKED or done is not UNCHECKED) and instance is None:
+            problems.append(f"instance {wanted!r}: there is none")
+        elif instance is not None:
+            _compare(problems, f"instance {wanted!r} done", done, instance.status.value == "done")
+            _compare_state(problems, f"state of instance {wanted!r}", state, instance.state)
+        if problems:
+            lines = [f"{self._title}: the outcome differs from the expected one"]
+            lines.extend("  " + p for p in problems)
+            lines.append("  what the action caused:")
+            lines.extend("    " + line for line in outcome.trace or ("nothing",))
             raise ScenarioFailed("\n".join(lines))
         return outcome
