@@ -263,8 +263,7 @@ def test_dlq_retry_marks_the_entry_and_its_parked_line(store: Store) -> None:
     assert [
         f"dead letter {store.dead_id} (OrderPlaced from email): marked for retry",
         f"released behind it, in order: {store.parked_id}",
-        "not delivered yet: the app process running the durable subscriber 'email' "
-        "redelivers it when it next polls the file (start the app if it is not running)",
+        "not delivered yet: the app running subscriber 'email' redelivers it at its next poll",
     ] == result.lines
     with library(store.path) as db:
         statuses = [e.status for e in DeadLetterQueue(db).list("email")]

@@ -19,6 +19,25 @@ refused: acc-1: balance 133.00 < 1000
 loaded from the snapshot at version 100 plus 24 later events: version 124, balance 133.00
 stored rows still at schema version 1: 2
 """,
+    "dead_letters": """\
+release 1 runs
+  invoice for o-1: 20.00 (coupon SPRING)
+  invoice for o-3: 42.00 (coupon VIP)
+dead letter 1: OrderPlaced of Order-o-2 from invoices after 2 attempts
+  AttributeError: 'NoneType' object has no attribute 'upper'
+invoices: lag 0, blocked keys ['Order-o-2']
+the operator looks at the dead-letter queue
+  1 dead OrderPlaced Order-o-2
+  its data: {"order_id": "o-2", "total": "15.00", "coupon": null}
+release 2 fixes the handler; the operator asks for a retry
+$ python -m eventlite --db shop.db dlq retry 1
+  dead letter 1 (OrderPlaced from invoices): marked for retry
+  not delivered yet: the app running subscriber 'invoices' redelivers it at its next poll
+release 2 runs
+  invoice for o-2: 15.00 (no coupon)
+dead letters left: 0
+invoices: lag 0, blocked keys []
+""",
     "orders": """\
 AddStock
   StockAdded: 10 x kettle

@@ -135,14 +135,10 @@ def _error(entry: DeadLetter) -> str:
 def _owner(source: str) -> str:
     """Who redelivers the retried entries of ``source``."""
     if source.startswith(QUEUE_SOURCE_PREFIX):
-        name = source[len(QUEUE_SOURCE_PREFIX) :]
-        return f"the work queue {name!r} puts it back at its next receive"
+        return f"work queue {source[len(QUEUE_SOURCE_PREFIX) :]!r} puts it back at its next receive"
     if source.startswith(SAGA_SOURCE_PREFIX):
-        return "no consumer redelivers a saga's failed compensation: undo it by hand, then discard"
-    return (
-        f"the app process running the durable subscriber {source!r} redelivers it when it next "
-        "polls the file (start the app if it is not running)"
-    )
+        return "nothing redelivers a saga's failed compensation: undo it by hand, then discard"
+    return f"the app running subscriber {source!r} redelivers it at its next poll"
 
 
 def _dlq_list(ctx: CommandContext) -> int:
