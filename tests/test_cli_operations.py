@@ -102,6 +102,14 @@ def rebuild_target(path: str) -> Projector:
     return projector
 
 
+def app_target(path: str) -> App:
+    """The application as ``projections rebuild --app`` may name it: a function that takes
+    the file's path and returns an App whose projector holds the projection."""
+    app = App(path, registry=registry, synchronous="normal")
+    app.projection(OrderTotals(), mode="inline")
+    return app
+
+
 def elsewhere() -> Projector:
     """A projector over another file than the one the CLI is given."""
     return rebuild_target(str(ROOT / "build" / "cli-elsewhere.db"))
@@ -457,6 +465,19 @@ def test_projections_rebuild_replays_with_a_bar_on_a_terminal(store: Store) -> N
     assert [{"order_id": "o-1", "total": 10}, {"order_id": "o-2", "total": 20}] == rows
     piped = store.change("projections", "rebuild", "OrderTotals", "--app", target)
     assert (0, "") == (piped.code, piped.err)
+
+
+def test_projections_rebuild_through_an_apps_projector(store: Store) -> None:
+    """--app may name a function returning an App: its projector does the rebuild, and the
+    app is closed afterwards."""
+    result = store.change(
+        "projections", "rebuild", "OrderTotals", "--app", "tests.test_cli_operations:app_target"
+    )
+    with library(store.path) as db:
+        (status,) = Projector(db).status()
+    assert (0, "") == (result.code, result.err)
+    assert ("live", status.head, 0) == (status.state, status.position, status.lag)
+    assert None is not status.rebuilt_at
 
 
 @pytest.mark.parametrize(
