@@ -563,38 +563,37 @@ class App:
         stored before the saga was wired do not start it.
 
         Instances a crash interrupted are resumed by :meth:`start`. Raises ``ValueError``
-        for ``data``, ``name`` or ``retry`` without ``started_by``, and ``RuntimeError`` in
-        memory.
+        for ``data``, ``name``, ``retry`` or ``start`` without ``started_by``, and
+        ``RuntimeError`` in memory.
         """
         sagas = self.sagas
-        if started_by is None:
-            if data is not None or name is not None or retry is not None:
-                raise ValueError("data=, name= and retry= are for sagas with started_by=")
-            sagas.register(definition)
-            self._resume_if_started()
-            return definition
+        if started_by is None and (
+            any(x is not None for x in (data, name, retry)) or start != "end"
+        ):
+            raise ValueError("data=, name=, retry= and start= are for sagas with started_by=")
         sagas.register(definition)
-        codec = self.codec
+        if started_by is not None:
+            codec = self.codec
 
-        def start_saga(event: Any, uow: UnitOfWork) -> None:
-            values = data(event) if data is not None else codec.to_dict(event)
+            def start_saga(event: Any, uow: UnitOfWork) -> None:
+                values = data(event) if data is not None else codec.to_dict(event)
 
-            def create(tx: Transaction | None, _events: object) -> None:
-                saga_id = sagas.create(definition, values)  # joins the commit's transaction
-                assert tx is not None
-                tx.on_commit(lambda: self._run_saga(saga_id))
+                def create(tx: Transaction | None, _events: object) -> None:
+                    saga_id = sagas.create(definition, values)  # joins the commit's transaction
+                    assert tx is not None
+                    tx.on_commit(lambda: self._run_saga(saga_id))
 
-            uow.on_commit_write(create)
+                uow.on_commit_write(create)
 
-        start_saga.__qualname__ = f"start saga {definition.name}"
-        self.subscribe(
-            started_by,
-            start_saga,
-            durable=True,
-            name=name or f"saga-start:{definition.name}",
-            retry=retry,
-            start=start,
-        )
+            start_saga.__qualname__ = f"start saga {definition.name}"
+            self.subscribe(
+                started_by,
+                start_saga,
+                durable=True,
+                name=name or f"saga-start:{definition.name}",
+                retry=retry,
+                start=start,
+            )
         self._resume_if_started()
         return definition
 

@@ -278,6 +278,7 @@ class ProcessManager(Generic[S]):
         self._routes: dict[type[Any], _Route] = {}
         self._keys: dict[type[Any], _Correlate | None] = {}
         self._found: dict[type[Any], _Route | None] = {}
+        self._running = False  # added to an app: its subscription is fixed
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -296,6 +297,11 @@ class ProcessManager(Generic[S]):
         return self._mark(event_types, starts=False)
 
     def _mark(self, event_types: Sequence[type[Any]], *, starts: bool) -> Callable[[F], F]:
+        if self._running:
+            raise ProcessError(
+                f"process manager {self.name!r} runs in an app already: its subscription "
+                "is fixed, so define every handler before app.process_manager()"
+            )
         if not event_types:
             raise TypeError("give at least one event class")
         for t in event_types:
@@ -577,6 +583,7 @@ class Processes:
         if manager.name in self._managers:
             raise ValueError(f"a process manager named {manager.name!r} was already added")
         self._managers = {**self._managers, manager.name: manager}
+        manager._running = True
         return ProcessRunner(self, manager, store=store, dispatch=dispatch, dlq=dlq, alarm=alarm)
 
     # -- reading ------------------------------------------------------------------------
@@ -744,33 +751,10 @@ class ProcessRunner:
         manager = self.manager
         name = manager.name
         env = current_envelope()
-        key: str | None = None
-        timeout_id: str | None = None
-        if env is not None:
-            headers = env.metadata.headers
-            if headers.get(HEADER_PROCESS) == name:
-                timeout_id = headers.get(HEADER_TIMEOUT)
-                key = headers.get(HEADER_KEY)
-        if timeout_id is not None and key is not None:
-            if not self._waiting(timeout_id):
-                _log.info(
-                    "process manager %s: timeout %s (%s) of %r was cancelled; not handled",
-                    name,
-                    timeout_id,
-                    type(message).__qualname__,
-                    key,
-                )
-                return
-        else:
-            timeout_id = None
-            key = manager.key_of(message)
-            if key is None:
-                _log.debug(
-                    "process manager %s: %s has no key for it; ignored",
-                    name,
-                    type(message).__qualname__,
-                )
-                return
+        target = self._target(message, env)
+        if target is None:
+            return
+        key, timeout_id = target
         route = manager._route(type(message))
         if route is None:  # pragma: no cover - the subscription has only handled types
             return
@@ -815,6 +799,34 @@ class ProcessRunner:
             self._write(tx, process, text, revision, timeout_id)
 
         uow.on_commit_write(write)
+
+    def _target(self, message: Any, env: Envelope | None) -> tuple[str, str | None] | None:
+        """(key, timeout id) of the instance a delivered message is for: a fired timeout of
+        this manager names both in its headers, any other event is correlated (timeout id
+        None). None, logged, when it is for no instance: a cancelled timeout, no key."""
+        name = self.manager.name
+        headers = env.metadata.headers if env is not None else {}
+        timeout_id, key = headers.get(HEADER_TIMEOUT), headers.get(HEADER_KEY)
+        if headers.get(HEADER_PROCESS) == name and timeout_id is not None and key is not None:
+            if self._waiting(timeout_id):
+                return key, timeout_id
+            _log.info(
+                "process manager %s: timeout %s (%s) of %r was cancelled; not handled",
+                name,
+                timeout_id,
+                type(message).__qualname__,
+                key,
+            )
+            return None
+        key = self.manager.key_of(message)
+        if key is None:
+            _log.debug(
+                "process manager %s: %s has no key for it; ignored",
+                name,
+                type(message).__qualname__,
+            )
+            return None
+        return key, None
 
     def _stored(self, key: str) -> tuple[str, str, int] | None:
         try:

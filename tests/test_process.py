@@ -462,6 +462,10 @@ def test_bad_definitions_are_refused(tmp_path: Path) -> None:
             app.process_manager(pm)
     with App(registry=registry) as memory, pytest.raises(RuntimeError, match="SQLite file"):
         memory.process_manager(pm)
+    with App(tmp_path / "other.db", registry=registry) as app:
+        app.process_manager(pm)
+        with pytest.raises(ProcessError, match="define every handler before"):
+            pm.handles(Paid)
 
 
 def test_schedule_refuses_what_it_could_not_deliver() -> None:
