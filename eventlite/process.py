@@ -984,7 +984,8 @@ class ProcessRunner:
         self, tx: Transaction, tid: str, key: str, type_name: str, data: str, why: MessageError
     ) -> None:
         """A timeout whose message no longer decodes (its class was renamed or removed):
-        dead-letter it raw and drop the row, so the other timeouts still fire."""
+        dead-letter it raw and drop the row, so the other timeouts still fire. Without a
+        DLQ the row stays, marked fired, for :meth:`Processes.timeouts` to show."""
         raw = _dumps({"timeout": tid, "key": key, "type": type_name, "data": data})
         if self._dlq is not None:
             self._dlq.add(
@@ -996,13 +997,15 @@ class ProcessRunner:
                 type_name=type_name,
                 message_id=tid,
             )
-        tx.execute("DELETE FROM process_timeouts WHERE id = ?", (tid,))
+            tx.execute("DELETE FROM process_timeouts WHERE id = ?", (tid,))
         _log.error(
-            "process manager %s: timeout %s of %r cannot be decoded (%s); dead-lettered",
+            "process manager %s: timeout %s (%s) of %r cannot be decoded (%s)%s",
             self.manager.name,
             tid,
+            type_name,
             key,
             why,
+            "; dead-lettered" if self._dlq is not None else "",
         )
 
     def next_due(self) -> float | None:
