@@ -183,7 +183,7 @@ def test_a_handler_that_fails_fails_the_scenario() -> None:
         raise LookupError("no such customer")
 
     def build(db: str | None = None, **options: Any) -> App:
-        app = App(db, **options)
+        app = App(db, registry=registry, **options)
         app.process_manager(broken, retry=RetryPolicy(max_attempts=1), start="beginning")
         return app
 
@@ -200,7 +200,7 @@ def test_the_apps_own_handlers_run_when_a_root_is_given() -> None:
     their real handlers, and the events those store are part of the trace."""
 
     def build(db: str | None = None, **options: Any) -> App:
-        app = App(db, **options)
+        app = App(db, registry=registry, **options)
 
         @app.handles(RemindCustomer)
         def remind(c: RemindCustomer, uow: UnitOfWork) -> None:

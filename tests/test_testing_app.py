@@ -63,7 +63,7 @@ def build(db: str | None = None, **options: Any) -> App:
     subscriber reserves stock; the durable ``receipts`` subscriber fails its first attempt
     for every order and succeeds on its delayed retry 30 s later; the durable ``audit``
     subscriber has a bug with order o-2 and dead-letters it."""
-    app = App(db, **options)
+    app = App(db, registry=registry, **options)
     attempts: dict[str, int] = {}
 
     @app.handles(PlaceOrder)
@@ -263,12 +263,12 @@ def _without_bus(db: str | None = None, clock: FakeClock | None = None) -> App:
 
 def _ignores_the_bus(db: str | None = None, **options: Any) -> App:
     options["bus"] = MessageBus(registry)
-    return App(db, **options)
+    return App(db, registry=registry, **options)
 
 
 def _ignores_the_clock(db: str | None = None, **options: Any) -> App:
     options.pop("clock")
-    return App(db, **options)
+    return App(db, registry=registry, **options)
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,17 @@ letter::
 
 ``build`` is the application's composition root: a function that returns a wired
 ``App``. It receives, by parameter name, what it asks for among ``db``, ``registry``,
-``bus``, ``clock``, ``metrics`` and ``synchronous`` (a ``**options`` parameter receives
-them all), and must hand ``bus`` and ``clock`` to the ``App`` it makes. Without ``build``,
-a bare ``App`` is made, to be wired through :attr:`TestApp.app`.
+``bus``, ``clock``, ``metrics`` and ``synchronous``, and must hand ``bus`` and ``clock``
+to the ``App`` it makes (``metrics`` too, for delayed retries to be recorded). A
+``**options`` parameter receives all of them but ``registry``, so the natural root works
+as is::
+
+    def build(db: str | None = None, **options: Any) -> App:
+        app = App(db, registry=registry, **options)
+        ...
+        return app
+
+Without ``build``, a bare ``App`` is made, to be wired through :attr:`TestApp.app`.
 
 :meth:`TestApp.run_until_idle` is :meth:`App.run_until_idle <eventlite.App.run_until_idle>`
 (which waits for the bus's workers, every durable subscriber, the delayed retries due by
@@ -235,14 +243,14 @@ class _RecordingMetrics(DeliveryMetrics):
         self._inner.lag(subscriber, lag)
 
 
-_OPTIONS = ("db", "registry", "bus", "clock", "metrics", "synchronous")
-
-
 def _call_build(build: Callable[..., App], options: dict[str, Any]) -> App:
+    """Call the composition root with the options it names; a ``**options`` parameter
+    gets the App's own options (all but ``registry``, which the root chooses, unless it
+    names it)."""
     params = inspect.signature(build).parameters.values()
+    names = {p.name for p in params if p.kind is not p.VAR_KEYWORD}
     if any(p.kind is p.VAR_KEYWORD for p in params):
-        return build(**options)
-    names = {p.name for p in params}
+        return build(**{k: v for k, v in options.items() if k != "registry" or k in names})
     missing = [n for n in ("bus", "clock") if n not in names]
     if missing:
         name = getattr(build, "__qualname__", repr(build))
