@@ -9,7 +9,9 @@ from .app import App
 from .backends.memory import InMemoryEventStore
 from .backends.sqlite import SQLiteEventStore
 from .bus import ErrorHook, MessageBus, Subscription, WorkerStats
+from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, make_message_converter
+from .dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue, DeadLetterStatus
 from .envelope import Envelope, Metadata, current_envelope, message_context
 from .exceptions import (
     AggregateNotFound,
@@ -30,6 +32,8 @@ from .exceptions import (
     StoreError,
     UnknownMessageType,
 )
+from .idempotency import Idempotency, IdempotencyTimeout
+from .inbox import Inbox
 from .messages import (
     MessageKind,
     MessageType,
@@ -40,6 +44,7 @@ from .messages import (
     event,
     query,
 )
+from .metrics import CountingMetrics, DeliveryMetrics, SubscriberCounts
 from .middleware import (
     CallNext,
     Middleware,
@@ -48,8 +53,51 @@ from .middleware import (
     retry_middleware,
     timing_middleware,
 )
+from .process import (
+    Process,
+    ProcessError,
+    ProcessInstance,
+    ProcessManager,
+    ProcessNotFound,
+    ProcessStatus,
+    Timeout,
+)
+from .projection import (
+    Projection,
+    ProjectionError,
+    ProjectionStatus,
+    Projector,
+    projects,
+)
+from .queue import (
+    Consumer,
+    MaxReceivesExceeded,
+    MessageExpired,
+    QueueError,
+    Queues,
+    QueueStats,
+    Received,
+    StaleReceipt,
+    WorkQueue,
+)
+from .relay import DurableSubscriber, Relay, SubscriberStatus
 from .repository import Repository
 from .retry import RetryPolicy
+from .saga import (
+    CompensationFailed,
+    Saga,
+    SagaData,
+    SagaError,
+    SagaInstance,
+    SagaNotFound,
+    SagaOrchestrator,
+    SagaStatus,
+    SagaStep,
+    StepContext,
+    StepFailure,
+    StepTimeout,
+)
+from .scheduler import Scheduler
 from .snapshot import InMemorySnapshotStore, Snapshot, SnapshotStore, SQLiteSnapshotStore
 from .store import (
     ANY,
@@ -73,29 +121,45 @@ __all__ = [
     "BusClosed",
     "BusError",
     "CallNext",
+    "Clock",
     "Codec",
     "command",
+    "CompensationFailed",
     "ConcurrencyError",
+    "Consumer",
+    "CountingMetrics",
     "current_envelope",
+    "DeadLetter",
+    "DeadLetterNotFound",
+    "DeadLetterQueue",
+    "DeadLetterStatus",
     "default_registry",
+    "DeliveryMetrics",
     "DuplicateEventError",
     "DuplicateMessageType",
+    "DurableSubscriber",
     "Envelope",
     "ErrorHook",
     "event",
     "EventliteError",
     "EventStore",
     "ExpectedVersion",
+    "FakeClock",
     "HandlerAlreadyRegistered",
+    "Idempotency",
+    "IdempotencyTimeout",
+    "Inbox",
     "InMemoryEventStore",
     "InMemorySnapshotStore",
     "logging_middleware",
     "make_message_converter",
+    "MaxReceivesExceeded",
     "message_context",
     "MessageBus",
     "MessageDecodeError",
     "MessageEncodeError",
     "MessageError",
+    "MessageExpired",
     "MessageKind",
     "MessageType",
     "Metadata",
@@ -103,26 +167,60 @@ __all__ = [
     "NO_STREAM",
     "NoHandlerError",
     "NotAMessage",
+    "Process",
+    "ProcessError",
+    "ProcessInstance",
+    "ProcessManager",
+    "ProcessNotFound",
+    "ProcessStatus",
+    "Projection",
+    "ProjectionError",
+    "ProjectionStatus",
+    "Projector",
+    "projects",
     "query",
+    "QueueError",
+    "Queues",
+    "QueueStats",
+    "Received",
     "Registry",
+    "Relay",
     "Repository",
     "retry_middleware",
     "RetryPolicy",
+    "Saga",
+    "SagaData",
+    "SagaError",
+    "SagaInstance",
+    "SagaNotFound",
+    "SagaOrchestrator",
+    "SagaStatus",
+    "SagaStep",
+    "Scheduler",
     "SchemaError",
     "Snapshot",
     "SnapshotStore",
     "SQLiteEventStore",
     "SQLiteSnapshotStore",
+    "StaleReceipt",
+    "StepContext",
+    "StepFailure",
+    "StepTimeout",
     "StorageError",
     "StoreError",
     "STREAM_EXISTS",
     "StreamAppend",
     "StreamState",
+    "SubscriberCounts",
+    "SubscriberStatus",
     "Subscription",
+    "SystemClock",
+    "Timeout",
     "timing_middleware",
     "TimingCallback",
     "UnitOfWork",
     "UnknownMessageType",
     "Upcaster",
     "WorkerStats",
+    "WorkQueue",
 ]
