@@ -111,8 +111,9 @@ def app_target(path: str) -> App:
 
 
 def elsewhere() -> Projector:
-    """A projector over another file than the one the CLI is given."""
-    return rebuild_target(str(ROOT / "build" / "cli-elsewhere.db"))
+    """A projector over another file than the one the CLI is given (in the temporary
+    directory the test names)."""
+    return rebuild_target(os.path.join(os.environ["CLI_ELSEWHERE_DIR"], "elsewhere.db"))
 
 
 def reserve(ctx: StepContext) -> None:
@@ -517,9 +518,11 @@ def test_projections_rebuild_bad_input_changes_nothing(
     assert (code, "", expected) == (result.code, result.out, result.err)
 
 
-def test_projections_rebuild_refuses_an_app_on_another_file(store: Store) -> None:
+def test_projections_rebuild_refuses_an_app_on_another_file(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An --app that opens another file than --db is refused before any rebuild."""
-    (ROOT / "build").mkdir(exist_ok=True)
+    monkeypatch.setenv("CLI_ELSEWHERE_DIR", str(tmp_path))
     result = store.run(
         "projections", "rebuild", "OrderTotals", "--app", "tests.test_cli_operations:elsewhere"
     )
