@@ -430,6 +430,13 @@ class _ReaderSlot:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
+    def __del__(self) -> None:
+        # Close now, as the thread ends: a traceback kept somewhere may still hold the
+        # connection, and closing it later (from the garbage collector, after the
+        # Database was closed) would checkpoint the WAL into a file thought closed.
+        with suppress(Exception):
+            self.conn.close()
+
 
 class Database:
     """An eventlite SQLite file: WAL, a write lock, per-thread readers, a versioned schema.

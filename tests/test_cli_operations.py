@@ -6,7 +6,6 @@ library, and leave it alone on bad input."""
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import os
@@ -193,10 +192,6 @@ def store(tmp_path: Path) -> Store:
         sagas.register(CHECKOUT)
         ok = sagas.start("checkout", {"order_id": "o-1"}, saga_id="saga-ok")
         failed = sagas.start("checkout", {"order_id": "o-9"}, saga_id="saga-failed")
-    # A failed delivery's traceback can keep a relay thread's read connection alive in a
-    # reference cycle after the app closed; when the collector frees it, that last close
-    # folds the WAL into the file. Collect now, so the file is settled before the CLI runs.
-    gc.collect()
     return Store(path, dead.id, parked.id, (ok.id, failed.id))
 
 

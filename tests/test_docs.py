@@ -62,7 +62,8 @@ def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
 
 
 def test_every_public_name_is_documented() -> None:
-    """Each name in eventlite.__all__ appears in at least one docs page."""
-    text = "\n".join(p.read_text() for p in DOCS.glob("*.md"))
+    """Each name in eventlite.__all__ appears on at least one concept page (the generated
+    API reference does not count: it lists every name by construction)."""
+    text = "\n".join(p.read_text() for p in DOCS.glob("*.md") if p.name != "api.md")
     missing = [name for name in eventlite.__all__ if not re.search(rf"\b{name}\b", text)]
     assert [] == missing
