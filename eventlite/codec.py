@@ -218,6 +218,17 @@ class Codec:
         self._decoders[key] = (generation, fn)
         return fn
 
+    def _direct(self, type_name: str, version: int) -> tuple[Any, type[Any]] | None:
+        """``(hook, cls)`` such that ``hook(json_value, cls)`` structures a row of this type
+        written at this version, when no upcasting is needed; else None.
+
+        For a backend's read loop, which inlines the call and falls back to
+        :meth:`decoder` when it raises (the decoder names the error)."""
+        entry = self.registry._by_name.get(type_name)
+        if entry is None or entry.version != version:
+            return None
+        return self.converter.get_structure_hook(entry.cls), entry.cls
+
     def _make_decoder(self, type_name: str, version: int | None) -> Decoder:
         entry = self.registry._by_name.get(type_name)
         decode = self.decode

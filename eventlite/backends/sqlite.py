@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from .._db import Database, Synchronous, Transaction, storage_error
-from ..codec import Codec, Decoder
+from ..codec import Codec, Decoder, _loads
 from ..envelope import Envelope
 from ..exceptions import ConcurrencyError, MessageDecodeError, StorageError
 from ..store import (
@@ -426,14 +426,26 @@ class SQLiteEventStore(EventStore):
     # -- reading ----------------------------------------------------------------------
 
     def _envelopes(self, rows: list[Any]) -> Iterator[Envelope]:
-        decoder = self.codec.decoder
-        decoders: dict[tuple[str, int], Decoder] = {}
+        codec = self.codec
+        # per (type, schema version): the structuring hook and class to call inline (None
+        # when the row needs upcasting), and the decoder that upcasts or names an error
+        plans: dict[tuple[str, int], tuple[Any, type[Any], Decoder]] = {}
         new = _new
+        loads = _loads
         for pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts in rows:
-            decode = decoders.get((typ, sv))
-            if decode is None:
-                decode = decoders[typ, sv] = decoder(typ, sv)
-            message = decode(data, pos)
+            plan = plans.get((typ, sv))
+            if plan is None:
+                direct = codec._direct(typ, sv)
+                hook, cls = direct if direct is not None else (None, object)
+                plan = plans[typ, sv] = (hook, cls, codec.decoder(typ, sv))
+            hook, cls, decode = plan
+            if hook is None:
+                message = decode(data, pos)
+            else:
+                try:
+                    message = hook(loads(data), cls)
+                except Exception:
+                    message = decode(data, pos)
             env: Envelope = new(Envelope)
             env._id = eid
             env._ns = ts * 1000
