@@ -340,7 +340,9 @@ class SQLiteEventStore(EventStore):
                 self._queue.append(pending)
                 lead = not self._writing
                 self._writing = True
-                if self._gathering:
+                # Wake the gathering leader only once its batch is complete: each wake
+                # costs a GIL hand-off, paid while the stragglers are still queuing.
+                if self._gathering and len(self._queue) >= self._active:
                     cv.notify()
             if not lead:
                 pending.wake.acquire()
@@ -369,7 +371,7 @@ class SQLiteEventStore(EventStore):
         finally:
             with cv:
                 self._active -= 1
-                if self._gathering:
+                if self._gathering and len(self._queue) >= self._active:
                     cv.notify()
 
     def _gather(self) -> None:
