@@ -601,8 +601,16 @@ class Database:
             finally:
                 self._local.tx = None
             callbacks = tx._callbacks
+        first_error: BaseException | None = None
         for callback in callbacks:
-            callback()
+            # every callback runs even if an earlier one fails; the first error is raised
+            try:
+                callback()
+            except BaseException as exc:
+                if first_error is None:
+                    first_error = exc
+        if first_error is not None:
+            raise first_error
 
     @contextmanager
     def _savepoint(self, tx: Transaction) -> Iterator[None]:
@@ -613,9 +621,12 @@ class Database:
             conn.execute(f"SAVEPOINT {name}")
         except sqlite3.Error as exc:
             raise storage_error(exc, "opening a savepoint", self.path) from exc
+        mark = len(tx._callbacks)
         try:
             yield
         except BaseException as exc:
+            # what the rolled-back block asked to run after the commit is rolled back too
+            del tx._callbacks[mark:]
             if conn.in_transaction:
                 try:
                     conn.execute(f"ROLLBACK TO {name}")

@@ -276,11 +276,12 @@ class App:
                 return handler(message, **kwargs)
             attempt = 0
             while True:
+                uow = self.unit_of_work()
                 try:
-                    with self.unit_of_work() as uow:
+                    with uow:
                         return handler(message, uow=uow, **kwargs)
                 except ConcurrencyError as exc:
-                    if attempt >= conflict_retries:
+                    if attempt >= conflict_retries or uow.wrote:
                         raise
                     attempt += 1
                     log.info(

@@ -14,6 +14,7 @@ Leaving the block with an exception rolls everything back and publishes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = ["UnitOfWork"]
+
+log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -53,6 +56,9 @@ class UnitOfWork:
         self._active = False
         self.committed: list[Envelope] = []
         """The events recorded by the last commit, with stream, version and position."""
+        self.wrote = False
+        """Whether a commit of this unit wrote anything (a handler that committed part of
+        its work is not re-run on a later conflict: that part would be written twice)."""
 
     def __enter__(self) -> UnitOfWork:
         self._active = True
@@ -158,6 +164,9 @@ class UnitOfWork:
         parts.extend(self._appends)
         if not parts and not self._hooks:
             return []
+        # Inside a transaction the caller opened, nothing is durable until the caller
+        # commits, so nothing is marked saved or published before then.
+        nested = app.database is not None and app.database.in_transaction()
         with app._transaction() as tx:
             results = app.store.append_many(parts) if parts else []
             recorded = [env for result in results for env in result]
@@ -168,18 +177,40 @@ class UnitOfWork:
                     and app.snapshots is not None
                     and agg.version // every > agg.loaded_version // every
                 ):
-                    app.snapshots.save(_snapshot.take(agg, app.codec.converter))
+                    self._snapshot(agg)
             for hook in self._hooks:
                 hook(tx, recorded)
-        for agg in dirty:
-            agg._mark_saved()
+            self.wrote = True
+            if nested and tx is not None:
+                tx.on_commit(lambda: self._after_commit(dirty, recorded))
         self._appends = []
         self._hooks = []
+        if not nested:
+            self._after_commit(dirty, recorded)
+        return recorded
+
+    def _snapshot(self, agg: Aggregate) -> None:
+        # A snapshot only speeds loading up: one that cannot be taken must not stop the
+        # aggregate's events from being saved.
+        app = self.app
+        assert app.snapshots is not None
+        try:
+            app.snapshots.save(_snapshot.take(agg, app.codec.converter))
+        except Exception:
+            log.warning(
+                "could not snapshot %s at version %d; loading will replay its events",
+                agg.stream_id,
+                agg.version,
+                exc_info=True,
+            )
+
+    def _after_commit(self, dirty: list[Aggregate], recorded: list[Envelope]) -> None:
+        for agg in dirty:
+            agg._mark_saved()
         self.committed = recorded
         if recorded:
-            app._notify_commit()  # wake durable subscribers (the file may not tell them)
-            app.bus.publish_envelopes(*recorded)
-        return recorded
+            self.app._notify_commit()  # wake durable subscribers (the file may not tell them)
+            self.app.bus.publish_envelopes(*recorded)
 
     def rollback(self) -> None:
         """Forget everything tracked and not committed."""

@@ -297,3 +297,19 @@ def test_fast_envelope_builders_match_the_public_constructor() -> None:
             env.key,
             repr(env),
         )
+
+
+def test_on_commit_callbacks_of_a_rolled_back_savepoint_do_not_run(tmp_path: Path) -> None:
+    """A callback registered inside a nested block that rolls back is dropped; the others
+    run after the outer commit, all of them even when one raises."""
+    from eventlite._db import Database
+
+    ran: list[str] = []
+    with Database(tmp_path / "cb.db") as db, pytest.raises(KeyError), db.transaction() as tx:
+        tx.on_commit(lambda: ran.append("outer"))
+        with pytest.raises(RuntimeError), db.transaction() as inner:
+            inner.on_commit(lambda: ran.append("rolled back"))
+            raise RuntimeError
+        tx.on_commit(lambda: (_ for _ in ()).throw(KeyError("first")))
+        tx.on_commit(lambda: ran.append("after the failing one"))
+    assert ["outer", "after the failing one"] == ran

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,65 @@ def test_upcast_on_read_through_the_app(tmp_path: Path) -> None:
         with app_v3.database.read() as conn:
             row = conn.execute("SELECT schema_version, data FROM events").fetchone()
     assert (1, '{"full_name":"Ada Lovelace"}') == tuple(row)
+
+
+def test_handler_that_committed_part_of_its_work_is_not_rerun(app: App) -> None:
+    """A conflict after a handler's own early commit is raised, not retried: re-running
+    would write the committed part twice."""
+    runs = 0
+
+    @app.handles(Deposit, conflict_retries=3)
+    def deposit(cmd: Deposit, uow: UnitOfWork) -> None:
+        nonlocal runs
+        runs += 1
+        uow.append("payments", [Deposited(cmd.amount)])
+        uow.commit()
+        uow.append("shipping", [Opened("x")], expected_version=5)
+
+    with pytest.raises(ConcurrencyError):
+        app.dispatch(Deposit("a", Decimal(1)))
+    assert 1 == runs
+    assert [Deposited(Decimal(1))] == [e.message for e in app.store.read_stream("payments")]
+
+
+def test_unit_inside_an_outer_transaction_publishes_only_after_its_commit(
+    tmp_path: Path,
+) -> None:
+    """Events of a unit of work nested in the caller's transaction are published when the
+    outer transaction commits, and never if it rolls back."""
+    with App(tmp_path / "n.db", registry=registry) as app:
+        published = _published(app)
+        assert app.database is not None
+        with pytest.raises(RuntimeError), app.database.transaction():
+            with app.unit_of_work() as uow:
+                uow.add(Account.open("a", "ann"))
+            assert [] == published
+            raise RuntimeError("the outer work fails")
+        assert ([], 0) == (published, app.store.head_position())
+        with app.database.transaction():
+            with app.unit_of_work() as uow:
+                uow.add(Account.open("b", "bob"))
+            assert [] == published
+        assert [Opened("bob")] == [e.message for e in published]
+
+
+def test_snapshot_that_cannot_be_taken_does_not_block_saving(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An aggregate whose state will not encode still saves its events; the snapshot is
+    skipped with a warning naming the stream."""
+
+    class Clocked(Aggregate):
+        stream_prefix = "Clocked"
+        snapshot_every = 1
+        seen: datetime | None = None
+
+        @applies(Opened)
+        def _opened(self, e: Opened) -> None:
+            self.seen = datetime(2024, 1, 1)  # naive: the codec refuses it
+
+    agg = Clocked("c")
+    agg.record(Opened("ann"))
+    app.repository(Clocked).add(agg)
+    assert 1 == app.store.stream_version("Clocked-c")
+    assert "Clocked-c" in caplog.text
