@@ -322,20 +322,27 @@ class Codec:
         type_name = raw.get("type")
         if not isinstance(type_name, str):
             raise MessageDecodeError("<envelope>", "missing or non-string 'type'")
-        position = raw.get("position")
+        try:
+            schema_version = _optional_int(raw, "schema_version")
+            version = _optional_int(raw, "version")
+            position = _optional_int(raw, "position")
+            headers = raw.get("headers")
+            if headers is not None and not isinstance(headers, dict):
+                raise TypeError(f"'headers' must be an object, got {headers!r}")
+        except (TypeError, ValueError) as exc:
+            raise MessageDecodeError(type_name, f"bad envelope: {exc}") from exc
         message = self.from_dict(
             type_name,
             raw.get("data"),  # type: ignore[arg-type]
-            version=raw.get("schema_version"),
-            position=position if isinstance(position, int) else None,
+            version=schema_version,
+            position=position,
         )
         try:
-            headers = raw.get("headers") or {}
             metadata = Metadata(
                 correlation_id=_require_str(raw, "correlation_id"),
                 causation_id=_optional_str(raw, "causation_id"),
                 user_id=_optional_str(raw, "user_id"),
-                headers=headers,
+                headers=headers or {},
             )
             return Envelope(
                 message,
@@ -343,11 +350,18 @@ class Codec:
                 metadata=metadata,
                 timestamp=_structure_datetime(raw.get("timestamp"), datetime),
                 stream_id=_optional_str(raw, "stream_id"),
-                version=raw.get("version"),
+                version=version,
                 position=position,
             )
         except (TypeError, ValueError) as exc:
             raise MessageDecodeError(type_name, f"bad envelope: {exc}") from exc
+
+
+def _optional_int(raw: dict[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"{name!r} must be an integer or null, got {value!r}")
+    return value
 
 
 def _require_str(raw: dict[str, Any], name: str) -> str:

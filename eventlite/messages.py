@@ -139,6 +139,12 @@ class Registry:
         try:
             return self._by_class[cls]
         except KeyError:
+            if "__eventlite_name__" in cls.__dict__:
+                raise NotAMessage(
+                    f"{cls.__qualname__} is declared as {cls.__eventlite_name__!r} in another "
+                    "registry than this one; declare it with registry=<this registry> (for "
+                    "an App: registry=app.registry), or give the App the registry it uses"
+                ) from None
             raise NotAMessage(
                 f"{cls.__qualname__} is not a registered message; decorate it with "
                 "@eventlite.event, @eventlite.command or @eventlite.query"

@@ -260,6 +260,14 @@ def test_envelope_wire_form_keeps_correlation() -> None:
         '{"type": "Line", "data": {"sku": "a", "qty": 1}}',
         '{"type": "Line", "data": {"sku": "a", "qty": 1}, "id": "x", "correlation_id": "c",'
         ' "timestamp": "yesterday"}',
+        '{"type": "Line", "schema_version": "1x", "data": {"sku": "a", "qty": 1}}',
+        '{"type": "Line", "data": {"sku": "a", "qty": 1}, "headers": ["a"], "id": "x",'
+        ' "correlation_id": "c", "timestamp": "2024-01-01T00:00:00+00:00"}',
+        '{"type": "Line", "data": {"sku": "a", "qty": 1}, "id": "x", "correlation_id": "c",'
+        ' "timestamp": "2024-01-01T00:00:00+00:00", "stream_id": "s", "version": "7"}',
+        '{"type": "Line", "data": {"sku": "a", "qty": 1}, "id": "x", "correlation_id": "c",'
+        ' "timestamp": "2024-01-01T00:00:00+00:00", "stream_id": "s", "version": 1,'
+        ' "position": true}',
     ],
 )
 def test_malformed_envelopes_are_decode_errors(text: str) -> None:

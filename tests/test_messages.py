@@ -219,3 +219,10 @@ def test_subclass_of_a_message_keeps_its_own_fields() -> None:
 
     assert ["a", "b"] == [f.name for f in attrs.fields(Sub)]
     assert (1, 2) == (Sub(1, 2).a, Sub(1, 2).b)
+
+
+def test_class_from_another_registry_is_named_as_such() -> None:
+    """Looking up a class declared in another registry says so, instead of asking for a
+    decorator it already has."""
+    with pytest.raises(NotAMessage, match="another registry"):
+        Registry().by_class(OrderPlaced)
