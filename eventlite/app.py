@@ -295,6 +295,7 @@ class App:
         call.__name__ = getattr(handler, "__name__", "handler")
         call.__qualname__ = getattr(handler, "__qualname__", call.__name__)
         call.__module__ = getattr(handler, "__module__", __name__)
+        call.__wrapped__ = handler  # type: ignore[attr-defined]  # bus.unsubscribe(handler)
         return call
 
     def register(
@@ -774,12 +775,17 @@ class App:
         :meth:`start` resumes them) and the tracking projections, finish the bus's
         background work, then close the store and the file."""
         try:
-            if self._relay is not None:
-                self._relay.close()
+            # Sagas first: a saga started by an event runs on the relay's thread, and told
+            # to stop it ends after its current step instead of holding the relay up.
             if self._sagas is not None:
                 self._sagas.close()
-                for thread in self._resumers:
-                    thread.join(10.0)
+            if self._relay is not None and not self._relay.close():
+                log.error(
+                    "the relay did not stop in time; a delivery still running may fail to "
+                    "record its outcome and be delivered again after a restart"
+                )
+            for thread in self._resumers:
+                thread.join(10.0)
             if self._projector is not None:
                 self._projector.close()
             self.bus.close()

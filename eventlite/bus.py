@@ -473,7 +473,11 @@ class MessageBus:
                 kept: list[Subscription] = []
                 for sub in subs:
                     hit = (
-                        sub is target if isinstance(target, Subscription) else sub.handler == target
+                        sub is target
+                        if isinstance(target, Subscription)
+                        # a wrapper (such as App's dependency injection) names what it wraps
+                        else getattr(sub.handler, "__wrapped__", sub.handler) == target
+                        or sub.handler == target
                     )
                     (removed if hit else kept).append(sub)
                 if kept:

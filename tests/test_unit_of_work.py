@@ -447,3 +447,17 @@ def test_snapshot_that_cannot_be_taken_does_not_block_saving(
     app.repository(Clocked).add(agg)
     assert 1 == app.store.stream_version("Clocked-c")
     assert "Clocked-c" in caplog.text
+
+
+def test_app_subscriber_can_be_unsubscribed_by_its_function(app: App) -> None:
+    """A subscriber added through the App (dependencies injected) is removed by passing the
+    function itself to bus.unsubscribe."""
+    got: list[object] = []
+
+    @app.subscribes(Opened)
+    def on_opened(event: Opened, store: object) -> None:
+        got.append(event)
+
+    assert app.bus.unsubscribe(on_opened)
+    app.publish(Opened("ann"))
+    assert [] == got
