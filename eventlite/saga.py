@@ -19,9 +19,15 @@ and rewrites it after every step: status, step reached, completed and compensate
 data, error. So:
 
 - The steps run in order. When one fails (raises, or outlives its ``timeout``), the saga
-  turns ``compensating`` and the *completed* steps are compensated in reverse order. The
-  failed step itself is not compensated: it is not recorded as done, and its data changes
-  are dropped.
+  turns ``compensating`` and the *completed* steps are compensated in reverse order. A step
+  that raised is not compensated: it is not recorded as done, and its data changes are
+  dropped.
+- A step that timed out may have taken effect (it goes on in its thread): when it has a
+  ``compensate``, it is recorded as done (its data changes dropped) and compensated first,
+  once its late call has ended or its ``timeout`` has passed again.
+- A step whose ``execute`` returned but whose data cannot be stored is recorded as done
+  (data as before the step) and compensated; the saga's error says why the data could not
+  be stored.
 - A compensation that fails is recorded and the others still run; the saga ends
   ``failed``, and the failure goes to the dead-letter queue (when one is given) in the same
   transaction, then to the ``on_alert`` hook.
@@ -223,7 +229,8 @@ class SagaStep:
     """Undoes ``execute`` after a later step failed; None when there is nothing to undo."""
     timeout: float | None = attrs.field(default=None, validator=_check_timeout)
     """Seconds ``execute`` (and ``compensate``) may take; longer counts as a failure. The
-    call runs in its own thread, which is left to finish in the background."""
+    call runs in its own thread, which is left to finish in the background; a timed-out
+    ``execute`` may have taken effect, so the step is compensated."""
 
 
 def _steps(value: Iterable[SagaStep]) -> tuple[SagaStep, ...]:
@@ -294,7 +301,9 @@ class SagaInstance:
     step: str | None
     """The step to execute (running) or compensate (compensating) next; None when over."""
     completed_steps: tuple[str, ...]
-    """Steps recorded as done, in order."""
+    """Steps recorded as done, in order: the steps to compensate should the saga fail.
+    Includes a step that timed out (it may have taken effect) when it has a
+    ``compensate``."""
     compensated_steps: tuple[str, ...]
     """Steps whose compensation succeeded (or which had none), in the order undone."""
     failed_step: str | None
@@ -475,6 +484,8 @@ class SagaOrchestrator:
         """Dates the instances."""
         self._sagas: dict[str, Saga] = {}
         self._running: set[str] = set()
+        # (saga id, step) -> set when an ``execute`` that timed out has really ended.
+        self._late: dict[tuple[str, str], threading.Event] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -761,10 +772,8 @@ class SagaOrchestrator:
             error=state.error if compensating else None,
         )
 
-    def _call(
-        self, saga: Saga, state: _State, step: SagaStep, fn: StepFunction, ctx: StepContext
-    ) -> str:
-        """Run ``fn(ctx)`` within the step's timeout; the data it leaves, as JSON."""
+    def _call(self, state: _State, step: SagaStep, fn: StepFunction, ctx: StepContext) -> None:
+        """Run ``fn(ctx)`` within the step's timeout."""
         timeout = step.timeout
         if timeout is None:
             fn(ctx)
@@ -788,21 +797,49 @@ class SagaOrchestrator:
             )
             runner.start()
             if not done.wait(timeout):
+                if not ctx.compensating and step.compensate is not None:
+                    # Its compensation waits for it (see _wait_late).
+                    with self._lock:
+                        self._late[(state.id, step.name)] = done
                 raise StepTimeout(state.id, step.name, timeout)
             if outcome:
                 raise outcome[0]
-        return self._dump_data(saga, ctx.data)
 
     def _execute(self, saga: Saga, state: _State, step: SagaStep) -> None:
         ctx = self._context(saga, state, step, compensating=False)
         try:
-            data = self._call(saga, state, step, step.execute, ctx)
+            self._call(state, step, step.execute, ctx)
         except Exception as exc:
             _log.info("saga %r %s: step %r failed: %s", saga.name, state.id, step.name, exc)
-            state.status = _COMPENSATING
-            state.failed_step = step.name
-            state.error = StepFailure.of(step.name, exc)
-            self._save(state)
+            if isinstance(exc, StepTimeout) and step.compensate is not None:
+                # It may have taken effect (it goes on in its thread): compensate it too.
+                # Its data changes are dropped (they are not known).
+                state.completed.append(step.name)
+                state.step_index += 1
+            self._fail(state, step, exc)
+            return
+        try:
+            data = self._dump_data(saga, ctx.data)
+        except Exception as exc:
+            # The step did its work: record it as done (with the data as it was before), so
+            # that it is compensated, and fail the saga with why its data was not stored.
+            _log.info(
+                "saga %r %s: the data of step %r cannot be stored: %s",
+                saga.name,
+                state.id,
+                step.name,
+                exc,
+            )
+            state.completed.append(step.name)
+            state.step_index += 1
+            try:
+                raise SagaError(
+                    f"saga {saga.name!r} {state.id}: step {step.name!r} ran, but the data it "
+                    f"left cannot be stored ({type(exc).__name__}: {exc}); the step is "
+                    "compensated"
+                ) from exc
+            except SagaError as error:
+                self._fail(state, step, error)
             return
         state.data = data
         state.completed.append(step.name)
@@ -812,14 +849,36 @@ class SagaOrchestrator:
             state.finished_at = self.clock.now()
         self._save(state)
 
+    def _fail(self, state: _State, step: SagaStep, error: Exception) -> None:
+        """Store ``step``'s failure and turn the saga ``compensating``."""
+        state.status = _COMPENSATING
+        state.failed_step = step.name
+        state.error = StepFailure.of(step.name, error)
+        self._save(state)
+
+    def _wait_late(self, state: _State, step: SagaStep) -> None:
+        """Before compensating a step whose ``execute`` timed out in this process, give that
+        call up to the step's timeout again to end, so the undo comes after the deed."""
+        with self._lock:
+            late = self._late.pop((state.id, step.name), None)
+        if late is not None and not late.wait(step.timeout):
+            _log.warning(
+                "saga %r %s: step %r is still running after its timeout; compensating it anyway",
+                state.name,
+                state.id,
+                step.name,
+            )
+
     def _compensate(self, saga: Saga, state: _State, step: SagaStep) -> None:
         if step.compensate is None:
             # Nothing to undo and nothing outside to repeat: stored with the next change.
             state.compensated.append(step.name)
             return
+        self._wait_late(state, step)
         ctx = self._context(saga, state, step, compensating=True)
         try:
-            data = self._call(saga, state, step, step.compensate, ctx)
+            self._call(state, step, step.compensate, ctx)
+            data = self._dump_data(saga, ctx.data)
         except Exception as exc:
             _log.warning(
                 "saga %r %s: compensation of %r failed: %s", saga.name, state.id, step.name, exc

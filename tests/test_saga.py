@@ -294,8 +294,9 @@ def test_attrs_data_class_round_trips(database: Database) -> None:
     assert Checkout("o-2") == sagas.get(sagas.create(saga, {"order": "o-2"})).data
 
 
-def test_unstorable_data_fails_the_step(database: Database) -> None:
-    """A step that leaves data JSON cannot hold has failed (it is not recorded as done)."""
+def test_unstorable_data_fails_the_saga(database: Database) -> None:
+    """A step that leaves data JSON cannot hold ran: it is recorded as done (and so
+    compensated), and the saga fails with a SagaError saying its data cannot be stored."""
     rec = Recorder()
 
     def bad(ctx: StepContext) -> None:
@@ -303,8 +304,8 @@ def test_unstorable_data_fails_the_step(database: Database) -> None:
 
     saga = Saga("u", [SagaStep("a", rec.execute("a"), rec.compensate("a")), SagaStep("b", bad)])
     instance = SagaOrchestrator(database).start(saga)
-    assert (SagaStatus.FAILED, ("a",)) == (instance.status, instance.compensated_steps)
-    assert instance.error is not None and "TypeError" == instance.error.error_type
+    assert (SagaStatus.FAILED, ("b", "a")) == (instance.status, instance.compensated_steps)
+    assert instance.error is not None and "eventlite.saga.SagaError" == instance.error.error_type
 
 
 # -- resuming -------------------------------------------------------------------------------
