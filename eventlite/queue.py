@@ -28,12 +28,15 @@ How a message moves:
   no DLQ). A message in flight does not expire until its visibility timeout runs out.
 - Messages of one ``group`` are handed out one at a time, in send order: the next waits
   until the one before is acked, dead-lettered or expired (a nacked or timed-out one is
-  handed out again first).
+  handed out again first). The order holds among acked messages only: a dead-lettered
+  message leaves its group's line, so the next one is handed out at once and overtakes it
+  (the queue's dead letters have ``key=None``: the DLQ parks nothing behind them).
 - A message whose envelope cannot be decoded (unknown type, bad JSON) is dead-lettered by
   the receive that meets it, with the decoding error, and is not returned.
 - ``dlq.retry(id)`` of a dead letter of source ``queue:<name>`` puts the message back: the
   next :meth:`~WorkQueue.receive` (or :meth:`~WorkQueue.requeue_retries`) moves it to the
-  end of the queue (and of its group) with a fresh receive count and TTL.
+  end of the queue (and of its group, behind the group's messages still queued) with a
+  fresh receive count and TTL.
 
 Every time decision reads the queue's :class:`~eventlite.clock.Clock`, so tests drive time
 with a :class:`~eventlite.clock.FakeClock`. Receiving is one indexed range scan: cost grows
@@ -47,7 +50,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -666,6 +669,27 @@ class WorkQueue:
                 "UPDATE queue_messages SET visible_at = ? WHERE seq = ?", (now + seconds, seq)
             )
 
+    def _extend_many(self, receipts: Iterable[str], seconds: float) -> set[str]:
+        """:meth:`extend` several messages in one transaction; returns the receipts that
+        no longer held their message (those are left alone)."""
+        now = self.clock.now()
+        lost: set[str] = set()
+        with self._db.transaction() as tx:
+            for receipt in receipts:
+                try:
+                    seq, count = self._parse(receipt)
+                except StaleReceipt:
+                    lost.add(receipt)
+                    continue
+                cursor = tx.execute(
+                    "UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND queue = ? "
+                    "AND receives = ? AND in_flight = 1",
+                    (now + seconds, seq, self.name, count),
+                )
+                if cursor.rowcount == 0:
+                    lost.add(receipt)
+        return lost
+
     def _release(self, receipts: Iterable[str]) -> None:
         """Give back messages that were received but not handled (a consumer stopping):
         visible at once, and this receive not counted."""
@@ -766,12 +790,24 @@ class Consumer:
 
     Each thread receives up to ``prefetch`` messages at a time and, for each, runs
     ``handler(message)`` with the message's envelope current (so messages the handler
-    sends are correlated to it). A message whose handler returns is acked (the acks of a
-    batch go in one transaction after the batch); one whose handler raises is nacked with
-    the exception and a delay of ``backoff(receive_count + 1)`` seconds, so after
+    sends are correlated to it). A message whose handler returns is acked at once, before
+    the next message of the batch is handled (so a long batch cannot outlast the visibility
+    timeout of messages already handled); one whose handler raises is nacked with the
+    exception and a delay of ``backoff(receive_count + 1)`` seconds, so after
     ``max_receives`` failures it is dead-lettered. Undecodable messages never reach the
     handler: the receive dead-letters them. An idle thread waits ``poll_interval`` seconds
     between receives, less when a message is sent in this process.
+
+    An error outside the handler (a receive, ack, nack or release that fails, for instance
+    because the file stays locked) does not end a thread: it is logged on the
+    ``eventlite.queue`` logger with its traceback, the rest of the batch is given back,
+    and the thread waits ``poll_interval`` seconds and goes on. Messages it could not
+    settle come back after their visibility timeout.
+
+    Prefetched messages wait their turn hidden: once half the visibility timeout has
+    passed since the receive (or the last extension), the thread extends the messages of
+    its batch not handled yet by another timeout before it runs the next handler. So only
+    one handler call has to fit in the visibility timeout, not a whole batch.
 
     :meth:`stop` lets each thread finish the message it is handling, gives back the rest
     of its batch (visible at once, the receive not counted) and joins the threads. A
@@ -868,6 +904,7 @@ class Consumer:
         queue = self.queue
         while not self._stopping.is_set():
             try:
+                received_at = queue.clock.now()
                 batch = queue.receive(max=self.prefetch, visibility_timeout=self.visibility_timeout)
             except Exception:
                 _log.exception("queue %r: receive failed; trying again", queue.name)
@@ -877,14 +914,43 @@ class Consumer:
                 if not self._stopping.is_set():
                     queue.wait(self.poll_interval)
                 continue
-            self._handle(batch)
+            try:
+                self._handle(batch, received_at)
+            except Exception:
+                # An ack, nack or release that failed (the file busy, say): the messages it
+                # did not settle come back after their visibility timeout. Keep the thread.
+                _log.exception("queue %r: settling a batch failed; going on", queue.name)
+                self._stopping.wait(self.poll_interval)
 
-    def _handle(self, batch: list[Received]) -> None:
+    def _handle(self, batch: list[Received], received_at: float) -> None:
+        """Handle a batch received at ``received_at`` (by the queue's clock), acking each
+        message as soon as its handler returns. Once half the visibility timeout has passed
+        since the receive (or the last extension), the messages not handled yet are hidden
+        for another timeout before the next handler runs; one that went stale meanwhile
+        (received again by someone else) is left to its new owner."""
         queue = self.queue
-        done: list[str] = []
-        items: Iterator[Received] = iter(batch)
+        timeout = (
+            queue.visibility_timeout if self.visibility_timeout is None else self.visibility_timeout
+        )
+        held_since = received_at
+        pending = list(batch)  # received, not handled yet
         try:
-            for item in items:
+            while pending:
+                now = queue.clock.now()
+                if now - held_since >= timeout / 2:
+                    lost = queue._extend_many([item.receipt for item in pending], timeout)
+                    held_since = now
+                    if lost:
+                        _log.warning(
+                            "queue %r: %d prefetched messages timed out before their turn "
+                            "and were received again; leaving them to their new receiver",
+                            queue.name,
+                            len(lost),
+                        )
+                        pending = [item for item in pending if item.receipt not in lost]
+                        if not pending:
+                            break
+                item = pending.pop(0)
                 try:
                     with message_context(item.envelope):
                         self.handler(item.message)
@@ -906,19 +972,17 @@ class Consumer:
                 else:
                     with self._lock:
                         self._handled += 1
-                    done.append(item.receipt)
+                    # Ack at once: a handled message must not come back because the rest
+                    # of its batch outlasted its visibility timeout.
+                    try:
+                        queue.ack(item.receipt)
+                    except StaleReceipt as stale:
+                        _log.warning("%s (the message will be handled again)", stale)
                 if self._stopping.is_set():
                     break
         finally:
-            rest = [item.receipt for item in items]
-            try:
-                if done:
-                    queue.ack_many(done)
-            except StaleReceipt as stale:
-                _log.warning("%s (the message will be handled again)", stale)
-            finally:
-                if rest:
-                    queue._release(rest)
+            if pending:
+                queue._release([item.receipt for item in pending])
 
 
 class Queues:
