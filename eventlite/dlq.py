@@ -20,6 +20,12 @@ them too; :meth:`~DeadLetterQueue.fail_again` puts the line back to sleep. Messa
 a key (``key=None``) have no order to keep: each is a line of its own, and never parks
 anything.
 
+**Work queues are not sequenced.** A work queue records its dead letters with
+``key=None``, a FIFO group only in :attr:`DeadLetter.group`. So the DLQ does not hold a
+group behind its dead message: the queue hands out the group's next message at once, and
+a retried one goes back to the end of its group, after the messages of the group that
+overtook it (see :mod:`eventlite.queue`).
+
 **Who redelivers.** The DLQ only keeps state; the consumer that owns a source redelivers
 its ``retrying`` entries (:meth:`~DeadLetterQueue.claim_retries`, then
 :meth:`~DeadLetterQueue.resolve` or :meth:`~DeadLetterQueue.fail_again`, or all of that
@@ -743,9 +749,12 @@ class DeadLetterQueue:
     def purge(self, source: str | None = None, *, older_than: timedelta | None = None) -> int:
         """Drop entries (of one source, or all) and return how many.
 
-        With ``older_than``, only entries whose last failure (or parking, for a parked
-        entry) is at least that old by the clock. Parked entries whose dead letter was
-        purged are released for redelivery, as with :meth:`discard`.
+        With ``older_than``, only ``dead`` and ``retrying`` entries whose last failure is
+        at least that old by the clock. A ``parked`` entry is never purged by its own age:
+        it waits behind the dead letter of its line and goes (released for redelivery, as
+        with :meth:`discard`) only when that one is purged or discarded, so a purge never
+        leaves a dead head without the messages queued behind it. Without ``older_than``
+        every entry of the source (or of all sources) goes, parked ones included.
         """
         clauses: builtins.list[str] = []
         params: builtins.list[Any] = []
@@ -757,6 +766,10 @@ class DeadLetterQueue:
                 raise TypeError(f"older_than must be a timedelta, got {older_than!r}")
             clauses.append("coalesce(last_failed_at, created_at) <= ?")
             params.append(self.clock.now() - older_than.total_seconds())
+            # A parked entry is aged by the dead letter it waits behind, not by itself:
+            # purging it alone would break its line's order (see the docstring).
+            clauses.append("status != ?")
+            params.append(_PARKED)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         keyed = " WHERE " + " AND ".join([*clauses, "key IS NOT NULL"])
         with self._db.transaction() as tx:

@@ -72,7 +72,11 @@ def _purge_arguments(parser: argparse.ArgumentParser) -> None:
         "--older-than",
         type=_duration,
         metavar="AGE",
-        help="only entries whose last failure is at least this old (90s, 15m, 12h, 7d, 2w)",
+        help=(
+            "only dead or retrying entries whose last failure is at least this old (90s, "
+            "15m, 12h, 7d, 2w); parked entries are never purged by their own age: they are "
+            "released for redelivery when the dead letter they wait behind is purged"
+        ),
     )
     parser.add_argument(
         "--all", action="store_true", help="every entry (needed when no filter is given)"
