@@ -27,7 +27,8 @@ immediate attempts, then ``delayed_attempts`` delayed ones (stored rows in
 :class:`~eventlite.dlq.DeadLetterQueue`. While a message waits for a delayed retry or sits
 in the DLQ, later messages of its stream are held behind it for that subscriber, in
 order; other streams flow on. A stored event that cannot be decoded is dead-lettered at
-once, raw row and reason, and delivery goes on.
+once, raw row and reason, and delivery goes on; one whose type name the registry does not
+know is dead-lettered without a key, so it holds back no stream.
 
 See ``docs/delivery.md`` for the guarantees, and why checkpoints rather than an outbox.
 """
@@ -95,6 +96,12 @@ _HEAD = "SELECT max(position) FROM events"
 _MOVE = (
     "UPDATE subscriber_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position = ?"
 )
+_STRANDED = (
+    "SELECT key FROM delivery_retries WHERE subscriber = ? GROUP BY key "
+    "HAVING count(due_at) = 0 ORDER BY min(position)"
+)
+"""Keys whose rows are all held followers: their head was settled, but the release of the
+messages behind it stopped part-way (a crash, a close, a storage error)."""
 _EMPTY: Mapping[str, str] = {}
 _MAINTENANCE_EVERY = 3600.0
 
@@ -679,6 +686,9 @@ class _Consumer:
                 if interest is False:
                     self.position = position
                     continue
+                if interest is None:
+                    self._dead_letter_unknown(row)
+                    continue
                 if key in self.retry_keys:
                     self._park_behind_retry(row)
                     continue
@@ -735,6 +745,8 @@ class _Consumer:
             self.position = position
             if outcome.finished:
                 self.committed = position
+            elif outcome.kind == "skipped":
+                self._adopt_checkpoint(position)
             return True
         error = outcome.error
         assert error is not None and outcome.first_failed_at is not None
@@ -810,6 +822,43 @@ class _Consumer:
             what = _raw(row)
         self.dlq.park(self.name, what, key=row[1], position=row[0], type_name=row[4])
 
+    def _dead_letter_unknown(self, row: tuple[Any, ...]) -> None:
+        """A stored event whose type name the registry does not know: dead-letter the raw
+        row without a key. Nothing says it is for this subscriber, so it must not hold
+        its stream (a subscriber skips unwanted types by name); the entry is kept so an
+        operator sees the missing registration, and retrying it once the class is
+        registered delivers it if it is of this subscriber's type."""
+        position, key, type_name = row[0], row[1], row[4]
+        error = UnknownMessageType(type_name, position)
+        with self.db.transaction() as tx:
+            self._add_unknown(row, error)
+            self._move(tx, position)
+        self.position = self.committed = position
+        self.relay._count()
+        self._metric("dead_lettered", self.name, position, error)
+        log.error(
+            "durable subscriber %s: the stored event at position %d (stream %r) has a type "
+            "this app does not know (%s); dead-lettered without holding its stream",
+            self.name,
+            position,
+            key,
+            error,
+        )
+
+    def _add_unknown(self, row: tuple[Any, ...], error: MessageError) -> None:
+        """Add a raw row of an unknown type to the DLQ with no key (joins the caller's
+        transaction)."""
+        self.dlq.add(
+            self.name,
+            _raw(row),
+            key=None,
+            error=error,
+            attempts=1,
+            position=row[0],
+            type_name=row[4],
+            message_id=row[3],
+        )
+
     def _dead_letter_row(self, row: tuple[Any, ...], error: MessageError) -> None:
         """A stored event that cannot be decoded: dead-letter the raw row, with why."""
         position, key = row[0], row[1]
@@ -872,6 +921,18 @@ class _Consumer:
                 self._move(tx, position)
             self.committed = position
         self.flushed = time.monotonic()
+
+    def _adopt_checkpoint(self, position: int) -> None:
+        """The inbox skipped the message at ``position``: an earlier attempt's unit of work
+        committed (inbox mark and checkpoint together) before an exception surfaced. If
+        the file's checkpoint is at ``position``, that commit moved it: take it as ours,
+        so the next move's compare-and-set does not take it for another process's."""
+        try:
+            stored = self._read_checkpoint(self.db.read_connection())
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading a checkpoint", self.db.path) from exc
+        if stored == position:
+            self.committed = position
 
     def _move(self, tx: Transaction, position: int) -> None:
         cursor = tx.execute(_MOVE, (position, self.clock.now(), self.name, self.committed))
@@ -939,28 +1000,37 @@ class _Consumer:
     # -- delayed retries ----------------------------------------------------------------
 
     def fire_due_retries(self) -> bool:
-        """Run the delayed retries that are due by the clock."""
+        """Release the streams left without a head (see :data:`_STRANDED`), then run the
+        delayed retries that are due by the clock."""
         if not self.retry_keys:
             return False
         now = self.clock.now()
         try:
-            heads = (
-                self.db.read_connection()
-                .execute(
-                    "SELECT position, key, attempts, first_failed_at FROM delivery_retries "
-                    "WHERE subscriber = ? AND due_at IS NOT NULL AND due_at <= ? "
-                    "ORDER BY due_at, position",
-                    (self.name, now),
-                )
-                .fetchall()
-            )
+            conn = self.db.read_connection()
+            stranded = [row[0] for row in conn.execute(_STRANDED, (self.name,))]
+            heads = conn.execute(
+                "SELECT position, key, attempts, first_failed_at FROM delivery_retries "
+                "WHERE subscriber = ? AND due_at IS NOT NULL AND due_at <= ? "
+                "ORDER BY due_at, position",
+                (self.name, now),
+            ).fetchall()
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading delayed retries", self.db.path) from exc
+        for key in stranded:
+            if self.stopping:
+                return True
+            log.warning(
+                "durable subscriber %s: stream %r still holds messages behind a settled "
+                "retry (an earlier release stopped part-way); releasing them",
+                self.name,
+                key,
+            )
+            self._release(key)
         for position, key, attempts, first_failed_at in heads:
             if self.stopping:
                 break
             self._retry_head(position, key, attempts, first_failed_at)
-        return bool(heads)
+        return bool(stranded or heads)
 
     def _load(self, position: int) -> tuple[Envelope | None, tuple[Any, ...], MessageError | None]:
         """The stored event at ``position``: (envelope, row, None), or (None, row, why)
@@ -981,6 +1051,10 @@ class _Consumer:
         env, row, why = self._load(position)
         if env is None:
             assert why is not None
+            if self._interested(row[4]) is None:
+                self._drop_unknown_retry(row, why)
+                self._release(key)
+                return
             self._exhaust_undecodable(key, row, why)
             return
 
@@ -1058,6 +1132,9 @@ class _Consumer:
             env, row, why = self._load(position)
             if env is None:
                 assert why is not None
+                if self._interested(row[4]) is None:
+                    self._drop_unknown_retry(row, why)
+                    continue
                 self._exhaust_undecodable(key, row, why)
                 return
             if self.uses_uow and self.relay.inbox.contains(self.name, env.id):
@@ -1116,6 +1193,16 @@ class _Consumer:
             self._park_followers(tx, key, position)
         self._metric("dead_lettered", self.name, position, why)
         self.retry_keys.discard(key)
+
+    def _drop_unknown_retry(self, row: tuple[Any, ...], why: MessageError) -> None:
+        """A held message whose type the registry no longer knows (parked before that
+        rule, or the registry changed): dead-letter it without a key, like one read from
+        the log, and let the stream go on."""
+        with self.db.transaction() as tx:
+            self._add_unknown(row, why)
+            self._forget_retry(tx, row[0])
+        self.relay._count()
+        self._metric("dead_lettered", self.name, row[0], why)
 
     def _park_followers(self, tx: Transaction, key: str, after: int | None) -> None:
         followers = [
