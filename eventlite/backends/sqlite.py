@@ -99,11 +99,16 @@ _Part = tuple[str, list[Envelope], list[_Row], ExpectedVersion]
 class _Pending:
     """One caller's append, waiting for the group commit that writes it."""
 
-    __slots__ = ("done", "error", "parts", "result", "shared_error", "wake")
+    __slots__ = ("done", "error", "gone", "parts", "result", "shared_error", "turn", "wake")
 
     def __init__(self, parts: list[_Part]) -> None:
         self.parts = parts
         self.done = False
+        # True once its caller holds the writing turn (set under the store's lock): it
+        # must then write the queue, or hand the turn on, before it leaves append_many
+        self.turn = False
+        # True once its caller, interrupted while waiting, left append_many
+        self.gone = False
         self.result: list[list[Envelope]] | None = None
         self.error: BaseException | None = None
         # True when the error is the whole batch's (a storage failure), not this append's
@@ -336,43 +341,89 @@ class SQLiteEventStore(EventStore):
             self._active += 1
         try:
             pending = _Pending(self._prepare(appends))
-            with cv:
-                self._queue.append(pending)
-                lead = not self._writing
-                self._writing = True
-                # Wake the gathering leader only once its batch is complete: each wake
-                # costs a GIL hand-off, paid while the stragglers are still queuing.
-                if self._gathering and len(self._queue) >= self._active:
-                    cv.notify()
-            if not lead:
-                pending.wake.acquire()
-                if pending.done:
-                    return self._outcome(pending, leader=False)
-                # Woken without a result: the previous leader handed over to this caller.
-            with cv:
-                self._gather()
-                batch = self._queue
-                self._queue = []
-            started = time.perf_counter()
+            batch: list[_Pending] = []
+            started: float | None = None
+            # Everything from queuing to the handover is in one try/finally, so that an
+            # exception raised into this thread anywhere in it (KeyboardInterrupt from a
+            # signal handler) never stalls the others: the interrupted append leaves the
+            # queue or hands its turn on, and the other appends of a batch it took but did
+            # not write go to the next turn. What its caller can assume: like any
+            # interrupted write, the append may or may not have been committed (it was if
+            # it had joined a batch that then committed); read the stream to find out.
+            # Positions stay gap-free either way.
             try:
+                with cv:
+                    self._queue.append(pending)
+                    lead = pending.turn = not self._writing
+                    self._writing = True
+                    # Wake the gathering leader only once its batch is complete: each
+                    # wake costs a GIL hand-off, paid while the stragglers still queue.
+                    if self._gathering and len(self._queue) >= self._active:
+                        cv.notify()
+                if not lead:
+                    pending.wake.acquire()
+                    if pending.done:
+                        return self._outcome(pending, leader=False)
+                    # Woken without a result: the previous leader handed over to this caller.
+                with cv:
+                    self._gather()
+                    batch = self._queue
+                    self._queue = []
+                started = time.perf_counter()
                 self._commit(batch)
             finally:
-                self._commit_seconds = time.perf_counter() - started
-                for p in batch:
-                    p.done = True
-                    if p is not pending:
-                        p.wake.release()
-                with cv:
-                    if self._queue:
-                        self._queue[0].wake.release()
-                    else:
-                        self._writing = False
+                self._finish(pending, batch, started)
             return self._outcome(pending, leader=True)
         finally:
             with cv:
                 self._active -= 1
                 if self._gathering and len(self._queue) >= self._active:
                     cv.notify()
+
+    def _finish(self, pending: _Pending, batch: list[_Pending], started: float | None) -> None:
+        """Leave ``append_many``: a follower whose batch was written has nothing to do; an
+        interrupted follower withdraws from the queue; the caller holding the turn ends the
+        batch it took and hands the turn to the next queued append.
+
+        A leader interrupted before it wrote its batch puts the other appends of the batch
+        back at the front of the queue, in order, for the next turn to write them.
+        """
+        if pending.done and not pending.turn:
+            return  # a follower whose batch was written
+        if started is not None:
+            self._commit_seconds = time.perf_counter() - started
+        # Appends with neither result nor error were never written (the leader was
+        # interrupted before its commit); the others are done.
+        unwritten = [p for p in batch if p.result is None and p.error is None]
+        for p in batch:
+            if p.result is not None or p.error is not None:
+                p.done = True
+                if p is not pending:
+                    p.wake.release()
+        with self._cv:
+            if not pending.turn:
+                # A follower interrupted while it waited. Still queued: it was not
+                # written. Otherwise it is in a batch, written or not yet; if that
+                # batch's leader is interrupted too, it must not requeue it.
+                pending.gone = True
+                if pending in self._queue:
+                    self._queue.remove(pending)
+                return
+            pending.turn = False
+            # Requeue the unwritten appends, except the interrupted caller's own; an
+            # interrupt between taking the batch and emptying the queue leaves the batch
+            # in the queue too, and nothing may be queued twice.
+            skip = {id(p) for p in batch}
+            skip.add(id(pending))
+            self._queue = [p for p in unwritten if p is not pending and not p.gone] + [
+                p for p in self._queue if id(p) not in skip
+            ]
+            if self._queue:
+                following = self._queue[0]
+                following.turn = True
+                following.wake.release()
+            else:
+                self._writing = False
 
     def _gather(self) -> None:
         """Before writing, wait briefly for callers already inside ``append_many`` (still
