@@ -231,11 +231,17 @@ def _decorate(
 
 
 @overload
-def event(cls: T, /) -> T: ...
+def event(cls: T, /) -> T:
+    """``@event`` on a class: declare it with the defaults."""
+
+
 @overload
 def event(
     *, name: str | None = None, version: int = 1, registry: Registry | None = None
-) -> Callable[[T], T]: ...
+) -> Callable[[T], T]:
+    """``@event(...)``: declare with a name, a schema version or a registry."""
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def event(
     cls: Any = None,
@@ -256,11 +262,17 @@ def event(
 
 
 @overload
-def command(cls: T, /) -> T: ...
+def command(cls: T, /) -> T:
+    """``@command`` on a class: declare it with the defaults."""
+
+
 @overload
 def command(
     *, name: str | None = None, version: int = 1, registry: Registry | None = None
-) -> Callable[[T], T]: ...
+) -> Callable[[T], T]:
+    """``@command(...)``: declare with a name, a schema version or a registry."""
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def command(
     cls: Any = None,
@@ -276,11 +288,17 @@ def command(
 
 
 @overload
-def query(cls: T, /) -> T: ...
+def query(cls: T, /) -> T:
+    """``@query`` on a class: declare it with the defaults."""
+
+
 @overload
 def query(
     *, name: str | None = None, version: int = 1, registry: Registry | None = None
-) -> Callable[[T], T]: ...
+) -> Callable[[T], T]:
+    """``@query(...)``: declare with a name, a schema version or a registry."""
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def query(
     cls: Any = None,
