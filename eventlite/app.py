@@ -213,6 +213,7 @@ class App:
             )
             self._processes = Processes(self.database, self.codec, clock=self.clock)
         self._relay: Relay | None = None
+        self._saga_starts: dict[str, tuple[type[Any], str]] = {}
         self._relay_lock = threading.Lock()
         self._started = False
         self._resumers: list[threading.Thread] = []
@@ -588,16 +589,26 @@ class App:
                 uow.on_commit_write(create)
 
             start_saga.__qualname__ = f"start saga {definition.name}"
+            subscriber = name or f"saga-start:{definition.name}"
             self.subscribe(
-                started_by,
-                start_saga,
-                durable=True,
-                name=name or f"saga-start:{definition.name}",
-                retry=retry,
-                start=start,
+                started_by, start_saga, durable=True, name=subscriber, retry=retry, start=start
             )
+            self._saga_starts[definition.name] = (started_by, subscriber)
         self._resume_if_started()
         return definition
+
+    def saga_starts(self) -> dict[str, tuple[type[Any], str]]:
+        """The sagas registered with ``started_by=``: saga name to the event type that
+        starts it and the name of the durable subscriber that does."""
+        return dict(self._saga_starts)
+
+    def durable_subscriptions(self) -> list[tuple[str, type[Any]]]:
+        """``(name, event type)`` of every durable subscriber of this app, in the order
+        added, saga starters and process managers included (see
+        :meth:`Relay.subscriptions <eventlite.relay.Relay.subscriptions>`). Empty in
+        memory; unlike :meth:`subscribers`, it never reads the file."""
+        relay = self._relay
+        return relay.subscriptions() if relay is not None else []
 
     def _run_saga(self, saga_id: str) -> None:
         try:

@@ -388,6 +388,11 @@ class Relay:
         """The names of the subscribers this relay delivers to, in the order added."""
         return tuple(self._consumers)
 
+    def subscriptions(self) -> list[tuple[str, type[Any]]]:
+        """``(name, event type)`` of every subscriber this relay delivers to, in the order
+        added (a process manager's event type stands for all the types it handles)."""
+        return [(c.name, c.event_type) for c in self._consumers.values()]
+
     # -- running ----------------------------------------------------------------------
 
     def wake(self) -> None:

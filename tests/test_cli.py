@@ -504,6 +504,7 @@ GRAPH = [
     '    e_OrderCancelled(["OrderCancelled"])',
     '    h_refund["refund"]',
     '    h_send_confirmation["send_confirmation"]',
+    '    a_Order[["Order"]]',
     '    e_Refunded(["Refunded"])',
     '    e_StockReserved(["StockReserved"])',
     "    c_CancelOrder --> h_cancel_order",
@@ -512,12 +513,14 @@ GRAPH = [
     "    e_OrderPlaced --> h_reserve_stock",
     "    e_OrderCancelled --> h_refund",
     "    e_OrderPlaced -.->|background| h_send_confirmation",
+    "    a_Order -- records --> e_OrderPlaced",
 ]
 
 
 def test_graph_prints_the_apps_flow_as_mermaid() -> None:
-    """Commands to handlers, events to subscribers (dotted in the background), and events
-    nothing subscribes to, from a factory named on the command line."""
+    """Commands to handlers, events to subscribers (dotted in the background), the aggregate
+    to the event it records, and events nothing subscribes to, from a factory named on the
+    command line."""
     result = run("graph", "tests.test_cli:make_graph_app")
     assert (0, GRAPH, "") == (result.code, result.lines, result.err)
 
