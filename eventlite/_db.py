@@ -48,6 +48,7 @@ __all__ = [
     "Synchronous",
     "Transaction",
     "storage_error",
+    "where_equal",
 ]
 
 APPLICATION_ID: Final = 0x45564C54
@@ -369,6 +370,16 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _SQLITE_NOTADB = 26
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL"}
+
+
+def where_equal(**columns: object) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b = ?`` over the columns whose value is not None, with its
+    parameters; ``("", [])`` when every value is None. Column names come from the caller's
+    code, never from data."""
+    names = [name for name, value in columns.items() if value is not None]
+    if not names:
+        return "", []
+    return " WHERE " + " AND ".join(f"{n} = ?" for n in names), [columns[n] for n in names]
 
 
 def storage_error(exc: sqlite3.Error, action: str, path: str) -> StorageError:

@@ -53,7 +53,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._db import Database, Transaction
+from ._db import Database, Transaction, where_equal
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec
 from .envelope import Envelope
@@ -613,15 +613,9 @@ class DeadLetterQueue:
     def _filter(
         source: str | None, status: DeadLetterStatus | str | None
     ) -> tuple[str, builtins.list[Any]]:
-        clauses: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(source)
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(DeadLetterStatus(status).value)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        return where_equal(
+            source=source, status=None if status is None else DeadLetterStatus(status).value
+        )
 
     # -- redelivery -----------------------------------------------------------------------
 

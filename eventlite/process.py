@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast, overload
 
 import attrs
 
-from ._db import Database, Transaction, storage_error
+from ._db import Database, Transaction, storage_error, where_equal
 from ._ids import new_id
 from .clock import Clock, to_datetime
 from .codec import Codec
@@ -622,17 +622,10 @@ class Processes:
         limit: int | None = None,
     ) -> builtins.list[ProcessInstance]:
         """Stored instances, oldest first, optionally of one manager and one status."""
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if process is not None:
-            where.append("process = ?")
-            params.append(process)
-        if status is not None:
-            where.append("status = ?")
-            params.append(ProcessStatus(status).value)
-        sql = f"SELECT {_INSTANCE_COLUMNS} FROM process_instances"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = where_equal(
+            process=process, status=None if status is None else ProcessStatus(status).value
+        )
+        sql = f"SELECT {_INSTANCE_COLUMNS} FROM process_instances{where}"
         sql += " ORDER BY started_at, process, key LIMIT ?"
         params.append(-1 if limit is None else limit)
         try:
@@ -646,17 +639,8 @@ class Processes:
     ) -> builtins.list[Timeout]:
         """The timeouts waiting (scheduled, or fired and not yet handled), earliest first,
         optionally of one manager and one instance."""
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if process is not None:
-            where.append("process = ?")
-            params.append(process)
-        if key is not None:
-            where.append("key = ?")
-            params.append(key)
-        sql = f"SELECT {_TIMEOUT_COLUMNS} FROM process_timeouts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = where_equal(process=process, key=key)
+        sql = f"SELECT {_TIMEOUT_COLUMNS} FROM process_timeouts{where}"
         try:
             rows = (
                 self.database.read_connection()

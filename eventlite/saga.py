@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._db import Database, Transaction, storage_error
+from ._db import Database, Transaction, storage_error, where_equal
 from ._ids import new_id
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec
@@ -956,18 +956,10 @@ class SagaOrchestrator:
         limit: int | None = None,
     ) -> builtins.list[SagaInstance]:
         """Stored instances, oldest first, optionally of one status and one saga."""
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(SagaStatus(status).value)
-        if saga is not None:
-            where.append("name = ?")
-            params.append(saga)
-        sql = f"SELECT {_COLUMNS} FROM sagas"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at, id LIMIT ?"
+        where, params = where_equal(
+            status=None if status is None else SagaStatus(status).value, name=saga
+        )
+        sql = f"SELECT {_COLUMNS} FROM sagas{where} ORDER BY started_at, id LIMIT ?"
         params.append(-1 if limit is None else limit)
         try:
             rows = self._db.read_connection().execute(sql, params).fetchall()
