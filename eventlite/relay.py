@@ -40,13 +40,14 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Final, Literal
 
 import attrs
 
 from ._db import Database, Transaction, storage_error
+from .backends.sqlite import EVENT_COLUMNS, decode_row
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec
 from .dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue
@@ -56,7 +57,6 @@ from .inbox import Inbox
 from .metrics import DeliveryMetrics
 from .retry import RetryPolicy
 from .scheduler import Scheduler
-from .store import restore
 
 __all__ = [
     "DeliveryCall",
@@ -86,10 +86,7 @@ DEFAULT_RETRY: Final = RetryPolicy(max_attempts=3, delayed_attempts=0)
 """The policy of durable subscribers that give none: three immediate attempts, then the
 dead-letter queue."""
 
-_COLUMNS = (
-    "position, stream_id, version, id, type, schema_version, data, "
-    "correlation_id, causation_id, user_id, headers, timestamp"
-)
+_COLUMNS = EVENT_COLUMNS
 _PAGE = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _ONE = f"SELECT {_COLUMNS} FROM events WHERE position = ?"
 _HEAD = "SELECT max(position) FROM events"
@@ -102,7 +99,6 @@ _STRANDED = (
 )
 """Keys whose rows are all held followers: their head was settled, but the release of the
 messages behind it stopped part-way (a crash, a close, a storage error)."""
-_EMPTY: Mapping[str, str] = {}
 _MAINTENANCE_EVERY = 3600.0
 
 
@@ -1303,22 +1299,7 @@ class _Consumer:
     # -- rows ---------------------------------------------------------------------------
 
     def _decode(self, row: tuple[Any, ...]) -> Envelope:
-        pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = row
-        message = self.relay.codec.decode(typ, data, version=sv, position=pos)
-        headers = _EMPTY if hdrs is None else _headers(hdrs, typ, pos)
-        return restore(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
-
-
-def _headers(text: str, type_name: str, position: int) -> Mapping[str, str]:
-    try:
-        headers = json.loads(text)
-    except ValueError as exc:
-        raise MessageDecodeError(type_name, f"invalid headers JSON: {exc}", position) from exc
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise MessageDecodeError(type_name, "headers must be a JSON object of strings", position)
-    return headers
+        return decode_row(self.relay.codec, row)
 
 
 def _raw(row: tuple[Any, ...]) -> str:

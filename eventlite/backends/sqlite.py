@@ -22,6 +22,7 @@ from ..store import (
     StreamAppend,
     check_version,
     normalize_appends,
+    restore,
     stamp,
     type_names,
     validate_range,
@@ -31,10 +32,12 @@ from ..store import (
 
 __all__ = ["SQLiteEventStore"]
 
-_COLUMNS = (
+EVENT_COLUMNS = (
     "position, stream_id, version, id, type, schema_version, data, "
     "correlation_id, causation_id, user_id, headers, timestamp"
 )
+"""The columns of an ``events`` row, in the order :func:`decode_row` reads them."""
+_COLUMNS = EVENT_COLUMNS
 _SELECT = f"SELECT {_COLUMNS} FROM events"
 _HEAD = "SELECT max(position) FROM events"
 _VERSION = "SELECT version FROM streams WHERE stream_id = ?"
@@ -607,6 +610,17 @@ class SQLiteEventStore(EventStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self._db.path!r}>"
+
+
+def decode_row(codec: Codec, row: Sequence[Any]) -> Envelope:
+    """The stored envelope of one ``events`` row selected as :data:`EVENT_COLUMNS`.
+
+    For readers of the log outside the store (the relay); the store's own read loop does
+    the same, inlined. Raises what :meth:`Codec.decoder` raises, naming the position."""
+    pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = row
+    message = codec.decoder(typ, sv)(data, pos)
+    headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
+    return restore(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
 
 def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]:
