@@ -5,12 +5,16 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import shutil
 import sqlite3
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 
 @dataclass
@@ -35,6 +39,19 @@ class Row:
         if not self.baseline_value:
             return None
         return self.value / self.baseline_value
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    """A fresh temporary folder for a benchmark's files, removed afterwards.
+
+    On disk (``BENCH_DIR``, else the system's temp folder), not ``/dev/shm``: rows with
+    ``synchronous="full"`` must measure real fsyncs."""
+    path = Path(tempfile.mkdtemp(prefix="eventlite-bench-", dir=os.environ.get("BENCH_DIR")))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def per_call_us(fn: Callable[[], object], number: int, repeat: int = 5) -> float:

@@ -7,14 +7,9 @@ Files on disk in a temporary folder (``BENCH_DIR`` to choose where), ``synchrono
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from eventlite.app import App
@@ -22,7 +17,7 @@ from eventlite.messages import Registry, event
 from eventlite.unit_of_work import UnitOfWork
 
 from . import delivery_queue
-from ._harness import Row
+from ._harness import Row, workdir
 
 registry = Registry()
 
@@ -36,15 +31,6 @@ class OrderPlaced:
 
 def _placed(i: int) -> OrderPlaced:
     return OrderPlaced(order=i, customer=f"customer-{i % 97}", total_cents=995 + i)
-
-
-@contextmanager
-def _workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="eventlite-bench-", dir=os.environ.get("BENCH_DIR")))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _app(path: Path) -> App:
@@ -147,7 +133,7 @@ def run(quick: bool) -> list[Row]:
     samples = 300 if quick else 3000
     backlog = 3000 if quick else 30000  # the events a backlog holds; appended in 3 rounds
     rows: list[Row] = []
-    with _workdir() as dir:
+    with workdir() as dir:
         latencies, appends = _latency(dir / "latency.db", samples)
         append_p50 = statistics.median(appends) * 1e3
         p50 = statistics.median(latencies) * 1e3

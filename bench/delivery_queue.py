@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from eventlite._db import Database, Synchronous
 from eventlite.messages import Registry, event
 from eventlite.queue import WorkQueue
 
-from ._harness import Row, rate
+from ._harness import Row, rate, workdir
 
 registry = Registry()
 BATCH = 100
@@ -47,16 +43,6 @@ def _charge(i: int) -> ChargeCard:
 
 def _item(i: int) -> dict[str, Any]:
     return {"order": i, "customer": f"customer-{i % 97}", "total_cents": 995 + i}
-
-
-@contextmanager
-def _workdir() -> Iterator[Path]:
-    # On disk, not /dev/shm: the FULL rows measure real fsyncs.
-    path = Path(tempfile.mkdtemp(prefix="eventlite-bench-", dir=os.environ.get("BENCH_DIR")))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 _files = itertools.count()
@@ -236,7 +222,7 @@ def _measure(dir: Path, synchronous: Synchronous, n_batched: int, n_single: int)
 def run(quick: bool) -> list[Row]:
     """The suite's rows: NORMAL first, then FULL."""
     rows: list[Row] = []
-    with _workdir() as dir:
+    with workdir() as dir:
         rows += _measure(dir, "normal", 2_000 if quick else 20_000, 300 if quick else 2_000)
         rows += _measure(dir, "full", 1_000 if quick else 10_000, 150 if quick else 1_000)
     return rows

@@ -7,14 +7,9 @@ make. Files in a temporary directory on disk.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
-import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +20,7 @@ from eventlite.messages import event
 from eventlite.projection import Projection, Projector, projects
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
 
-from ._harness import Row, rate
+from ._harness import Row, rate, workdir
 
 registry = Registry()
 ACCOUNTS = 1000
@@ -102,15 +97,6 @@ class BatchedBalances(Projection):
             "moves = moves + excluded.moves",
             [(a, b, m) for a, (b, m) in self.pending.items()],
         )
-
-
-@contextmanager
-def _workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="eventlite-bench-", dir=os.environ.get("BENCH_DIR")))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _fill(store: SQLiteEventStore, n: int) -> None:
@@ -347,7 +333,7 @@ def _saga_rows(dir: Path, count: int) -> list[Row]:
 def run(quick: bool) -> list[Row]:
     """The read suite: projection rebuilds and saga throughput."""
     n = 100_000 if quick else 1_000_000
-    with _workdir() as dir:
+    with workdir() as dir:
         rows = _projection_rows(dir, n)
         rows += _saga_rows(dir, 300 if quick else 2000)
     return rows

@@ -9,16 +9,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +22,7 @@ from eventlite import Codec, Registry
 from eventlite.backends import SQLiteEventStore
 from eventlite.messages import event
 
-from ._harness import Row, rate
+from ._harness import Row, rate, workdir
 
 registry = Registry()
 
@@ -40,16 +36,6 @@ class Deposited:
 
 def _deposit(i: int) -> Deposited:
     return Deposited(account="acc-1", amount=i, note="monthly salary")
-
-
-@contextmanager
-def _workdir() -> Iterator[Path]:
-    # On disk, not /dev/shm: the FULL rows measure real fsyncs.
-    path = Path(tempfile.mkdtemp(prefix="eventlite-bench-", dir=os.environ.get("BENCH_DIR")))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 _counter = iter(range(10**9))
@@ -452,7 +438,7 @@ def run(quick: bool) -> list[Row]:
     n_bulk = 10_000
     sizes = [10_000, 50_000] if quick else [10_000, 100_000, 1_000_000]
     rows: list[Row] = []
-    with _workdir() as dir:
+    with workdir() as dir:
         store = _el_store(_fresh(dir, "el"))
         app = _es_app(_fresh(dir, "es"))
         conn = _raw_conn(_fresh(dir, "raw"))
