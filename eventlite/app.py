@@ -39,6 +39,7 @@ The read side and long-running processes hang off the same file:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -785,25 +786,39 @@ class App:
         managers, sagas started by events), the sagas (after their current step; the next
         :meth:`start` resumes them) and the tracking projections, finish the bus's
         background work, then close the store and the file."""
-        try:
-            # Sagas first: a saga started by an event runs on the relay's thread, and told
-            # to stop it ends after its current step instead of holding the relay up.
-            if self._sagas is not None:
-                self._sagas.close()
-            if self._relay is not None and not self._relay.close():
-                log.error(
-                    "the relay did not stop in time; a delivery still running may fail to "
-                    "record its outcome and be delivered again after a restart"
-                )
-            for thread in self._resumers:
-                thread.join(10.0)
-            if self._projector is not None:
-                self._projector.close()
-            self.bus.close()
-        finally:
-            self.store.close()
-            if self.database is not None:
-                self.database.close()
+        # Sagas first: a saga started by an event runs on the relay's thread, and told to
+        # stop it ends after its current step instead of holding the relay up. Every step
+        # runs even if an earlier one fails, so no thread is left behind an error.
+        steps: list[Callable[[], object]] = []
+        if self._sagas is not None:
+            steps.append(self._sagas.close)
+        if self._relay is not None:
+            steps.append(self._close_relay)
+        steps.extend(functools.partial(t.join, 10.0) for t in self._resumers)
+        if self._projector is not None:
+            steps.append(self._projector.close)
+        steps += [self.bus.close, self.store.close]
+        if self.database is not None:
+            steps.append(self.database.close)
+        first_error: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except BaseException as exc:
+                if first_error is None:
+                    first_error = exc
+                else:
+                    log.exception("closing the app: a further step failed")
+        if first_error is not None:
+            raise first_error
+
+    def _close_relay(self) -> None:
+        assert self._relay is not None
+        if not self._relay.close():
+            log.error(
+                "the relay did not stop in time; a delivery still running may fail to "
+                "record its outcome and be delivered again after a restart"
+            )
 
     def __enter__(self) -> App:
         return self

@@ -153,10 +153,12 @@ class Codec:
 
     def to_dict(self, message: Any) -> dict[str, Any]:
         """The JSON-ready dict of a message."""
+        # an unregistered class is refused before anything else, as NotAMessage
+        name = self.message_type(message).name
         try:
             data: dict[str, Any] = self.converter.unstructure(message)
         except Exception as exc:
-            raise MessageEncodeError(self.message_type(message).name, _describe(exc)) from exc
+            raise MessageEncodeError(name, _describe(exc)) from exc
         return data
 
     def encode(self, message: Any) -> str:

@@ -172,12 +172,15 @@ class ConcurrencyError(StoreError):
 class DuplicateEventError(StoreError):
     """An appended event has an id that is already stored (or twice in one append).
 
-    Nothing of the append was written. ``event_id`` names the id.
+    Nothing of the append was written. ``event_id`` names the id and ``stream_id`` the
+    stream it was being appended to.
     """
 
-    def __init__(self, event_id: str) -> None:
+    def __init__(self, event_id: str, stream_id: str | None = None) -> None:
         self.event_id = event_id
-        super().__init__(f"an event with id {event_id!r} is already in the store")
+        self.stream_id = stream_id
+        where = f" (appending to stream {stream_id!r})" if stream_id is not None else ""
+        super().__init__(f"an event with id {event_id!r} is already in the store{where}")
 
 
 class SchemaError(StoreError):

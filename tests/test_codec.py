@@ -339,3 +339,16 @@ def test_fast_json_path_refuses_what_json_refuses(text: str) -> None:
     """Trailing garbage, empty and truncated text are invalid JSON, named as such."""
     with pytest.raises(MessageDecodeError, match="invalid JSON"):
         codec.decode("Line", text)
+
+
+def test_unregistered_class_is_refused_before_it_is_unstructured() -> None:
+    """An unregistered class whose fields would not encode is still reported as not a
+    message (the first thing wrong with it), naming the class."""
+    import attrs
+
+    @attrs.frozen
+    class Loose:
+        when: datetime
+
+    with pytest.raises(NotAMessage, match="Loose"):
+        codec.to_dict(Loose(datetime(2024, 1, 1)))

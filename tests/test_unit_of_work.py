@@ -461,3 +461,18 @@ def test_app_subscriber_can_be_unsubscribed_by_its_function(app: App) -> None:
     assert app.bus.unsubscribe(on_opened)
     app.publish(Opened("ann"))
     assert [] == got
+
+
+def test_close_finishes_every_step_when_one_fails(tmp_path: Path) -> None:
+    """If stopping one part raises, the app still stops the bus and closes the file, then
+    raises that first error."""
+    app = App(tmp_path / "c.db", registry=registry)
+    projector = app.projector
+
+    def broken_close() -> None:
+        raise RuntimeError("projector would not stop")
+
+    projector.close = broken_close  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="would not stop"):
+        app.close()
+    assert (True, True) == (app.bus.closed, app.database is not None and app.database.closed)

@@ -78,7 +78,7 @@ class InMemoryEventStore(EventStore):
                 versions[stream_id] = actual + len(envelopes)
                 for env in envelopes:
                     if env.id in self._ids or env.id in new_ids:
-                        raise DuplicateEventError(env.id)
+                        raise DuplicateEventError(env.id, stream_id)
                     new_ids.add(env.id)
             results: list[list[Envelope]] = []
             position = len(self._log)

@@ -232,10 +232,10 @@ class SQLiteEventStore(EventStore):
             parts.append((stream_id, envelopes, rows, expected))
         if len(ids) != count:
             seen: set[str] = set()
-            for _, envelopes, _, _ in parts:
+            for part_stream, envelopes, _, _ in parts:
                 for env in envelopes:
                     if env.id in seen:
-                        raise DuplicateEventError(env.id)
+                        raise DuplicateEventError(env.id, part_stream)
                     seen.add(env.id)
         return parts
 
@@ -321,10 +321,10 @@ class SQLiteEventStore(EventStore):
     def _duplicate(
         self, conn: sqlite3.Connection, pending: _Pending, exc: _RetryOneByOne
     ) -> Exception:
-        for _, _, rows, _ in pending.parts:
+        for part_stream, _, rows, _ in pending.parts:
             for r in rows:
                 if conn.execute("SELECT 1 FROM events WHERE id = ?", (r[0],)).fetchone():
-                    return DuplicateEventError(r[0])
+                    return DuplicateEventError(r[0], part_stream)
         cause = exc.__cause__
         assert isinstance(cause, sqlite3.Error)
         return storage_error(cause, "appending", self._db.path)

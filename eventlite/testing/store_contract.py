@@ -305,10 +305,11 @@ class EventStoreContract:
         store.append("a", [env])
         with pytest.raises(DuplicateEventError) as info:
             store.append("b", [Noted(n=2), env])
-        assert env.id == info.value.event_id
+        assert (env.id, "b") == (info.value.event_id, info.value.stream_id)
         twin = Envelope(Noted(n=3))
-        with pytest.raises(DuplicateEventError):
+        with pytest.raises(DuplicateEventError) as twice:
             store.append("c", [twin, twin])
+        assert (twin.id, "c") == (twice.value.event_id, twice.value.stream_id)
         assert (1, 0, 0) == tuple(store.stream_version(s) for s in "abc")
         assert 1 == store.head_position()
 
