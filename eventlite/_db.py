@@ -489,6 +489,7 @@ class Database:
         self._readers: weakref.WeakSet[_ReaderSlot] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
         self._savepoints = 0
+        self._commit_listeners: tuple[Callable[[], None], ...] = ()
         self._closed = False
         self._conn = self._connect()
         try:
@@ -570,6 +571,13 @@ class Database:
         """Whether the calling thread is inside :meth:`transaction`."""
         return getattr(self._local, "tx", None) is not None
 
+    def on_every_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every outermost commit made through this object, in
+        the committing thread, after the transaction's own callbacks (the app's relay and
+        projections wake up this way, whoever wrote)."""
+        with self._write_lock:
+            self._commit_listeners = (*self._commit_listeners, listener)
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction: ``BEGIN IMMEDIATE``, then ``COMMIT``, or ``ROLLBACK`` on error.
@@ -611,7 +619,7 @@ class Database:
                     raise storage_error(exc, "committing", self.path) from exc
             finally:
                 self._local.tx = None
-            callbacks = tx._callbacks
+            callbacks = [*tx._callbacks, *self._commit_listeners]
         first_error: BaseException | None = None
         for callback in callbacks:
             # every callback runs even if an earlier one fails; the first error is raised

@@ -98,23 +98,6 @@ _OWN_NAMES = frozenset(
 )
 
 
-class _WatchedDatabase(Database):
-    """The app's Database: after each outermost commit in this process it calls
-    ``listener()`` (the relay's wake-up), whoever wrote."""
-
-    listener: Callable[[], None] | None = None
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """See :meth:`Database.transaction`; the outermost one tells the listener."""
-        outermost = not self.in_transaction()
-        with super().transaction() as tx:
-            listener = self.listener
-            if outermost and listener is not None:
-                tx.on_commit(listener)
-            yield tx
-
-
 class _AppUnitOfWork(UnitOfWork):
     """The app's unit of work: a commit that records events also writes the app's inline
     projections in its transaction."""
@@ -186,7 +169,7 @@ class App:
             self.store = InMemoryEventStore(codec=self.codec)
             self.snapshots = InMemorySnapshotStore()
         else:
-            self.database = _WatchedDatabase(db, synchronous=synchronous)
+            self.database = Database(db, synchronous=synchronous)
             self.store = SQLiteEventStore(self.database, codec=self.codec)
             self.snapshots = SQLiteSnapshotStore(self.database)
         self.bus = bus if bus is not None else MessageBus(self.registry, workers=workers)
@@ -232,8 +215,7 @@ class App:
             self._dependencies["projector"] = self._projector
             self._dependencies["sagas"] = self._sagas
             self._dependencies["processes"] = self._processes
-            if isinstance(self.database, _WatchedDatabase):
-                self.database.listener = self._notify_commit
+            self.database.on_every_commit(self._notify_commit)
 
     # -- wiring -------------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ class UnitOfWork:
             agg._mark_saved()
         self.committed = recorded
         if recorded:
-            self.app._notify_commit()  # wake durable subscribers (the file may not tell them)
+            # durable subscribers were woken by the file's commit listener already
             self.app.bus.publish_envelopes(*recorded)
 
     def rollback(self) -> None:

@@ -313,3 +313,20 @@ def test_on_commit_callbacks_of_a_rolled_back_savepoint_do_not_run(tmp_path: Pat
         tx.on_commit(lambda: (_ for _ in ()).throw(KeyError("first")))
         tx.on_commit(lambda: ran.append("after the failing one"))
     assert ["outer", "after the failing one"] == ran
+
+
+def test_commit_listeners_run_after_every_outermost_commit(tmp_path: Path) -> None:
+    """A listener added with on_every_commit runs once per outermost commit, never for a
+    rollback, and after the transaction's own callbacks."""
+    from eventlite._db import Database
+
+    calls: list[str] = []
+    with Database(tmp_path / "l.db") as db:
+        db.on_every_commit(lambda: calls.append("listener"))
+        with db.transaction() as tx:
+            tx.on_commit(lambda: calls.append("callback"))
+            with db.transaction():
+                pass
+        with pytest.raises(RuntimeError), db.transaction():
+            raise RuntimeError
+    assert ["callback", "listener"] == calls
