@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from eventlite import Codec
-from eventlite._db import Database, Synchronous
 from eventlite.messages import Registry, event
 from eventlite.queue import WorkQueue
+from eventlite.sqlite import Database, Synchronous
 
 from ._harness import Row, rate, workdir
 

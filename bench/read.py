@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from eventlite import Codec, Registry
-from eventlite._db import Database
-from eventlite.backends import SQLiteEventStore
 from eventlite.messages import event
 from eventlite.projection import Projection, Projector, projects
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
+from eventlite.sqlite import Database, SQLiteEventStore
 
 from ._harness import Row, rate, workdir
 

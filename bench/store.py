@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from eventlite import Codec, Registry
-from eventlite.backends import SQLiteEventStore
 from eventlite.messages import event
+from eventlite.sqlite import SQLiteEventStore
 
 from ._harness import Row, rate, workdir
 

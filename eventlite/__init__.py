@@ -6,8 +6,6 @@ durable; bridges to real brokers when one process is no longer enough.
 
 from .aggregate import Aggregate, applies
 from .app import App
-from .backends.memory import InMemoryEventStore
-from .backends.sqlite import SQLiteEventStore
 from .bus import ErrorHook, MessageBus, Subscription, WorkerStats
 from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, make_message_converter
@@ -34,6 +32,7 @@ from .exceptions import (
 )
 from .idempotency import Idempotency, IdempotencyTimeout
 from .inbox import Inbox
+from .memory import InMemoryEventStore, InMemorySnapshotStore
 from .messages import (
     MessageKind,
     MessageType,
@@ -98,13 +97,15 @@ from .saga import (
     StepTimeout,
 )
 from .scheduler import Scheduler
-from .snapshot import InMemorySnapshotStore, Snapshot, SnapshotStore, SQLiteSnapshotStore
+from .sqlite import SQLiteEventStore, SQLiteSnapshotStore
 from .store import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
     EventStore,
     ExpectedVersion,
+    Snapshot,
+    SnapshotStore,
     StreamAppend,
     StreamState,
 )

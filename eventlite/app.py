@@ -48,10 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar, overload
 
-from ._db import Database, Synchronous, Transaction
 from .aggregate import Aggregate
-from .backends.memory import InMemoryEventStore
-from .backends.sqlite import SQLiteEventStore
 from .bus import MessageBus, Subscription
 from .clock import Clock, SystemClock
 from .codec import Codec
@@ -59,6 +56,7 @@ from .dlq import DeadLetterQueue
 from .envelope import Envelope
 from .exceptions import ConcurrencyError
 from .idempotency import Idempotency
+from .memory import MemoryStorage
 from .messages import Registry, default_registry
 from .metrics import DeliveryMetrics
 from .process import Processes, ProcessManager
@@ -67,8 +65,10 @@ from .relay import DeliveryCall, DurableSubscriber, Finish, Relay, Start, Subscr
 from .repository import Repository
 from .retry import RetryPolicy
 from .saga import Saga, SagaError, SagaOrchestrator
-from .snapshot import InMemorySnapshotStore, SnapshotStore, SQLiteSnapshotStore
-from .store import EventStore
+from .sqlite import Database, SQLiteStorage, Synchronous, Transaction
+from .store.events import EventStore
+from .store.snapshots import SnapshotStore
+from .store.storage import Storage
 from .unit_of_work import UnitOfWork
 
 __all__ = ["App"]
@@ -153,25 +153,29 @@ class App:
         """The registry every message class of this app is declared in."""
         self.codec = Codec(self.registry)
         """The codec that writes messages to the store and to brokers."""
+        self.storage: Storage
+        """Where the app's durable state lives (see :mod:`eventlite.store.storage`)."""
         self.database: Database | None = None
         """The SQLite file, or None when the app runs in memory."""
-        self.snapshots: SnapshotStore | None
-        """Where aggregate snapshots are kept."""
         if store is not None:
-            self.store = store
             database = getattr(store, "database", None)
-            if isinstance(database, Database):
-                self.database = database
-                self.snapshots = SQLiteSnapshotStore(database)
-            else:
-                self.snapshots = InMemorySnapshotStore()
+            storage: Storage = (
+                SQLiteStorage(database, codec=self.codec)
+                if isinstance(database, Database)
+                else MemoryStorage(codec=self.codec)
+            )
+            storage.events = store
+            self.storage = storage
         elif db is None:
-            self.store = InMemoryEventStore(codec=self.codec)
-            self.snapshots = InMemorySnapshotStore()
+            self.storage = MemoryStorage(codec=self.codec)
         else:
-            self.database = Database(db, synchronous=synchronous)
-            self.store = SQLiteEventStore(self.database, codec=self.codec)
-            self.snapshots = SQLiteSnapshotStore(self.database)
+            self.storage = SQLiteStorage(db, codec=self.codec, synchronous=synchronous)
+        if isinstance(self.storage, SQLiteStorage):
+            self.database = self.storage.database
+        self.store: EventStore = self.storage.events
+        """The event store."""
+        self.snapshots: SnapshotStore | None = self.storage.snapshots
+        """Where aggregate snapshots are kept."""
         self.bus = bus if bus is not None else MessageBus(self.registry, workers=workers)
         """The in-memory bus; committed events are published on it."""
         self.clock: Clock = clock if clock is not None else SystemClock()

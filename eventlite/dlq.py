@@ -53,11 +53,11 @@ from typing import Any, Final
 
 import attrs
 
-from ._db import Database, Transaction, where_equal
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec
 from .envelope import Envelope
 from .exceptions import EventliteError
+from .sqlite._database import Database, Transaction, where_equal
 
 __all__ = [
     "AlertHook",

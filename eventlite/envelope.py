@@ -302,3 +302,51 @@ def _fast_envelope(message: Any, key: Any) -> Envelope:
     env._ctx = None if parent is None else parent._child_ctx()
     env._key = key
     return env
+
+
+def stamped(
+    envelope: Envelope, stream_id: str, version: int, position: int, message: Any = _new_obj
+) -> Envelope:
+    """A copy of ``envelope`` recorded at ``stream_id``/``version``/``position`` (and
+    carrying ``message`` instead, when given).
+
+    The same as ``envelope.replace(stream_id=..., version=..., position=..., key=None)``,
+    without re-validating what the envelope already checked.
+    """
+    env: Envelope = _new_obj(Envelope)
+    env._id = envelope.id
+    env._ns = envelope._ns
+    env._seq = envelope._seq
+    env._ts = envelope._ts
+    env._message = envelope._message if message is _new_obj else message
+    env._ctx = envelope._ctx
+    env._meta = envelope._meta
+    env._stored = (stream_id, version, position)
+    env._key = None
+    return env
+
+
+def restored(
+    message: Any,
+    event_id: str,
+    timestamp_us: int,
+    correlation_id: str,
+    causation_id: str | None,
+    user_id: str | None,
+    headers: Mapping[str, str],
+    stream_id: str,
+    version: int,
+    position: int,
+) -> Envelope:
+    """The envelope of a stored event from its columns, built without re-validation."""
+    env: Envelope = _new_obj(Envelope)
+    env._id = event_id
+    env._ns = timestamp_us * 1000
+    env._seq = 0
+    env._ts = None
+    env._message = message
+    env._ctx = (correlation_id, causation_id, user_id, headers)
+    env._meta = None
+    env._stored = (stream_id, version, position)
+    env._key = None
+    return env

@@ -33,9 +33,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ._db import Database, storage_error
 from .clock import Clock, SystemClock, to_datetime
 from .exceptions import EventliteError
+from .sqlite._database import Database, storage_error
 
 __all__ = ["Idempotency", "IdempotencyTimeout"]
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from ._db import Database, Transaction, storage_error
 from .clock import Clock, SystemClock
+from .sqlite._database import Database, Transaction, storage_error
 
 __all__ = ["Inbox"]
 

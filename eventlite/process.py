@@ -70,13 +70,13 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast, overload
 
 import attrs
 
-from ._db import Database, Transaction, storage_error, where_equal
 from ._ids import new_id
 from .clock import Clock, to_datetime
 from .codec import Codec
 from .envelope import Envelope, Metadata, current_envelope
 from .exceptions import EventliteError, MessageError
-from .store import EventStore, StreamAppend
+from .sqlite._database import Database, Transaction, storage_error, where_equal
+from .store.events import EventStore, StreamAppend
 
 if TYPE_CHECKING:
     from .dlq import DeadLetterQueue

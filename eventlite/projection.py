@@ -13,7 +13,7 @@ rows of its own tables (its *read model*), written with ``sqlite-utils``::
         def _placed(self, event: OrderPlaced, db: sqlite_utils.Database) -> None:
             db["order_summaries"].insert({"id": event.order_id, "total": event.total})
 
-A :class:`Projector` runs projections over a :class:`~eventlite._db.Database`. Each has a
+A :class:`Projector` runs projections over a :class:`~eventlite.sqlite.Database`. Each has a
 *checkpoint* (table ``projections``): the log position its read model reflects. The
 checkpoint only moves in the transaction that writes the read model, so after any crash the
 two agree, and no event is applied twice or skipped.
@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 
 import attrs
 
-from ._db import MIGRATIONS, Database, Transaction, storage_error
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec, Decoder
 from .envelope import Envelope
+from .envelope import restored as restore
 from .exceptions import EventliteError
-from .store import restore
+from .sqlite._database import Database, Transaction, storage_error
+from .sqlite.schema import MIGRATIONS
 
 if TYPE_CHECKING:
     import sqlite_utils

@@ -56,13 +56,13 @@ from typing import Any, Final
 
 import attrs
 
-from ._db import Database, Transaction
 from ._ids import new_id
 from .clock import Clock, SystemClock
 from .codec import Codec
 from .dlq import DeadLetterQueue, error_fields, queue_source
 from .envelope import Envelope, message_context
 from .exceptions import EventliteError
+from .sqlite._database import Database, Transaction
 
 __all__ = [
     "Consumer",

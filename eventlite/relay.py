@@ -46,8 +46,6 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from ._db import Database, Transaction, storage_error
-from .backends.sqlite import EVENT_COLUMNS, decode_row
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec
 from .dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue
@@ -57,6 +55,8 @@ from .inbox import Inbox
 from .metrics import DeliveryMetrics
 from .retry import RetryPolicy
 from .scheduler import Scheduler
+from .sqlite._database import Database, Transaction, storage_error
+from .sqlite.events import EVENT_COLUMNS, decode_row
 
 __all__ = [
     "DeliveryCall",

@@ -10,10 +10,10 @@ import cattrs
 from . import snapshot as _snapshot
 from .aggregate import Aggregate
 from .exceptions import AggregateNotFound
-from .store import EventStore
+from .store.events import EventStore
 
 if TYPE_CHECKING:
-    from .snapshot import SnapshotStore
+    from .store.snapshots import SnapshotStore
     from .unit_of_work import UnitOfWork
 
 __all__ = ["Repository"]

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._db import Database, Transaction, storage_error, where_equal
 from ._ids import new_id
 from .clock import Clock, SystemClock, to_datetime
 from .codec import Codec
 from .exceptions import EventliteError
+from .sqlite._database import Database, Transaction, storage_error, where_equal
 
 if TYPE_CHECKING:
     from .dlq import DeadLetterQueue

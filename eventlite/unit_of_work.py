@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import snapshot as _snapshot
-from ._db import Transaction
 from .aggregate import Aggregate
 from .envelope import Envelope
 from .repository import Repository
-from .store import ANY, NO_STREAM, ExpectedVersion, StreamAppend
+from .sqlite._database import Transaction
+from .store.events import ANY, NO_STREAM, ExpectedVersion, StreamAppend
 
 if TYPE_CHECKING:
     from .app import App

@@ -20,13 +20,13 @@ import attrs
 import pytest
 
 from eventlite import cli
-from eventlite._db import SCHEMA_VERSION
 from eventlite.aggregate import Aggregate, applies
 from eventlite.app import App
 from eventlite.bus import MessageBus
 from eventlite.dlq import DeadLetter, DeadLetterQueue
 from eventlite.envelope import Envelope
 from eventlite.messages import Registry, command, event
+from eventlite.sqlite.schema import SCHEMA_VERSION
 from eventlite.unit_of_work import UnitOfWork
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,6 @@ import pytest
 import sqlite_utils
 
 from eventlite import cli
-from eventlite._db import APPLICATION_ID, MIGRATIONS, Database
 from eventlite.app import App
 from eventlite.codec import Codec
 from eventlite.dlq import DeadLetterQueue, DeadLetterStatus
@@ -31,6 +30,8 @@ from eventlite.queue import Queues, WorkQueue
 from eventlite.relay import subscriber_status
 from eventlite.retry import RetryPolicy
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
+from eventlite.sqlite import Database
+from eventlite.sqlite.schema import APPLICATION_ID, MIGRATIONS
 
 from .test_cli import Result, digest, run
 

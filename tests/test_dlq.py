@@ -28,7 +28,6 @@ from eventlite import (
     StorageError,
     UnknownMessageType,
 )
-from eventlite._db import Database
 from eventlite.clock import FakeClock, to_datetime
 from eventlite.dlq import (
     DeadLetter,
@@ -38,6 +37,7 @@ from eventlite.dlq import (
     queue_source,
 )
 from eventlite.messages import event
+from eventlite.sqlite import Database
 
 registry = Registry()
 codec = Codec(registry)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from eventlite._db import Database
 from eventlite.clock import FakeClock
 from eventlite.idempotency import Idempotency, IdempotencyTimeout
+from eventlite.sqlite import Database
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def test_another_process_gets_the_stored_result(database: Database) -> None:
     assert {"id": 7} == Idempotency(database).run("k", lambda: {"id": 7})
     script = (
         "import sys\n"
-        "from eventlite._db import Database\n"
+        "from eventlite.sqlite import Database\n"
         "from eventlite.idempotency import Idempotency\n"
         "with Database(sys.argv[1]) as db:\n"
         "    print(Idempotency(db).run('k', lambda: {'id': 'other'}))\n"

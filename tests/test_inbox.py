@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from eventlite._db import Database
 from eventlite.app import App
 from eventlite.clock import FakeClock
 from eventlite.envelope import current_envelope
 from eventlite.inbox import Inbox
 from eventlite.messages import Registry, event
 from eventlite.retry import RetryPolicy
+from eventlite.sqlite import Database
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()

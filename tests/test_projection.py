@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from eventlite import App, Codec, Envelope, Registry, event
 from eventlite.aggregate import Aggregate, applies
-from eventlite.backends import SQLiteEventStore
 from eventlite.exceptions import ConcurrencyError
 from eventlite.projection import Projection, ProjectionError, Projector, projects
+from eventlite.sqlite import SQLiteEventStore
 
 registry = Registry()
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from eventlite import Codec, Envelope, MessageEncodeError, Registry, current_envelope
-from eventlite._db import Database
 from eventlite.clock import FakeClock, SystemClock
 from eventlite.dlq import DeadLetterQueue
 from eventlite.messages import event
@@ -26,6 +25,7 @@ from eventlite.queue import (
     WorkQueue,
     default_backoff,
 )
+from eventlite.sqlite import Database
 
 registry = Registry()
 codec = Codec(registry)

@@ -20,11 +20,11 @@ from hypothesis.stateful import (
 )
 
 from eventlite import Codec, Registry
-from eventlite._db import Database
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterQueue, DeadLetterStatus
 from eventlite.messages import event
 from eventlite.queue import StaleReceipt, WorkQueue
+from eventlite.sqlite import Database
 
 registry = Registry()
 codec = Codec(registry)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from eventlite import Codec, Registry
-from eventlite._db import Database
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterQueue
 from eventlite.exceptions import StorageError
 from eventlite.messages import event
 from eventlite.queue import WorkQueue
+from eventlite.sqlite import Database
 
 registry = Registry()
 codec = Codec(registry)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from eventlite._db import Database
 from eventlite.app import App
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterStatus
@@ -22,6 +21,7 @@ from eventlite.messages import Registry, event
 from eventlite.metrics import CountingMetrics
 from eventlite.relay import DurableSubscriber, subscriber_status
 from eventlite.retry import RetryPolicy
+from eventlite.sqlite import Database
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()

@@ -153,7 +153,7 @@ def test_an_operator_retry_from_another_process_is_picked_up(tmp_path: Path) -> 
         picky.failing.clear()
         script = (
             "import sys\n"
-            "from eventlite._db import Database\n"
+            "from eventlite.sqlite import Database\n"
             "from eventlite.dlq import DeadLetterQueue\n"
             "with Database(sys.argv[1]) as db:\n"
             "    DeadLetterQueue(db).retry(int(sys.argv[2]))\n"

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from eventlite import relay as relay_module
-from eventlite._db import storage_error
 from eventlite.app import App
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterStatus
 from eventlite.messages import Registry, event
 from eventlite.retry import RetryPolicy
+from eventlite.sqlite._database import storage_error
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()

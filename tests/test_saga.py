@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlite._db import Database
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterQueue
 from eventlite.saga import (
@@ -29,6 +28,7 @@ from eventlite.saga import (
     StepContext,
     StepTimeout,
 )
+from eventlite.sqlite import Database
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ STEPS = ["reserve", "charge", "ship", "notify"]
 # where the child says BLOCKED and waits to be killed.
 CHILD = r"""
 import json, sys, threading
-from eventlite._db import Database
+from eventlite.sqlite import Database
 from eventlite.dlq import DeadLetterQueue
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from eventlite._db import Database
 from eventlite.saga import (
     Saga,
     SagaData,
@@ -22,6 +21,7 @@ from eventlite.saga import (
     StepFunction,
     StepTimeout,
 )
+from eventlite.sqlite import Database
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from eventlite import (
     StorageError,
     UnknownMessageType,
 )
-from eventlite._db import APPLICATION_ID, SCHEMA_VERSION
-from eventlite.backends import InMemoryEventStore, SQLiteEventStore
+from eventlite.memory import InMemoryEventStore
 from eventlite.messages import event
+from eventlite.sqlite import SQLiteEventStore
+from eventlite.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 
 registry = Registry()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from eventlite import Codec, Registry
-from eventlite.backends import SQLiteEventStore
 from eventlite.messages import event
+from eventlite.sqlite import SQLiteEventStore
 
 registry = Registry()
 
@@ -32,7 +32,7 @@ class Tick:
 CHILD = """
 import sys, threading
 from eventlite import Codec, Registry
-from eventlite.backends import SQLiteEventStore
+from eventlite.sqlite import SQLiteEventStore
 from eventlite.messages import event
 
 registry = Registry()

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from eventlite import Codec, Envelope, Registry
-from eventlite.backends import SQLiteEventStore
 from eventlite.messages import event
+from eventlite.sqlite import SQLiteEventStore
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill (POSIX)"

@@ -16,12 +16,14 @@ from eventlite import (
     Registry,
     SchemaError,
     StorageError,
-    _db,
 )
-from eventlite._db import APPLICATION_ID, SCHEMA_VERSION, Database, Migration
-from eventlite.backends import SQLiteEventStore
+from eventlite.envelope import restored as restore
+from eventlite.envelope import stamped as stamp
 from eventlite.messages import event
-from eventlite.store import NO_STREAM, restore, stamp
+from eventlite.sqlite import Database, SQLiteEventStore
+from eventlite.sqlite import _database as _db
+from eventlite.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, Migration
+from eventlite.store import NO_STREAM
 
 registry = Registry()
 
@@ -302,7 +304,7 @@ def test_fast_envelope_builders_match_the_public_constructor() -> None:
 def test_on_commit_callbacks_of_a_rolled_back_savepoint_do_not_run(tmp_path: Path) -> None:
     """A callback registered inside a nested block that rolls back is dropped; the others
     run after the outer commit, all of them even when one raises."""
-    from eventlite._db import Database
+    from eventlite.sqlite import Database
 
     ran: list[str] = []
     with Database(tmp_path / "cb.db") as db, pytest.raises(KeyError), db.transaction() as tx:
@@ -318,7 +320,7 @@ def test_on_commit_callbacks_of_a_rolled_back_savepoint_do_not_run(tmp_path: Pat
 def test_commit_listeners_run_after_every_outermost_commit(tmp_path: Path) -> None:
     """A listener added with on_every_commit runs once per outermost commit, never for a
     rollback, and after the transaction's own callbacks."""
-    from eventlite._db import Database
+    from eventlite.sqlite import Database
 
     calls: list[str] = []
     with Database(tmp_path / "l.db") as db:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from eventlite import Codec, ConcurrencyError, Envelope, Registry, StorageError
-from eventlite.backends import SQLiteEventStore
 from eventlite.messages import event
+from eventlite.sqlite import SQLiteEventStore
 from eventlite.store import NO_STREAM, DuplicateEventError
 
 registry = Registry()

@@ -18,7 +18,7 @@ from eventlite.app import App
 from eventlite.envelope import Envelope, current_envelope
 from eventlite.exceptions import AggregateNotFound, ConcurrencyError
 from eventlite.messages import Registry, command, event
-from eventlite.snapshot import Snapshot
+from eventlite.store import Snapshot
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()

@@ -63,8 +63,9 @@ from typing import Any, TextIO
 
 import attrs
 
-from .._db import APPLICATION_ID, Database, Transaction
 from ..exceptions import EventliteError, StorageError
+from ..sqlite._database import Database, Transaction
+from ..sqlite.schema import APPLICATION_ID
 
 __all__ = [
     "EXIT_NOT_FOUND",
@@ -183,7 +184,7 @@ def add_subcommands(
 
 
 class _ReadOnlyDatabase(Database):
-    """A :class:`~eventlite._db.Database` over one read-only connection.
+    """A :class:`~eventlite.sqlite.Database` over one read-only connection.
 
     The library's read methods (``DeadLetterQueue.list``, ``subscriber_status``,
     ``Queues.stats``, ``Projector.status``, ``SagaOrchestrator.list``) take a Database and
@@ -270,7 +271,7 @@ class CommandContext:
 
     @property
     def database(self) -> Database:
-        """The store as a read-only :class:`~eventlite._db.Database` over :attr:`db`, to
+        """The store as a read-only :class:`~eventlite.sqlite.Database` over :attr:`db`, to
         hand to the library's read methods (``DeadLetterQueue(ctx.database).list()``).
         Writing through it raises :class:`~eventlite.exceptions.StorageError`."""
         if self._database is None:

@@ -15,7 +15,7 @@ import attrs
 
 import eventlite.cli as _cli
 
-from .._db import SCHEMA_VERSION
+from ..sqlite.schema import SCHEMA_VERSION
 from . import (
     EXIT_NOT_FOUND,
     EXIT_OK,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..clock import FakeClock
     from ..messages import Registry
-    from ..store import EventStore
+    from ..store.events import EventStore
     from .app import TestApp
 
 __all__ = [

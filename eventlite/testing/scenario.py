@@ -690,11 +690,11 @@ class SagaScenario:
         """Run the saga to its end and return what happened, checking nothing."""
         import tempfile
 
-        from .._db import Database
         from ..clock import FakeClock
         from ..codec import Codec
         from ..dlq import DeadLetterQueue
         from ..saga import SagaOrchestrator
+        from ..sqlite._database import Database
 
         calls: list[str] = []
         definition = self._definition(calls)

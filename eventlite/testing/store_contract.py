@@ -5,7 +5,7 @@ fixture that returns a factory: called with a :class:`~eventlite.Codec`, the fac
 returns a new, empty store using that codec::
 
     import pytest
-    from eventlite.backends import SQLiteEventStore
+    from eventlite.sqlite import SQLiteEventStore
     from eventlite.testing.store_contract import EventStoreContract
 
     class TestMyStore(EventStoreContract):
@@ -20,6 +20,7 @@ A new backend is a new fixture, never new tests. Needs ``pytest`` and ``hypothes
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -36,7 +37,7 @@ from ..codec import Codec
 from ..envelope import Envelope, Metadata, message_context
 from ..exceptions import ConcurrencyError, StorageError
 from ..messages import Registry, event
-from ..store import (
+from ..store.events import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
@@ -409,6 +410,44 @@ class EventStoreContract:
         store.append("a", [Noted(n=n) for n in range(3, 2003)])
         rest = list(iterator)
         assert list(range(1, 2004)) == _positions([first, *rest])
+
+    def test_read_records_is_the_log_undecoded(self, store: EventStore) -> None:
+        """read_records gives the log after a position, in order, limited and filtered by
+        type name; decode turns each record into the envelope read_all gives."""
+        self._fill_log(store)
+        log = list(store.read_all())
+        records = store.read_records()
+        assert _positions(log) == [r.position for r in records]
+        assert log == [store.decode(r) for r in records]
+        assert [(e.stream_id, e.version, e.id, e.type) for e in log] == [
+            (r.stream_id, r.version, r.id, r.type) for r in records
+        ]
+        assert [3, 4] == [r.position for r in store.read_records(after=2, limit=2)]
+        noted = store.read_records(types=frozenset({"contract.Noted"}))
+        assert [e.position for e in log if e.type == "contract.Noted"] == [
+            r.position for r in noted
+        ]
+        assert [] == store.read_records(types=frozenset())
+        assert [] == store.read_records(after=len(log))
+
+    def test_record_at_and_raw(self, store: EventStore) -> None:
+        """record_at finds one record by position (None past the head); raw() is JSON
+        naming the record."""
+        self._fill_log(store)
+        record = store.record_at(2)
+        assert record is not None
+        assert 2 == record.position
+        assert store.record_at(999) is None
+        raw = json.loads(record.raw())
+        assert (2, record.id, record.type) == (raw["position"], raw["id"], raw["type"])
+
+    @pytest.mark.parametrize("kwargs", [{"after": -1}, {"limit": 0}])
+    def test_read_records_invalid_arguments(
+        self, store: EventStore, kwargs: dict[str, Any]
+    ) -> None:
+        """A negative ``after`` or a limit below 1 raise ValueError."""
+        with pytest.raises(ValueError):
+            store.read_records(**kwargs)
 
     @pytest.mark.parametrize("kwargs", [{"from_position": 0}, {"limit": -2}])
     def test_read_all_invalid_arguments(self, store: EventStore, kwargs: dict[str, Any]) -> None:

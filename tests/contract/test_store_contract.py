@@ -9,8 +9,9 @@ import pytest
 
 pytest.register_assert_rewrite("eventlite.testing.store_contract")
 
-from eventlite.backends import InMemoryEventStore, SQLiteEventStore  # noqa: E402
 from eventlite.codec import Codec  # noqa: E402
+from eventlite.memory import InMemoryEventStore  # noqa: E402
+from eventlite.sqlite import SQLiteEventStore  # noqa: E402
 from eventlite.testing.store_contract import EventStoreContract, StoreFactory  # noqa: E402
 
 

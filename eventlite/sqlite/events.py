@@ -11,33 +11,32 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from .._db import Database, Synchronous, Transaction, storage_error
 from ..codec import Codec, Decoder, _loads
-from ..envelope import Envelope
+from ..envelope import Envelope, restored, stamped
 from ..exceptions import ConcurrencyError, MessageDecodeError, StorageError
-from ..store import (
+from ..store.events import (
     DuplicateEventError,
     EventStore,
     ExpectedVersion,
+    LogRecord,
     StreamAppend,
     check_version,
     normalize_appends,
-    restore,
-    stamp,
     type_names,
     validate_range,
     validate_read_all,
+    validate_records,
     validate_stream_id,
 )
+from ._database import Database, Synchronous, Transaction, storage_error
 
 __all__ = ["SQLiteEventStore"]
 
-EVENT_COLUMNS = (
+_COLUMNS = (
     "position, stream_id, version, id, type, schema_version, data, "
     "correlation_id, causation_id, user_id, headers, timestamp"
 )
-"""The columns of an ``events`` row, in the order :func:`decode_row` reads them."""
-_COLUMNS = EVENT_COLUMNS
+"""The columns of an ``events`` row, in the order of :class:`LogRecord`'s fields."""
 _SELECT = f"SELECT {_COLUMNS} FROM events"
 _HEAD = "SELECT max(position) FROM events"
 _VERSION = "SELECT version FROM streams WHERE stream_id = ?"
@@ -48,6 +47,10 @@ _STREAM_BACKWARD = (
     f"{_SELECT} WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
 )
 _ALL = f"{_SELECT} WHERE position >= ? ORDER BY position LIMIT ?"
+_RECORDS = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
+_ONE = f"{_SELECT} WHERE position = ?"
+_make_record = LogRecord._make
+EVENT_COLUMNS = _COLUMNS  # transitional: the relay's own reads until it uses read_records
 _MAX_VERSION = 1 << 62
 _MAX_GATHER_SECONDS = 0.002
 _CHUNK = 250
@@ -60,6 +63,12 @@ def _state_sql(n: int) -> str:
         "SELECT NULL, max(position) FROM events UNION ALL "
         f"SELECT stream_id, version FROM streams WHERE stream_id IN ({marks})"
     )
+
+
+@functools.cache
+def _records_of(n: int) -> str:
+    marks = ", ".join("?" * n)
+    return f"{_SELECT} WHERE position > ? AND type IN ({marks}) ORDER BY position LIMIT ?"
 
 
 @functools.cache
@@ -91,7 +100,6 @@ PAGE_SIZE: Final = 1000
 
 _EMPTY: Mapping[str, str] = {}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_new = object.__new__
 
 # (id, type, schema_version, data, correlation_id, causation_id, user_id, headers, timestamp)
 _Row = tuple[str, str, int, str, str, "str | None", "str | None", "str | None", int]
@@ -130,7 +138,7 @@ class SQLiteEventStore(EventStore):
     """The :class:`EventStore` contract in a SQLite file (see ``docs/event-store.md``).
 
     ``path`` is the file (created with its tables if missing) or an open
-    :class:`~eventlite._db.Database` shared with the outbox, inbox and other durable parts,
+    :class:`~eventlite.sqlite.Database` shared with the outbox, inbox and other durable parts,
     so that they can write in the same transaction; the store closes only a database it
     opened itself. ``codec`` turns messages into JSON and back (default: a :class:`Codec`
     over the default registry). ``synchronous`` is ``"full"`` (default; every commit
@@ -272,7 +280,7 @@ class SQLiteEventStore(EventStore):
                 )
                 result.append(
                     [
-                        stamp(env, stream_id, version + i, head + i)
+                        stamped(env, stream_id, version + i, head + i)
                         for i, env in enumerate(envelopes, 1)
                     ]
                 )
@@ -481,12 +489,11 @@ class SQLiteEventStore(EventStore):
 
     # -- reading ----------------------------------------------------------------------
 
-    def _envelopes(self, rows: list[Any]) -> Iterator[Envelope]:
+    def _envelopes(self, rows: Iterable[Sequence[Any]]) -> Iterator[Envelope]:
         codec = self.codec
         # per (type, schema version): the structuring hook and class to call inline (None
         # when the row needs upcasting), and the decoder that upcasts or names an error
         plans: dict[tuple[str, int], tuple[Any, type[Any], Decoder]] = {}
-        new = _new
         loads = _loads
         for pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts in rows:
             plan = plans.get((typ, sv))
@@ -502,22 +509,18 @@ class SQLiteEventStore(EventStore):
                     message = hook(loads(data), cls)
                 except Exception:
                     message = decode(data, pos)
-            env: Envelope = new(Envelope)
-            env._id = eid
-            env._ns = ts * 1000
-            env._seq = 0
-            env._ts = None
-            env._message = message
-            env._ctx = (
+            yield restored(
+                message,
+                eid,
+                ts,
                 corr,
                 caus,
                 user,
                 _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos),
+                sid,
+                ver,
+                pos,
             )
-            env._meta = None
-            env._stored = (sid, ver, pos)
-            env._key = None
-            yield env
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         self._check_open()
@@ -592,6 +595,30 @@ class SQLiteEventStore(EventStore):
             if remaining is not None:
                 remaining -= len(rows)
 
+    def read_records(
+        self, after: int = 0, limit: int = 1000, types: frozenset[str] | None = None
+    ) -> list[LogRecord]:
+        """See :meth:`EventStore.read_records`."""
+        validate_records(after, limit)
+        if types is None:
+            rows = self._query(_RECORDS, (after, limit))
+        elif not types:
+            return []
+        else:
+            names = sorted(types)
+            rows = self._query(_records_of(len(names)), (after, *names, limit))
+        make = _make_record
+        return [make(row) for row in rows]
+
+    def record_at(self, position: int) -> LogRecord | None:
+        """See :meth:`EventStore.record_at`."""
+        rows = self._query(_ONE, (position,))
+        return _make_record(rows[0]) if rows else None
+
+    def decode(self, record: LogRecord) -> Envelope:
+        """See :meth:`EventStore.decode`: the same decoding as every read of the store."""
+        return next(self._envelopes((record,)))
+
     def stream_version(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_version`."""
         rows = self._query(_VERSION, (stream_id,))
@@ -613,14 +640,12 @@ class SQLiteEventStore(EventStore):
 
 
 def decode_row(codec: Codec, row: Sequence[Any]) -> Envelope:
-    """The stored envelope of one ``events`` row selected as :data:`EVENT_COLUMNS`.
-
-    For readers of the log outside the store (the relay); the store's own read loop does
-    the same, inlined. Raises what :meth:`Codec.decoder` raises, naming the position."""
+    """Transitional: one row decoded outside the store (the relay, until it uses
+    :meth:`SQLiteEventStore.decode`)."""
     pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = row
     message = codec.decoder(typ, sv)(data, pos)
     headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
-    return restore(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
+    return restored(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
 
 def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]:

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..codec import Codec
-from ..envelope import Envelope
+from ..envelope import Envelope, stamped
 from ..exceptions import StorageError
-from ..store import (
+from ..store.events import (
     DuplicateEventError,
     EventStore,
+    LogRecord,
     StreamAppend,
     check_version,
     normalize_appends,
-    stamp,
     type_names,
     validate_range,
     validate_read_all,
+    validate_records,
     validate_stream_id,
 )
 
@@ -87,7 +89,7 @@ class InMemoryEventStore(EventStore):
                 recorded = []
                 for env, (name, schema_version, text) in zip(envelopes, types, strict=True):
                     position += 1
-                    rec_env = stamp(env, stream_id, len(stream) + 1, position)
+                    rec_env = stamped(env, stream_id, len(stream) + 1, position)
                     record = (rec_env, name, schema_version, text)
                     stream.append(record)
                     self._log.append(record)
@@ -103,7 +105,7 @@ class InMemoryEventStore(EventStore):
         position = env.position
         message = self.codec.decoder(name, schema_version)(text, position)
         assert env.stream_id is not None and env.version is not None and position is not None
-        return stamp(env, env.stream_id, env.version, position, message)
+        return stamped(env, env.stream_id, env.version, position, message)
 
     def read_stream(
         self,
@@ -160,6 +162,39 @@ class InMemoryEventStore(EventStore):
                     if remaining == 0:
                         return
 
+    def read_records(
+        self, after: int = 0, limit: int = 1000, types: frozenset[str] | None = None
+    ) -> list[LogRecord]:
+        """See :meth:`EventStore.read_records`; ``data`` is the JSON text with a codec, the
+        message object without one."""
+        validate_records(after, limit)
+        out: list[LogRecord] = []
+        index = after
+        while len(out) < limit:
+            with self._lock:
+                self._check_open()
+                page = self._log[index : index + _PAGE]
+            if not page:
+                break
+            index += len(page)
+            out.extend(_record(r) for r in page if types is None or r[1] in types)
+        return out[:limit]
+
+    def record_at(self, position: int) -> LogRecord | None:
+        """See :meth:`EventStore.record_at`."""
+        with self._lock:
+            self._check_open()
+            if not 1 <= position <= len(self._log):
+                return None
+            return _record(self._log[position - 1])
+
+    def decode(self, record: LogRecord) -> Envelope:
+        """See :meth:`EventStore.decode`."""
+        with self._lock:
+            self._check_open()
+            stored = self._log[record.position - 1]
+        return self._read(stored)
+
     def stream_version(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_version`."""
         with self._lock:
@@ -182,3 +217,23 @@ class InMemoryEventStore(EventStore):
 
     def __repr__(self) -> str:
         return f"<InMemoryEventStore events={len(self._log)}>"
+
+
+def _record(record: _Record) -> LogRecord:
+    env, name, schema_version, text = record
+    meta = env.metadata
+    assert env.position is not None and env.stream_id is not None and env.version is not None
+    return LogRecord(
+        env.position,
+        env.stream_id,
+        env.version,
+        env.id,
+        name,
+        schema_version,
+        env.message if text is None else text,
+        meta.correlation_id,
+        meta.causation_id,
+        meta.user_id,
+        json.dumps(dict(meta.headers)) if meta.headers else None,
+        env._ns // 1000,
+    )

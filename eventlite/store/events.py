@@ -1,19 +1,26 @@
 """The event store: streams of events, each in its own order, and one global log.
 
-:class:`EventStore` states the contract once; :class:`~eventlite.backends.memory.
-InMemoryEventStore` and :class:`~eventlite.backends.sqlite.SQLiteEventStore` implement it,
-and ``eventlite.testing.store_contract`` checks that they (and any third-party backend) do.
+:class:`EventStore` states the contract once; :class:`~eventlite.memory.InMemoryEventStore`
+and :class:`~eventlite.sqlite.SQLiteEventStore` implement it, and
+``eventlite.testing.store_contract`` checks that they (and any third-party backend) do.
+
+Followers of the log (durable subscribers, projections, the CLI) read it through
+:meth:`EventStore.read_records`, which hands out each stored event as a :class:`LogRecord`
+before decoding, and decode with :meth:`EventStore.decode`: so a row that cannot be decoded
+is still a row they can name, skip or dead-letter. One reader and one decoder per backend.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+import json
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .envelope import Envelope
-from .exceptions import ConcurrencyError, DuplicateEventError
+from ..envelope import Envelope
+from ..exceptions import ConcurrencyError, DuplicateEventError
 
 __all__ = [
     "ANY",
@@ -22,6 +29,7 @@ __all__ = [
     "DuplicateEventError",
     "EventStore",
     "ExpectedVersion",
+    "LogRecord",
     "StreamAppend",
     "StreamState",
 ]
@@ -61,6 +69,49 @@ class StreamAppend(NamedTuple):
     """Messages (each wrapped in a new :class:`Envelope`) or envelopes."""
     expected_version: ExpectedVersion = ANY
     """The version the stream must be at, or a :class:`StreamState`."""
+
+
+class LogRecord(NamedTuple):
+    """One stored event as its backend holds it, not yet decoded.
+
+    What :meth:`EventStore.read_records` yields: enough to decode it
+    (:meth:`EventStore.decode`), and enough to name it, route it by type or stream, or keep
+    it raw in a dead letter (:meth:`raw`) when it cannot be decoded.
+    """
+
+    position: int
+    """The event's global position."""
+    stream_id: str
+    """Its stream."""
+    version: int
+    """Its version within the stream."""
+    id: str
+    """The event id."""
+    type: str
+    """The registered type name it was stored under."""
+    schema_version: int
+    """The schema version of ``data``."""
+    data: Any
+    """The message as stored: JSON text in a durable backend."""
+    correlation_id: str
+    """The flow it belongs to."""
+    causation_id: str | None
+    """The message that caused it, if any."""
+    user_id: str | None
+    """The user it was recorded for, if any."""
+    headers: Any
+    """The headers as stored (JSON text, or None for none)."""
+    timestamp_us: int
+    """When it was recorded, in microseconds since the epoch (UTC)."""
+
+    def raw(self) -> str:
+        """The record as one JSON object, for a dead letter when it cannot be decoded.
+
+        Whatever the columns hold (bytes, text that is not valid UTF-8, numbers out of any
+        range) the result is valid JSON text that can be stored: bytes become hex, other
+        values their ``repr`` when they are not JSON themselves.
+        """
+        return _raw_json(self)
 
 
 class EventStore(abc.ABC):
@@ -167,6 +218,27 @@ class EventStore(abc.ABC):
         never misses one below a position it has already yielded. Raises ``ValueError``
         for ``from_position < 1`` or a negative ``limit``.
         """
+
+    @abc.abstractmethod
+    def read_records(
+        self, after: int = 0, limit: int = 1000, types: frozenset[str] | None = None
+    ) -> list[LogRecord]:
+        """Up to ``limit`` stored events with a position above ``after``, in position
+        order, undecoded; with ``types``, only those stored under these type names.
+
+        The log reader of followers: unlike :meth:`read_all` it never fails on a row that
+        cannot be decoded. Raises ``ValueError`` for ``after < 0`` or ``limit < 1``.
+        """
+
+    @abc.abstractmethod
+    def record_at(self, position: int) -> LogRecord | None:
+        """The stored event at ``position``, undecoded; None when there is none."""
+
+    @abc.abstractmethod
+    def decode(self, record: LogRecord) -> Envelope:
+        """The envelope of a record from :meth:`read_records`, as :meth:`read_all` would
+        give it. Raises :class:`UnknownMessageType` or :class:`MessageDecodeError` naming
+        the record's position when it cannot be decoded."""
 
     @abc.abstractmethod
     def stream_version(self, stream_id: str) -> int:
@@ -282,52 +354,30 @@ def type_names(types: Iterable[str | type] | None) -> frozenset[str] | None:
     return frozenset(names)
 
 
-_new = object.__new__
+def validate_records(after: int, limit: int) -> None:
+    """``ValueError`` for arguments :meth:`EventStore.read_records` refuses."""
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ValueError(f"after must be an int >= 0, got {after!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
 
 
-def stamp(
-    envelope: Envelope, stream_id: str, version: int, position: int, message: Any = _new
-) -> Envelope:
-    """A copy of ``envelope`` recorded at ``stream_id``/``version``/``position`` (and
-    carrying ``message`` instead, when given).
-
-    The same as ``envelope.replace(stream_id=..., version=..., position=..., key=None)``,
-    without re-validating what the envelope already checked.
-    """
-    env: Envelope = _new(Envelope)
-    env._id = envelope.id
-    env._ns = envelope._ns
-    env._seq = envelope._seq
-    env._ts = envelope._ts
-    env._message = envelope._message if message is _new else message
-    env._ctx = envelope._ctx
-    env._meta = envelope._meta
-    env._stored = (stream_id, version, position)
-    env._key = None
-    return env
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"hex": bytes(value).hex()}
+    return repr(value)
 
 
-def restore(
-    message: Any,
-    event_id: str,
-    timestamp_us: int,
-    correlation_id: str,
-    causation_id: str | None,
-    user_id: str | None,
-    headers: Mapping[str, str],
-    stream_id: str,
-    version: int,
-    position: int,
-) -> Envelope:
-    """The envelope of a stored event from its columns, built without re-validation."""
-    env: Envelope = _new(Envelope)
-    env._id = event_id
-    env._ns = timestamp_us * 1000
-    env._seq = 0
-    env._ts = None
-    env._message = message
-    env._ctx = (correlation_id, causation_id, user_id, headers)
-    env._meta = None
-    env._stored = (stream_id, version, position)
-    env._key = None
-    return env
+def _raw_json(record: LogRecord) -> str:
+    fields = {name: _json_safe(getattr(record, name)) for name in LogRecord._fields}
+    return json.dumps(fields, ensure_ascii=False, allow_nan=False)

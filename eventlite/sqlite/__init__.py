@@ -1,0 +1,83 @@
+"""The SQLite backend: every durable store of eventlite in one file.
+
+:class:`SQLiteStorage` is the :class:`~eventlite.store.Storage` an ``App("shop.db")``
+runs on. Underneath, one :class:`Database` per file per process owns the connections and
+transactions (WAL, ``BEGIN IMMEDIATE``, one writer and many readers), the schema lives in
+:mod:`eventlite.sqlite.schema`, and each store protocol has one module here. This package
+is the only place, with the other backends, where eventlite writes SQL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from ..codec import Codec
+from ..store.storage import Storage
+from ._database import Database, Synchronous, Transaction
+from .events import SQLiteEventStore
+from .snapshots import SQLiteSnapshotStore
+
+__all__ = [
+    "Database",
+    "SQLiteEventStore",
+    "SQLiteSnapshotStore",
+    "SQLiteStorage",
+    "Synchronous",
+    "Transaction",
+]
+
+
+class SQLiteStorage(Storage):
+    """Every durable store in one SQLite file (created with its tables if missing).
+
+    ``path`` is the file, or an open :class:`Database` to share; ``codec`` encodes the
+    events (default: a :class:`~eventlite.Codec` over the default registry);
+    ``synchronous`` is ``"full"`` (default: a commit survives power loss) or ``"normal"``
+    (faster; the last commits may be lost on power loss, never on a crash);
+    ``busy_timeout``: seconds a writer waits for another process's lock. Raises
+    :class:`~eventlite.exceptions.SchemaError` for a file that is not an eventlite store or
+    is newer than this eventlite, changing nothing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Database,
+        *,
+        codec: Codec | None = None,
+        synchronous: Synchronous = "full",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        if isinstance(path, Database):
+            self.database = path
+            self._owns_database = False
+        else:
+            self.database = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+            self._owns_database = True
+        """The file's connections and transactions."""
+        self.events: SQLiteEventStore = SQLiteEventStore(self.database, codec=codec)
+        self.snapshots: SQLiteSnapshotStore = SQLiteSnapshotStore(self.database)
+
+    @property
+    def description(self) -> str:
+        """The file's path."""
+        return self.database.path
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""
+        return self.database.transaction()
+
+    def in_transaction(self) -> bool:
+        """See :meth:`Storage.in_transaction`."""
+        return self.database.in_transaction()
+
+    def on_every_commit(self, listener: Callable[[], None]) -> None:
+        """See :meth:`Storage.on_every_commit`."""
+        self.database.on_every_commit(listener)
+
+    def close(self) -> None:
+        """Close the event store, and the file if this object opened it."""
+        self.events.close()
+        if self._owns_database:
+            self.database.close()

@@ -1,0 +1,162 @@
+"""The storage seam: one backend object holding every durable store, sharing transactions.
+
+A :class:`Storage` is what an :class:`~eventlite.App` keeps its durable state in: the event
+store, snapshots, checkpoints, the inbox, delayed retries, dead letters, work queues,
+idempotency keys, saga and process state, projection checkpoints. Backends implement it
+in a package of their own (``eventlite.sqlite``, ``eventlite.memory``, later
+``eventlite.postgres``); the layers above never see a table or a connection.
+
+**Transactions.** ``with storage.transaction() as tx:`` opens one write transaction. Every
+write of every store of the same storage, made by the same thread inside the block, joins
+it: they all commit together or roll back together. A ``transaction()`` opened inside
+another one of the same thread is a savepoint of it: its failure rolls back only the inner
+block, and nothing is durable before the outermost commit. ``tx.on_commit(callback)``
+runs ``callback`` after the outermost commit (never after a rollback).
+
+**Stores a backend lacks.** A backend that cannot keep some kind of state (the in-memory
+one keeps no dead letters) raises :class:`~eventlite.exceptions.StorageError` naming the
+feature and the backend when that store is asked for; the rest works.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from ..exceptions import StorageError
+
+if TYPE_CHECKING:
+    from .checkpoints import CheckpointStore
+    from .dead_letters import DeadLetterStore
+    from .events import EventStore
+    from .idempotency import IdempotencyStore
+    from .inbox import InboxStore
+    from .processes import ProcessStore
+    from .projections import ProjectionStore
+    from .queues import QueueStore
+    from .retries import RetryStore
+    from .sagas import SagaStore
+    from .snapshots import SnapshotStore
+
+__all__ = ["Storage", "Transaction"]
+
+
+class Transaction(abc.ABC):
+    """An open write transaction of a :class:`Storage` (see the module doc).
+
+    Backends add what their own code needs (the SQLite one: ``execute``, the raw
+    connection, a ``sqlite_utils`` view); code above the backends uses only
+    :meth:`on_commit`.
+    """
+
+    @abc.abstractmethod
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after the outermost transaction commits, in the committing
+        thread, in the order given; never if it rolls back (a savepoint rolled back drops
+        the callbacks added inside it)."""
+
+
+class Storage(abc.ABC):
+    """Every durable store of one backend, sharing one transaction per thread.
+
+    Subclasses set :attr:`events` and :attr:`snapshots`, and override the properties of
+    the other stores they keep; the defaults raise :class:`StorageError` naming the
+    missing feature. Every store, and every method, may be used from any thread.
+    """
+
+    events: EventStore
+    """The event store and the log reader."""
+    snapshots: SnapshotStore
+    """Aggregate snapshots."""
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """What this storage is, for messages and logs: a file path, or a URL with any
+        password masked."""
+
+    @property
+    def durable(self) -> bool:
+        """Whether what is committed survives the process (False in memory)."""
+        return True
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction (see the module doc); joins the thread's open one as a
+        savepoint. Backend errors leave the block as :class:`StorageError`."""
+
+    @abc.abstractmethod
+    def in_transaction(self) -> bool:
+        """Whether the calling thread is inside :meth:`transaction`."""
+
+    @abc.abstractmethod
+    def on_every_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every outermost commit made through this object, in
+        the committing thread, after the transaction's own callbacks."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection; idempotent. Later calls raise :class:`StorageError`."""
+
+    def unsupported(self, feature: str) -> StorageError:
+        """The error for a store this backend does not keep (raise it)."""
+        return StorageError(
+            f"{feature} need durable storage, which {self.description} does not keep; "
+            "give the App a SQLite file (App('app.db')) or a database URL"
+        )
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """Durable subscribers' checkpoints."""
+        raise self.unsupported("durable subscribers")
+
+    @property
+    def inbox(self) -> InboxStore:
+        """The message ids each consumer has handled."""
+        raise self.unsupported("inboxes")
+
+    @property
+    def retries(self) -> RetryStore:
+        """Deliveries waiting for a delayed retry, and the messages held behind them."""
+        raise self.unsupported("delayed retries")
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """The sequenced dead-letter queue's entries."""
+        raise self.unsupported("dead letters")
+
+    @property
+    def queues(self) -> QueueStore:
+        """Work queues' messages."""
+        raise self.unsupported("work queues")
+
+    @property
+    def idempotency(self) -> IdempotencyStore:
+        """Idempotency keys and their results."""
+        raise self.unsupported("idempotency keys")
+
+    @property
+    def sagas(self) -> SagaStore:
+        """Orchestrated saga instances."""
+        raise self.unsupported("sagas")
+
+    @property
+    def processes(self) -> ProcessStore:
+        """Process-manager instances and their timeouts."""
+        raise self.unsupported("process managers")
+
+    @property
+    def projections(self) -> ProjectionStore:
+        """Projections' checkpoints and status."""
+        raise self.unsupported("projections")
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description}>"
