@@ -224,10 +224,12 @@ class Database:
         checkpointed past it.
         """
         conn = self.read_connection()
-        if conn.in_transaction:  # the write transaction of this thread
+        if self.in_transaction():  # the write transaction of this thread
             yield conn
             return
         try:
+            if conn.in_transaction:  # a snapshot an interrupt left open: let it go
+                conn.execute("COMMIT")
             conn.execute("BEGIN")
         except sqlite3.Error as exc:
             raise storage_error(exc, "beginning a read", self.path) from exc
@@ -236,8 +238,7 @@ class Database:
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading", self.path) from exc
         finally:
-            with suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+            _settle(_end_read, conn)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -271,28 +272,35 @@ class Database:
         conn = self._conn
         callbacks: list[Callable[[], None]]
         with self._write_lock:
-            self._check_open()
+            # Everything from BEGIN to the end is inside one try, and the cleanup in its
+            # finally survives further interrupts (see _settle): an exception raised into
+            # this thread at any moment (KeyboardInterrupt from Ctrl-C, a signal handler's
+            # exception) never leaves the connection inside a transaction, which would
+            # hold the file's write lock against every other process.
+            committed = False
+            tx: Transaction | None = None
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise storage_error(exc, "beginning a write transaction", self.path) from exc
-            tx = Transaction(self, conn)
-            self._local.tx = tx
-            try:
+                self._check_open()
+                if conn.in_transaction:  # left open by an interrupt in an older version
+                    conn.execute("ROLLBACK")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise storage_error(exc, "beginning a write transaction", self.path) from exc
+                tx = Transaction(self, conn)
+                self._local.tx = tx
                 try:
                     yield tx
-                except BaseException as exc:
-                    self._rollback(conn)
-                    if isinstance(exc, sqlite3.Error):
-                        raise storage_error(exc, "writing", self.path) from exc
-                    raise
+                except sqlite3.Error as exc:
+                    raise storage_error(exc, "writing", self.path) from exc
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._rollback(conn)
                     raise storage_error(exc, "committing", self.path) from exc
+                committed = True
             finally:
-                self._local.tx = None
+                _settle(self._end, conn, committed)
+            assert tx is not None
             callbacks = [*tx._callbacks, *self._commit_listeners]
         first_error: BaseException | None = None
         for callback in callbacks:
@@ -333,6 +341,12 @@ class Database:
             conn.execute(f"RELEASE {name}")
         except sqlite3.Error as exc:
             raise storage_error(exc, "releasing a savepoint", self.path) from exc
+
+    def _end(self, conn: sqlite3.Connection, committed: bool) -> None:
+        """Leave the write transaction: forget it, and roll it back unless committed."""
+        self._local.tx = None
+        if not committed:
+            self._rollback(conn)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -469,3 +483,27 @@ class Database:
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<Database {self.path!r} synchronous={self.synchronous}{state}>"
+
+
+def _end_read(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("COMMIT")
+
+
+def _settle(cleanup: Callable[..., None], *args: Any) -> None:
+    """Run ``cleanup(*args)`` to the end even if exceptions are raised into this thread
+    meanwhile (a burst of Ctrl-C): it is run again until it completes (it must be
+    idempotent), then the first such exception is raised."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            cleanup(*args)
+            break
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            if interrupted is None:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted
