@@ -89,8 +89,9 @@ class Aggregate:
         self._loaded_version = 0
         for name in self.state_fields():
             default = getattr(type(self), name, None)
-            # mutable defaults (lists, dicts) are copied so instances never share them
-            setattr(self, name, copy.copy(default))
+            # mutable defaults (lists, dicts of lists, ...) are copied all the way down, so
+            # instances never share any part of them
+            setattr(self, name, copy.deepcopy(default))
 
     @classmethod
     def stream_id_for(cls, aggregate_id: str) -> str:

@@ -99,6 +99,17 @@ def test_mutable_defaults_are_not_shared() -> None:
     assert [] == b.history
 
 
+def test_nested_mutable_defaults_are_not_shared() -> None:
+    """A default holding mutable values (a dict of lists) is copied all the way down."""
+
+    class Shelf(Aggregate):
+        bins: dict[str, list[str]] = {"a": []}  # noqa: RUF012 - copied per instance
+
+    first, second = Shelf("1"), Shelf("2")
+    first.bins["a"].append("x")
+    assert ({"a": []}, {"a": []}) == (second.bins, Shelf.bins)
+
+
 def test_failed_command_records_nothing() -> None:
     """A method that refuses raises before recording."""
     acc = Account("a")
