@@ -182,6 +182,15 @@ def test_run_until_idle_waits_for_nothing_that_is_not_due() -> None:
         assert [ReceiptSent("o-1")] == [m for m in t.published if isinstance(m, ReceiptSent)]
 
 
+def test_advance_settles_before_moving_the_clock() -> None:
+    """Work pending when advance() is called runs at the clock's current time first: the
+    30 s retry scheduled by a just-dispatched order fires after advancing 30 s, not 60 s."""
+    with TestApp(build, registry=registry) as t:
+        t.dispatch(PlaceOrder("o-1"))
+        t.advance(timedelta(seconds=30))
+        assert [ReceiptSent("o-1")] == [m for m in t.published if isinstance(m, ReceiptSent)]
+
+
 def test_in_memory_with_a_plain_publish_and_a_failing_subscriber() -> None:
     """In memory: events published without a store are recorded as published; a bus
     subscriber that fails after its retries is recorded as a failure under its event."""

@@ -516,8 +516,11 @@ class TestApp:
         self._collect()
 
     def advance(self, amount: float | timedelta) -> None:
-        """Move the clock forward by ``amount`` (seconds or a ``timedelta``), then
-        :meth:`run_until_idle`: what fell due (delayed retries, timeouts) is handled."""
+        """Settle what is pending at the current time (:meth:`run_until_idle`), then move
+        the clock forward by ``amount`` (seconds or a ``timedelta``) and settle again: a
+        timer set by work still pending when ``advance`` is called counts from now, and
+        what falls due by the new time (delayed retries, timeouts) is handled."""
+        self.run_until_idle()
         self.clock.advance(_seconds(amount))
         self.run_until_idle()
 
