@@ -125,6 +125,19 @@ def test_an_action_that_makes_the_aggregate_returns_it() -> None:
     assert "acc-9" == account.id
 
 
+def test_then_checks_what_the_action_returned() -> None:
+    """then(returns=...) compares the action's return value; a different one fails naming
+    both values."""
+
+    def quote(account: Account) -> Decimal:
+        account.note("quoted")
+        return account.balance * 2
+
+    FUNDED.when(quote).then(Noted("quoted"), returns=Decimal(10))
+    with pytest.raises(ScenarioFailed, match=r"returned Decimal\('10'\), expected 11"):
+        FUNDED.when(quote).then(Noted("quoted"), returns=11)
+
+
 def test_then_nothing_passes_when_nothing_is_recorded() -> None:
     """An action that changes nothing passes then_nothing()."""
     account = FUNDED.when(lambda a: a.withdraw(Decimal(0))).then_nothing()

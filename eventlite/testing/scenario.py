@@ -195,6 +195,19 @@ def _check_raised(
 # -- aggregates -----------------------------------------------------------------------------
 
 
+class _Unchecked:
+    """The default of an expectation that was not given: not checked."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+UNCHECKED: Any = _Unchecked()
+"""The default of ``then`` arguments: that part of the outcome is not checked."""
+
+
 class AggregateScenario(Generic[A]):
     """Given past events of one aggregate, when an action runs on it, then these events.
 
@@ -254,7 +267,7 @@ class AggregateScenario(Generic[A]):
             f"(given {n} event{'' if n == 1 else 's'})"
         )
 
-    def _run(self) -> tuple[A, BaseException | None]:
+    def _run(self) -> tuple[A, Any, BaseException | None]:
         __tracebackhide__ = True
         if self.action is None:
             raise TypeError("the scenario has no action: call .when(...) before .then...()")
@@ -267,18 +280,19 @@ class AggregateScenario(Generic[A]):
         try:
             returned = self.action(aggregate)
         except Exception as exc:
-            return aggregate, exc
+            return aggregate, None, exc
         if isinstance(returned, self.aggregate_type):
             aggregate = returned
-        return aggregate, None
+        return aggregate, returned, None
 
-    def then(self, *events: Any) -> A:
-        """Check that the action recorded exactly ``events``, in order, and raised nothing.
+    def then(self, *events: Any, returns: Any = UNCHECKED) -> A:
+        """Check that the action recorded exactly ``events``, in order, and raised nothing;
+        with ``returns``, also that the action returned a value equal to it.
 
         Returns the aggregate, for checks on its state. Raises :class:`ScenarioFailed`.
         """
         __tracebackhide__ = True
-        aggregate, error = self._run()
+        aggregate, returned, error = self._run()
         if error is not None:
             raise ScenarioFailed(
                 f"{self._title}: expected {_describe_events(events)}, but the action raised "
@@ -293,6 +307,10 @@ class AggregateScenario(Generic[A]):
                 *("  " + line for line in _table(expected, recorded, "recorded")),
             ]
             raise ScenarioFailed("\n".join(lines))
+        if returns is not UNCHECKED and returns != returned:
+            raise ScenarioFailed(
+                f"{self._title}: the action returned {returned!r}, expected {returns!r}"
+            )
         return aggregate
 
     def then_nothing(self) -> A:
@@ -308,7 +326,7 @@ class AggregateScenario(Generic[A]):
         Returns the exception. Raises :class:`ScenarioFailed`.
         """
         __tracebackhide__ = True
-        aggregate, error = self._run()
+        aggregate, _, error = self._run()
         recorded = f"recorded {_describe_events(aggregate.pending_events)}"
         _check_raised(self._title, error, exception_type, match, recorded)
         assert isinstance(error, exception_type)
@@ -526,19 +544,6 @@ class AppScenario:
 
 
 # -- outcomes of sagas and process managers ---------------------------------------------
-
-
-class _Unchecked:
-    """The default of an expectation that was not given: not checked."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNCHECKED"
-
-
-UNCHECKED: Any = _Unchecked()
-"""The default of ``then`` arguments: that part of the outcome is not checked."""
 
 
 def _compare(problems: list[str], what: str, expected: Any, actual: Any, *, note: str = "") -> None:
