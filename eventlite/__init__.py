@@ -111,7 +111,8 @@ from .store import (
 )
 from .unit_of_work import UnitOfWork
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
+"""The installed version (the only place it is written; setup.cfg reads it)."""
 
 __all__ = [
     "Aggregate",
