@@ -40,6 +40,7 @@ import functools
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -209,13 +210,25 @@ class AsyncApp:
 
         For async tests: afterwards every effect of what was awaited or started before is
         visible. Async handlers still running on the loop are not waited for. Raises
-        ``TimeoutError`` when ``timeout`` seconds pass first.
+        ``TimeoutError`` when ``timeout`` seconds pass first, and
+        :class:`~eventlite.BusClosed` after :meth:`aclose`.
         """
+        self._refuse_if_closed("settle")
+        # One blocking wait in a thread: nothing of it calls back into this loop, so a
+        # cancelled or timed-out settling leaves no callback behind for a closed loop.
+        cancelled = threading.Event()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        try:
+            await loop.run_in_executor(None, self._settle, timeout, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()  # the thread stops at its next step
+            raise
+
+    def _settle(self, timeout: float, cancelled: threading.Event) -> None:
+        deadline = time.monotonic() + timeout
 
         def remaining() -> float:
-            left = deadline - loop.time()
+            left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"background work did not settle within {timeout} s")
             return left
@@ -224,15 +237,14 @@ class AsyncApp:
             with self._lock:
                 running = list(self._running)
             if running:
-                waiting = [asyncio.wrap_future(f) for f in running]
-                for w in waiting:  # their outcome belongs to whoever awaits the call
-                    w.add_done_callback(_swallow)
-                _, pending = await asyncio.wait(waiting, timeout=remaining())
+                _, pending = concurrent.futures.wait(running, remaining())
                 if pending:
-                    remaining()
-                    raise TimeoutError(f"facade calls still running after {timeout} s")
-            settle = self._owner.run_until_idle
-            await loop.run_in_executor(None, settle, remaining())
+                    raise TimeoutError(
+                        f"{len(pending)} facade call(s) still running after {timeout} s"
+                    )
+            if cancelled.is_set() or self._closing is not None:
+                return
+            self._owner.run_until_idle(remaining())
             with self._lock:
                 if not self._running:
                     return
@@ -317,7 +329,7 @@ class AsyncApp:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             if not future.cancel():  # already running (or done): it goes on without us
-                future.add_done_callback(_dropped)
+                future.add_done_callback(functools.partial(_dropped, what))
             raise
 
     def _finished(self, future: concurrent.futures.Future[Any]) -> None:
@@ -340,25 +352,21 @@ def _not_a_coroutine(result: Any, message: Any) -> Any:
     return result
 
 
-def _dropped(future: concurrent.futures.Future[Any]) -> None:
+def _dropped(what: str, future: concurrent.futures.Future[Any]) -> None:
     """Report the end of a call whose awaiting task was cancelled."""
     if future.cancelled():
         return
     error = future.exception()
     if error is not None:
         log.warning(
-            "a call whose await was cancelled failed in its thread: %s: %s",
+            "%s: the awaiting task was cancelled, then the call failed in its thread: %s: %s",
+            what,
             type(error).__name__,
             error,
             exc_info=error,
         )
     else:
-        log.debug("a call whose await was cancelled finished in its thread")
-
-
-def _swallow(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+        log.debug("%s: the awaiting task was cancelled; the call finished in its thread", what)
 
 
 def _name(handler: Callable[..., Any]) -> str:

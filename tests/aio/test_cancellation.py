@@ -121,6 +121,7 @@ async def test_a_running_handler_cancelled_that_fails_rolls_back_and_is_logged(
         await aio.dispatch(Place("o-2"))  # the facade goes on
         assert ["order-o-2"] == [e.stream_id for e in app.store.read_all()]
     (record,) = [r for r in caplog.records if r.name == "eventlite.aio"]
+    assert record.getMessage().startswith("send Hold: the awaiting task was cancelled")
     assert "Refused: o-1 failed after its caller left" in record.getMessage()
 
 

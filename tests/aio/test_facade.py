@@ -130,7 +130,7 @@ async def test_the_pool_is_bounded(app: App) -> None:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
-        time.sleep(0.01)
+        time.sleep(0.05)
         with lock:
             running[0] -= 1
 

@@ -113,6 +113,8 @@ async def test_async_with_closes_the_app_and_refuses_later_calls(app: App) -> No
         await aio.publish(Noticed("late"))
     with pytest.raises(eventlite.BusClosed, match="run len"):
         await aio.to_thread(len, "abc")
+    with pytest.raises(eventlite.BusClosed, match="settle"):
+        await aio.run_until_idle()
     assert "<AsyncApp closed: 8 threads, 0 calls running>" == repr(aio)
 
 
