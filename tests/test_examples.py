@@ -134,6 +134,22 @@ dispatch CancelOrder o-1 again
 reopened quickstart.db: 3 events stored
   Order o-1 at version 2, cancelled=True
 """,
+    "web": """\
+serving the shop on a free port of 127.0.0.1
+POST /orders o-1: 2 x kettle at 30.00 -> 201, total 60.00
+POST /orders o-2 with X-Correlation-ID: checkout-42 -> 201
+POST /orders o-1 again -> 409 order o-1 already exists
+POST /orders o-3 with quantity "two" -> 422 quantity must be an integer >= 1
+GET /orders/o-1 -> 200 {'order_id': 'o-1', 'item': 'kettle', 'quantity': 2, 'price': '30.00', \
+'total': '60.00', 'version': 1}
+GET /orders/o-9 -> 404 no order o-9
+20 POSTs at once -> status [201], 20 distinct correlation ids
+GET /orders -> 22 orders, 258.75 in all
+confirmations mailed: 22, each in its request's flow: True
+o-2 confirmed under correlation id checkout-42
+server stopped; the app was closed with it: True
+reopened shop.db: 22 events stored
+""",
 }
 
 
