@@ -69,9 +69,9 @@ from .projection import (
     projects,
 )
 from .queue import (
-    Consumer,
     MaxReceivesExceeded,
     MessageExpired,
+    QueueConsumer,
     QueueError,
     Queues,
     QueueStats,
@@ -127,7 +127,6 @@ __all__ = [
     "command",
     "CompensationFailed",
     "ConcurrencyError",
-    "Consumer",
     "CountingMetrics",
     "current_envelope",
     "DeadLetter",
@@ -180,6 +179,7 @@ __all__ = [
     "Projector",
     "projects",
     "query",
+    "QueueConsumer",
     "QueueError",
     "Queues",
     "QueueStats",

@@ -1,63 +1,218 @@
-"""Review findings on the work queue and the DLQ: a consumer's prefetched batch and the
-visibility timeout, a consumer thread that meets an error outside its handler, purging
-parked dead letters by age, and what FIFO groups do with dead letters."""
+"""Competing consumer threads over a work queue (``QueueConsumer``): each message handled
+once, failures retried then dead-lettered, the message's context, stopping; a prefetched
+batch against the visibility timeout; a thread that meets an error outside its handler."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from datetime import timedelta
-from pathlib import Path
+from collections import Counter
+from typing import Any
 
 import pytest
 
-from eventlite import Codec, Registry
-from eventlite.clock import FakeClock
+from eventlite import Codec, Envelope, Registry, current_envelope
+from eventlite.clock import FakeClock, SystemClock
 from eventlite.dlq import DeadLetterQueue
 from eventlite.exceptions import StorageError
 from eventlite.messages import event
-from eventlite.queue import WorkQueue
-from eventlite.sqlite import Database
+from eventlite.queue import QueueConsumer, WorkQueue, default_backoff
+from eventlite.sqlite import SQLiteStorage
 
 registry = Registry()
 codec = Codec(registry)
 
 
-@event(registry=registry, name="queue_review.Job")
+@event(registry=registry, name="consumer.Job")
 class Job:
     n: int
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock the test moves by hand."""
-    return FakeClock()
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    """A new eventlite file, closed after the test."""
-    db = Database(tmp_path / "review.db", synchronous="normal")
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def dlq(database: Database, clock: FakeClock) -> DeadLetterQueue:
+def dlq(storage: SQLiteStorage, clock: FakeClock) -> DeadLetterQueue:
     """The file's dead-letter queue, on the fake clock."""
-    return DeadLetterQueue(database, codec, clock=clock)
+    return DeadLetterQueue(storage, codec, clock=clock)
 
 
 @pytest.fixture
-def queue(database: Database, dlq: DeadLetterQueue, clock: FakeClock) -> WorkQueue:
+def queue(storage: SQLiteStorage, dlq: DeadLetterQueue, clock: FakeClock) -> WorkQueue:
     """A queue called ``jobs`` with a DLQ, 10 s visibility, 3 receives at most."""
     return WorkQueue(
-        database, codec, "jobs", visibility_timeout=10, max_receives=3, dlq=dlq, clock=clock
+        storage, "jobs", codec, visibility_timeout=10, max_receives=3, dlq=dlq, clock=clock
     )
 
 
-# -- 1. a prefetched batch that outlasts the visibility timeout ---------------------------
+def insert_raw(storage: SQLiteStorage, queue: str, body: str, message_id: str = "raw-1") -> None:
+    """Put a row in a queue behind the API's back, as a foreign or broken writer would."""
+    with storage.database.transaction() as tx:
+        tx.execute(
+            "INSERT INTO queue_messages (queue, id, body, not_before, visible_at, sent_at) "
+            "VALUES (?, ?, ?, 0, 0, 0)",
+            (queue, message_id, body),
+        )
+
+
+def test_default_backoff() -> None:
+    """The consumer's default backoff starts at 0.1 s, doubles, and stops at 30 s."""
+    assert [0.1, 0.2, 0.4, 30.0] == [default_backoff(a) for a in (2, 3, 4, 30)]
+
+
+# -- competing consumers (the real clock, no sleeps: threads signal what they did) -----------
+
+
+class Recorder:
+    """A handler that records what it handled and signals when ``expected`` calls ran."""
+
+    def __init__(self, expected: int, fail: Any = lambda n, calls: False) -> None:
+        self.expected = expected
+        self.fail = fail
+        self.calls: Counter[int] = Counter()
+        self.threads: set[str] = set()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def __call__(self, job: Job) -> None:
+        with self.lock:
+            self.calls[job.n] += 1
+            self.threads.add(threading.current_thread().name)
+            calls = self.calls[job.n]
+            if sum(self.calls.values()) >= self.expected:
+                self.done.set()
+        if self.fail(job.n, calls):
+            raise RuntimeError(f"job {job.n} failed (call {calls})")
+
+
+@pytest.fixture
+def live(storage: SQLiteStorage) -> tuple[WorkQueue, DeadLetterQueue]:
+    """A queue and DLQ on the real clock, for consumer threads."""
+    dlq = DeadLetterQueue(storage, codec)
+    return WorkQueue(storage, "live", codec, max_receives=3, dlq=dlq, clock=SystemClock()), dlq
+
+
+def test_competing_consumers_handle_each_message_once(
+    live: tuple[WorkQueue, DeadLetterQueue],
+) -> None:
+    """Four threads with prefetch share 300 messages: each is handled exactly once, and
+    the queue is empty after they stop."""
+    queue, _ = live
+    handler = Recorder(300)
+    with queue.consume(handler, threads=4, prefetch=10, poll_interval=0.01) as consumer:
+        queue.send_many([Job(n) for n in range(300)])
+        assert handler.done.wait(30)
+    assert {n: 1 for n in range(300)} == dict(handler.calls)
+    assert (300, 0, 0, False) == (consumer.handled, consumer.failed, len(queue), consumer.running)
+
+
+def test_a_failing_handler_is_retried_then_dead_lettered(
+    live: tuple[WorkQueue, DeadLetterQueue],
+) -> None:
+    """A handler that keeps failing on one message gets it ``max_receives`` times, then it
+    is dead-lettered with the handler's error; the other messages are handled."""
+    queue, dlq = live
+    handler = Recorder(3 + 5, fail=lambda n, calls: n == 0)
+    with queue.consume(
+        handler, threads=2, prefetch=3, backoff=lambda attempt: 0.0, poll_interval=0.01
+    ):
+        queue.send_many([Job(n) for n in range(6)])
+        assert handler.done.wait(30)
+    assert {0: 3, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1} == dict(handler.calls)
+    [dead] = dlq.list()
+    assert ("RuntimeError", "job 0 failed (call 3)", 3) == (
+        dead.error_type,
+        dead.error_message,
+        dead.attempts,
+    )
+    assert 0 == len(queue)
+
+
+def test_a_transient_failure_is_retried(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
+    """A handler that fails once on a message succeeds on the redelivery; nothing is
+    dead-lettered."""
+    queue, dlq = live
+    handler = Recorder(2, fail=lambda n, calls: calls == 1)
+    with queue.consume(handler, threads=1, backoff=lambda attempt: 0.0, poll_interval=0.01) as c:
+        queue.send(Job(1))
+        assert handler.done.wait(30)
+    assert ({1: 2}, 0, 0, 1, 1) == (
+        dict(handler.calls),
+        dlq.count(),
+        len(queue),
+        c.handled,
+        c.failed,
+    )
+
+
+def test_undecodable_message_does_not_stop_consumers(
+    live: tuple[WorkQueue, DeadLetterQueue], storage: SQLiteStorage
+) -> None:
+    """A row that cannot be decoded goes to the DLQ with the reason; the consumers keep
+    running and handle every other message."""
+    queue, dlq = live
+    queue.send(Job(1))
+    insert_raw(storage, "live", '{"type": "consumer.Job", "data": {"n": "not a number"}}')
+    insert_raw(storage, "live", "\x00garbage", "raw-2")
+    queue.send(Job(2))
+    handler = Recorder(3)
+    with queue.consume(handler, threads=2, prefetch=2, poll_interval=0.01):
+        queue.send(Job(3))
+        assert handler.done.wait(30)
+    assert {1: 1, 2: 1, 3: 1} == dict(handler.calls)
+    assert ["eventlite.exceptions.MessageDecodeError"] * 2 == [d.error_type for d in dlq.list()]
+
+
+def test_handler_runs_in_the_message_context(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
+    """While the handler runs, the message's envelope is current, so what it sends is
+    correlated to it."""
+    queue, _ = live
+    seen: list[Envelope | None] = []
+    done = threading.Event()
+
+    def handler(job: Job) -> None:
+        seen.append(current_envelope())
+        done.set()
+
+    sent = Envelope(Job(1))
+    with queue.consume(handler, threads=1, poll_interval=0.01):
+        queue.send(sent)
+        assert done.wait(30)
+    assert [sent] == seen
+
+
+def test_stop_gives_back_the_rest_of_the_batch(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
+    """Stopping a consumer lets the running handler finish and gives back the rest of its
+    batch, visible at once and with that receive not counted."""
+    queue, _ = live
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        release.wait(30)
+
+    queue.send_many([Job(n) for n in range(5)])
+    consumer = QueueConsumer(queue, slow, threads=1, prefetch=5, poll_interval=0.01)
+    consumer.start()
+    assert started.wait(30)
+    consumer.stop(timeout=0)  # asks the thread to stop; it is still in the handler
+    release.set()
+    consumer.stop()
+    assert (1, False) == (consumer.handled, consumer.running)
+    assert [(1, 1), (2, 1), (3, 1), (4, 1)] == [
+        (i.message.n, i.receive_count) for i in queue.receive(max=10)
+    ]
+    with pytest.raises(RuntimeError, match="started already"):
+        consumer.start()
+
+
+def test_consumer_settings_are_checked(queue: WorkQueue) -> None:
+    """Threads and prefetch below 1 are refused."""
+    with pytest.raises(ValueError, match="threads"):
+        QueueConsumer(queue, print, threads=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        QueueConsumer(queue, print, prefetch=0)
+
+
+# -- a prefetched batch that outlasts the visibility timeout ---------------------------
 
 
 def test_a_batch_longer_than_the_visibility_timeout_handles_each_message_once(
@@ -119,7 +274,7 @@ def test_a_prefetched_message_received_again_is_left_to_its_new_receiver(
     assert (2, 1) == (len(queue), consumer.handled)  # both are the other receiver's now
 
 
-# -- 2. a consumer thread survives errors outside its handler -------------------------------
+# -- a consumer thread survives errors outside its handler -------------------------------
 
 
 def test_a_failed_ack_is_logged_and_the_consumer_thread_goes_on(
@@ -163,72 +318,3 @@ def test_a_failed_ack_is_logged_and_the_consumer_thread_goes_on(
     assert 0 == len(queue)
     failures = [r for r in caplog.records if "settling a batch failed" in r.getMessage()]
     assert (1, StorageError) == (len(failures), failures[0].exc_info and failures[0].exc_info[0])
-
-
-# -- 3. purge by age keeps parked entries with their dead letter ----------------------------
-
-
-def test_purge_by_age_keeps_entries_parked_behind_a_recent_dead_letter(
-    dlq: DeadLetterQueue, clock: FakeClock
-) -> None:
-    """Parked entries are not purged by their own age: behind a dead letter that failed
-    again today, an eight-day-old line stays whole and in order."""
-    head = dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
-    dlq.park("billing", '{"id":"e2"}', key="order-1")
-    dlq.park("billing", '{"id":"e3"}', key="order-1")
-    clock.advance(8 * 86400)
-    dlq.retry(head.id)
-    dlq.fail_again(head.id, RuntimeError("still broken"))
-    assert 0 == dlq.purge("billing", older_than=timedelta(days=7))
-    expected = [("e1", "dead"), ("e2", "parked"), ("e3", "parked")]
-    assert expected == [(e.message_id, e.status.value) for e in dlq.list("billing")]
-
-
-def test_purge_by_age_of_the_dead_letter_releases_the_parked_entries_behind_it(
-    dlq: DeadLetterQueue, clock: FakeClock
-) -> None:
-    """When the dead head of a line is old enough it is purged, and the entries parked
-    behind it are released for redelivery, in order, rather than purged with it."""
-    dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
-    dlq.park("billing", '{"id":"e2"}', key="order-1")
-    dlq.park("billing", '{"id":"e3"}', key="order-1")
-    clock.advance(8 * 86400)
-    assert 1 == dlq.purge("billing", older_than=timedelta(days=7))
-    expected = [("e2", "retrying"), ("e3", "retrying")]
-    assert expected == [(e.message_id, e.status.value) for e in dlq.list("billing")]
-
-
-def test_purge_without_age_still_drops_parked_entries(
-    dlq: DeadLetterQueue, clock: FakeClock
-) -> None:
-    """Without ``older_than`` a purge of a source drops every entry, parked ones too."""
-    dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
-    dlq.park("billing", '{"id":"e2"}', key="order-1")
-    assert (2, 0) == (dlq.purge("billing"), dlq.count())
-
-
-# -- 4. FIFO groups and dead letters: the documented behaviour ----------------------------
-
-
-def test_a_dead_lettered_group_message_is_overtaken_and_retried_at_the_back(
-    queue: WorkQueue, dlq: DeadLetterQueue
-) -> None:
-    """As docs/work-queue.md states: a group's dead letter has ``key=None`` (the group only
-    in ``group``), so the group's next messages are handed out at once, and a retry puts
-    the dead one back behind them: the group is handled 2, 3, 1."""
-    queue.send_many([Job(1), Job(2), Job(3)], group="account-7")
-    order: list[int] = []
-    for _ in range(3):  # max_receives=3: the third nack dead-letters Job(1)
-        [item] = queue.receive()
-        queue.nack(item.receipt, error=RuntimeError("boom"))
-    [dead] = dlq.list("queue:jobs")
-    assert (None, "account-7") == (dead.key, dead.group)
-    [item] = queue.receive()
-    order.append(item.message.n)
-    queue.ack(item.receipt)
-    dlq.retry(dead.id)
-    for _ in range(3):
-        for item in queue.receive():
-            order.append(item.message.n)
-            queue.ack(item.receipt)
-    assert [2, 3, 1] == order
