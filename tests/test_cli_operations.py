@@ -675,4 +675,7 @@ def test_retry_from_python_dash_m(store: Store) -> None:
     )
     assert (0, "") == (done.returncode, done.stderr)
     with library(store.path) as db:
-        assert DeadLetterStatus.RETRYING == DeadLetterQueue(SQLiteStorage(db)).get(store.dead_id).status
+        assert (
+            DeadLetterStatus.RETRYING
+            == DeadLetterQueue(SQLiteStorage(db)).get(store.dead_id).status
+        )

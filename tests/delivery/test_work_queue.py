@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eventlite import Codec, Envelope, MessageEncodeError, Registry
+from eventlite import App, Codec, Envelope, MessageEncodeError, Registry
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterQueue
 from eventlite.messages import event
@@ -465,3 +465,37 @@ def test_a_dead_lettered_group_message_is_overtaken_and_retried_at_the_back(
             order.append(item.message.n)
             queue.ack(item.receipt)
     assert [2, 3, 1] == order
+
+
+# -- the app's queues -----------------------------------------------------------------------
+
+
+def test_the_app_hands_out_its_queues_by_name(tmp_path: Path, clock: FakeClock) -> None:
+    """``app.queue(name)`` is made on first use with the app's storage, codec, clock and
+    DLQ and the settings given, and is the same object ever after; other settings for it
+    raise ValueError; ``app.queues`` lists them."""
+    with App(tmp_path / "app.db", registry=registry, clock=clock) as app:
+        emails = app.queue("emails", max_receives=1)
+        assert emails is app.queue("emails") is app.queue("emails", max_receives=1)
+        assert emails is app.queues["emails"]
+        assert (app.storage, app.codec, app.clock, app.dlq, 1) == (
+            emails.storage,
+            emails.codec,
+            emails.clock,
+            emails.dlq,
+            emails.max_receives,
+        )
+        with pytest.raises(ValueError, match=r"max_receives=3 \(it has 1\)"):
+            app.queue("emails", max_receives=3)
+        emails.send(Job(1))
+        [item] = emails.receive()
+        emails.nack(item.receipt, error=RuntimeError("smtp down"))
+        assert ["queue:emails"] == [d.source for d in app.dlq.list()]
+        app.queue("reports").send(Job(2), delay=5)
+        assert ["reports"] == app.queues.names()
+
+
+def test_an_app_in_memory_has_no_queues() -> None:
+    """Work queues need a file: asking an in-memory app raises RuntimeError saying so."""
+    with App(registry=registry) as app, pytest.raises(RuntimeError, match="work queues"):
+        app.queue("emails")
