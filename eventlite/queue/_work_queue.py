@@ -165,6 +165,8 @@ class WorkQueue:
                 raise MessageEncodeError(
                     env.type, f"a string holds a lone surrogate, which UTF-8 cannot hold ({exc})"
                 ) from None
+        if "\x00" in env.id:
+            raise MessageEncodeError(env.type, f"its id {env.id!r} holds a NUL character")
         return env.id, body
 
     def _notify(self) -> None:

@@ -27,6 +27,7 @@ from eventlite.dlq import (
     DeadLetterStatus,
     queue_source,
 )
+from eventlite.memory import MemoryStorage
 from eventlite.messages import event
 from eventlite.sqlite import SQLiteStorage
 
@@ -541,3 +542,10 @@ def test_purge_without_age_still_drops_parked_entries(
     dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
     dlq.park("billing", '{"id":"e2"}', key="order-1")
     assert (2, 0) == (dlq.purge("billing"), dlq.count())
+
+
+def test_a_storage_without_dead_letters_is_refused_clearly() -> None:
+    """Built over a storage that keeps no dead letters (in memory), the DLQ raises
+    StorageError naming the feature; something that is not a storage is a TypeError."""
+    with pytest.raises(StorageError, match="dead letters need durable storage"):
+        DeadLetterQueue(MemoryStorage(), codec)

@@ -242,6 +242,8 @@ def test_a_message_utf8_cannot_hold_is_refused_at_send(queue: WorkQueue) -> None
         queue.send(Note(NAME))
     with pytest.raises(MessageEncodeError):
         queue.send_many([Note("fine"), Note(NAME)])
+    with pytest.raises(MessageEncodeError, match="NUL"):
+        queue.send(Envelope(Job(1), id="a\x00b"))
     with pytest.raises(ValueError, match="group"):
         queue.send(Job(1), group=NAME)
     with pytest.raises(ValueError, match="dedup_id"):

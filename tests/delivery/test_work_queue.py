@@ -499,3 +499,30 @@ def test_an_app_in_memory_has_no_queues() -> None:
     """Work queues need a file: asking an in-memory app raises RuntimeError saying so."""
     with App(registry=registry) as app, pytest.raises(RuntimeError, match="work queues"):
         app.queue("emails")
+
+
+def test_a_queues_dead_letter_raises_the_dlq_alert_after_the_commit(
+    storage: SQLiteStorage, clock: FakeClock
+) -> None:
+    """A message the queue dead-letters counts for the DLQ's alert like any add: the hook
+    is called after the commit, with the count and the new dead letter."""
+    calls: list[tuple[int, str | None]] = []
+    dlq = DeadLetterQueue(
+        storage,
+        codec,
+        clock=clock,
+        alert_threshold=1,
+        on_alert=lambda n, d: calls.append((n, d.message_id)),
+    )
+    queue = WorkQueue(storage, "jobs", codec, max_receives=1, dlq=dlq, clock=clock)
+    sent = queue.send(Job(1))
+    [item] = queue.receive()
+    with storage.transaction():
+        queue.nack(item.receipt, error=ValueError("boom"))
+        assert [] == calls
+    assert [(1, sent)] == calls
+    queue.send(Job(2), delay=0)
+    [item] = queue.receive()
+    clock.advance(60)  # its visibility runs out: the next receive dead-letters it
+    assert [] == queue.receive()
+    assert 2 == len(calls)
