@@ -191,7 +191,9 @@ class SQLiteDeadLetterStore(DeadLetterStore):
     def _get(self, tx: Transaction | None, id: int) -> DeadLetter:
         sql, params = f"{_SELECT} WHERE id = ?", (id,)
         rows = (
-            fetch_all(tx.conn, sql, params, binary=(_MESSAGE,)) if tx else self._read(sql, params)
+            fetch_all(tx.conn, sql, params, binary=(_MESSAGE,))
+            if tx is not None
+            else self._read(sql, params)
         )
         if not rows:
             raise DeadLetterNotFound(id)
