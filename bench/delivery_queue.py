@@ -22,7 +22,7 @@ from typing import Any
 from eventlite import Codec
 from eventlite.messages import Registry, event
 from eventlite.queue import WorkQueue
-from eventlite.sqlite import Database, Synchronous
+from eventlite.sqlite import Database, SQLiteStorage, Synchronous
 
 from ._harness import Row, rate, workdir
 
@@ -172,7 +172,7 @@ def _interleaved(runs: list[Callable[[], int]], rounds: int = 5) -> list[float]:
 def _measure(dir: Path, synchronous: Synchronous, n_batched: int, n_single: int) -> list[Row]:
     codec = Codec(registry)
     db = Database(_fresh(dir, "el.db"), synchronous=synchronous)
-    queue = WorkQueue(db, codec, "bench")
+    queue = WorkQueue(SQLiteStorage(db), "bench", codec)
     pq = _pq(_fresh(dir, "pq"), synchronous)
     raw = _raw(_fresh(dir, "raw.db"), synchronous)
     try:

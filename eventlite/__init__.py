@@ -69,9 +69,9 @@ from .projection import (
     projects,
 )
 from .queue import (
-    Consumer,
     MaxReceivesExceeded,
     MessageExpired,
+    QueueConsumer,
     QueueError,
     Queues,
     QueueStats,
@@ -128,7 +128,6 @@ __all__ = [
     "command",
     "CompensationFailed",
     "ConcurrencyError",
-    "Consumer",
     "CountingMetrics",
     "current_envelope",
     "DeadLetter",
@@ -181,6 +180,7 @@ __all__ = [
     "Projector",
     "projects",
     "query",
+    "QueueConsumer",
     "QueueError",
     "Queues",
     "QueueStats",

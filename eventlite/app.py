@@ -61,6 +61,7 @@ from .messages import Registry, default_registry
 from .metrics import DeliveryMetrics
 from .process import Processes, ProcessManager
 from .projection import Projection, ProjectionMode, Projector
+from .queue import Queues, WorkQueue
 from .relay import DeliveryCall, DurableSubscriber, Finish, Relay, Start, SubscriberStatus
 from .repository import Repository
 from .retry import RetryPolicy
@@ -186,12 +187,14 @@ class App:
         """Seconds between the relay's polls for other processes' commits."""
         self._dlq: DeadLetterQueue | None = None
         self._idempotency: Idempotency | None = None
+        self._queues: Queues | None = None
         self._projector: Projector | None = None
         self._sagas: SagaOrchestrator | None = None
         self._processes: Processes | None = None
         if self.database is not None:
-            self._dlq = DeadLetterQueue(self.database, self.codec, clock=self.clock)
-            self._idempotency = Idempotency(self.database, clock=self.clock)
+            self._dlq = DeadLetterQueue(self.storage, self.codec, clock=self.clock)
+            self._idempotency = Idempotency(self.storage, clock=self.clock)
+            self._queues = Queues(self.storage, self.codec, dlq=self._dlq, clock=self.clock)
             self._projector = Projector(
                 self.database, self.codec, clock=self.clock, poll_interval=poll_interval
             )
@@ -463,6 +466,23 @@ class App:
         self._need_file("idempotency keys")
         assert self._idempotency is not None
         return self._idempotency
+
+    @property
+    def queues(self) -> Queues:
+        """The app's work queues by name (:class:`~eventlite.queue.Queues`), with the app's
+        codec, clock and dead-letter queue; the CLI's ``queues`` lists them. Raises
+        ``RuntimeError`` in memory."""
+        self._need_file("work queues")
+        assert self._queues is not None
+        return self._queues
+
+    def queue(self, name: str, **settings: Any) -> WorkQueue:
+        """The app's work queue called ``name`` (see ``docs/work-queue.md``): made on first
+        use in the app's file, with the app's codec, clock and :attr:`dlq`, and
+        ``settings`` (``visibility_timeout``, ``max_receives``, ``ttl``, ``dedup_window``);
+        the same object on every later call. Raises ``ValueError`` when ``settings`` differ
+        from those it was made with, and ``RuntimeError`` in memory."""
+        return self.queues.declare(name, **settings)
 
     @property
     def relay(self) -> Relay:

@@ -6,7 +6,7 @@ Production code uses :class:`SystemClock`; tests pass a :class:`FakeClock` and c
 :meth:`FakeClock.advance` instead of sleeping::
 
     clock = FakeClock()
-    queue = WorkQueue(database, codec, "emails", clock=clock)
+    queue = WorkQueue(storage, "emails", codec, clock=clock)
     queue.send(SendEmail("a@example.com"), delay=60)
     queue.receive()          # [] - not due yet
     clock.advance(60)

@@ -33,31 +33,43 @@ through :meth:`~DeadLetterQueue.redeliver`). Because the state is in the file, t
 another process can ask for a retry and the consumer picks it up. A work queue puts its own
 retried dead letters back into the queue (see :mod:`eventlite.queue`).
 
-**Transactions.** Every write joins the calling thread's open
-``database.transaction()`` when there is one, so a relay can dead-letter a message and
-move its checkpoint atomically.
+**Any text.** A dead letter is recorded whatever the failure or the message holds: error
+texts and tracebacks with lone surrogates or NUL characters are kept escaped, and bounded
+(:data:`~eventlite.store.dead_letters.MAX_ERROR_MESSAGE` and
+:data:`~eventlite.store.dead_letters.MAX_TRACEBACK` characters, with a note saying how much
+was cut); an exception whose ``str()`` raises is named by its class; raw text that is not
+valid Unicode is kept as its bytes. So no message can stall its consumer by failing in a
+way the DLQ cannot store.
+
+**Storage.** The entries live in a :class:`~eventlite.store.Storage`'s
+:class:`~eventlite.store.dead_letters.DeadLetterStore` (``storage.dead_letters``); this
+facade adds validation, encoding, the clock and alerts. Every write joins the calling
+thread's open ``storage.transaction()`` when there is one, so a relay can dead-letter a
+message and move its checkpoint atomically.
 """
 
 from __future__ import annotations
 
 import builtins
-import enum
-import json
 import logging
-import sqlite3
-import traceback as _traceback
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
-import attrs
-
-from .clock import Clock, SystemClock, to_datetime
+from .clock import Clock, SystemClock
 from .codec import Codec
 from .envelope import Envelope
-from .exceptions import EventliteError
-from .sqlite._database import Database, Transaction, where_equal
+from .store.dead_letters import (
+    DeadLetter,
+    DeadLetterNotFound,
+    DeadLetterStatus,
+    DeadLetterStore,
+    Failure,
+    describe_raw,
+    safe_text,
+)
+from .store.storage import Storage, Transaction
 
 __all__ = [
     "AlertHook",
@@ -77,167 +89,24 @@ threshold) right after ``dead_letter`` was added."""
 QUEUE_SOURCE_PREFIX: Final = "queue:"
 """Sources of dead letters from work queues start with this (``queue:<name>``)."""
 
+_REPR_LIMIT = 65_536  # characters of an envelope's repr kept when it cannot be encoded
+
 
 def queue_source(name: str) -> str:
     """The DLQ source of the work queue called ``name``: ``"queue:" + name``."""
     return QUEUE_SOURCE_PREFIX + name
 
 
-class DeadLetterStatus(enum.Enum):
-    """Where a dead letter stands."""
-
-    DEAD = "dead"
-    """Failed after all its attempts; waits for an operator's ``retry`` or ``discard``."""
-    PARKED = "parked"
-    """Never failed itself: waits behind a dead letter of the same source and key."""
-    RETRYING = "retrying"
-    """Released for redelivery; the consumer of its source will deliver it, in order."""
-
-
-_DEAD = DeadLetterStatus.DEAD.value
-_PARKED = DeadLetterStatus.PARKED.value
-_RETRYING = DeadLetterStatus.RETRYING.value
-
-
-class DeadLetterNotFound(EventliteError, LookupError):
-    """No dead letter has this id (it was never added, or was resolved, discarded or
-    purged)."""
-
-    def __init__(self, id: int) -> None:
-        self.id = id
-        super().__init__(f"no dead letter with id {id} (resolved, discarded or never added)")
-
-
-def _when(seconds: float | None) -> datetime | None:
-    return None if seconds is None else to_datetime(seconds)
-
-
-@attrs.frozen
-class DeadLetter:
-    """One entry of the dead-letter queue, as stored."""
-
-    id: int
-    """The entry's number: increasing in the order entries were added, never reused."""
-    source: str
-    """Who failed: the subscriber's name, or ``queue:<name>`` for a work queue."""
-    key: str | None
-    """The ordering key (stream id or publisher's key); None for a message without order."""
-    status: DeadLetterStatus
-    """``dead``, ``parked`` (waiting behind a dead letter of its key) or ``retrying``."""
-    message: str | bytes
-    """The envelope as wire JSON, or the raw text received when it could not be decoded."""
-    type_name: str | None
-    """The message's registered type name, when known."""
-    message_id: str | None
-    """The envelope id, when known."""
-    position: int | None
-    """The stored event's global position, for an event from the store."""
-    error_type: str | None
-    """The last failure's exception class (``module.QualName``; builtins unqualified);
-    None for an entry that was parked and never failed."""
-    error_message: str | None
-    """``str()`` of the last failure's exception."""
-    traceback: str | None
-    """The last failure's formatted traceback."""
-    attempts: int
-    """How many delivery attempts failed (0 for a parked entry)."""
-    first_failed_at: datetime | None
-    """When the first attempt failed (UTC); None for a parked entry."""
-    last_failed_at: datetime | None
-    """When the last attempt failed (UTC); None for a parked entry."""
-    created_at: datetime
-    """When the entry was added to the DLQ (UTC)."""
-    group: str | None = None
-    """The work queue's FIFO group of a message dead-lettered by a queue, else None."""
-
-    def envelope(self, codec: Codec) -> Envelope:
-        """The message's envelope, decoded by ``codec``.
-
-        Raises the codec's :class:`~eventlite.exceptions.MessageDecodeError` or
-        :class:`~eventlite.exceptions.UnknownMessageType` when the stored text cannot be
-        decoded (which may be why it is here).
-        """
-        return codec.decode_envelope(self.message)
-
-    def __str__(self) -> str:
-        head = f"#{self.id} {self.status.value} source={self.source}"
-        if self.key is not None:
-            head += f" key={self.key}"
-        if self.group is not None:
-            head += f" group={self.group}"
-        what = self.type_name or "<unknown type>"
-        if self.message_id is not None:
-            what += f" {self.message_id}"
-        if self.position is not None:
-            what += f" at position {self.position}"
-        lines = [head, f"  message: {what}"]
-        if self.error_type is not None:
-            lines.append(f"  error: {self.error_type}: {self.error_message}")
-        if self.first_failed_at is not None and self.last_failed_at is not None:
-            lines.append(
-                f"  attempts: {self.attempts}, first failed {self.first_failed_at.isoformat()}, "
-                f"last failed {self.last_failed_at.isoformat()}"
-            )
-        if self.status is DeadLetterStatus.PARKED and self.error_type is None:
-            lines.append(f"  parked since {self.created_at.isoformat()} behind a dead letter")
-        return "\n".join(lines)
-
-
-_COLUMNS = (
-    "id, source, key, status, message, type_name, message_id, position, error_type, "
-    "error_message, traceback, attempts, first_failed_at, last_failed_at, created_at, "
-    "queue_group"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM dead_letters"
-_INSERT = (
-    "INSERT INTO dead_letters (source, key, queue_group, status, message, type_name, "
-    "message_id, position, error_type, error_message, traceback, attempts, "
-    "first_failed_at, last_failed_at, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_BLOCKED = "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE source = ? AND key = ?)"
-
-
-def _row_to_dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    return DeadLetter(
-        id=row[0],
-        source=row[1],
-        key=row[2],
-        status=DeadLetterStatus(row[3]),
-        message=row[4],
-        type_name=row[5],
-        message_id=row[6],
-        position=row[7],
-        error_type=row[8],
-        error_message=row[9],
-        traceback=row[10],
-        attempts=row[11],
-        first_failed_at=_when(row[12]),
-        last_failed_at=_when(row[13]),
-        created_at=to_datetime(row[14]),
-        group=row[15],
-    )
-
-
-def error_type_name(error: BaseException) -> str:
-    """``module.QualName`` of an exception's class; builtins by their bare name."""
-    cls = type(error)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def error_fields(error: BaseException) -> tuple[str, str, str]:
-    """(type name, message, formatted traceback) of an exception, as a dead letter keeps
-    them."""
-    text = "".join(_traceback.format_exception(type(error), error, error.__traceback__))
-    return error_type_name(error), str(error), text
-
-
 def _check_key(key: object) -> str | None:
     if key is not None and not isinstance(key, str):
         raise TypeError(f"a dead letter's key must be a str or None, got {key!r}")
     return key
+
+
+def _check_source(source: object) -> str:
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"a dead letter's source must be a non-empty str, got {source!r}")
+    return source
 
 
 def _seconds(value: datetime | None, default: float) -> float:
@@ -248,12 +117,20 @@ def _seconds(value: datetime | None, default: float) -> float:
     return value.timestamp()
 
 
-class DeadLetterQueue:
-    """The dead letters of every consumer, in the shared SQLite file (see the module doc).
+def _status(status: DeadLetterStatus | str | None) -> DeadLetterStatus | None:
+    return None if status is None else DeadLetterStatus(status)
 
-    ``database`` is the file (shared with the event store, outbox and queues); ``codec``
-    encodes the envelopes it is given (default: a :class:`Codec` over the default
-    registry); ``clock`` dates every entry (default: the system clock).
+
+class DeadLetterQueue:
+    """The dead letters of every consumer, in a storage (see the module doc).
+
+    ``storage`` keeps them (``app.storage``, or ``SQLiteStorage("app.db")``; shared with the
+    events and queues, so a consumer writes both in one transaction); ``codec`` encodes the
+    envelopes it is given (default: a :class:`Codec` over the default registry); ``clock``
+    dates every entry (default: the system clock). Raises ``TypeError`` for something that
+    is not a :class:`~eventlite.store.Storage`, and
+    :class:`~eventlite.exceptions.StorageError` for one that keeps no dead letters (in
+    memory).
 
     ``alert_threshold`` and ``on_alert``: after each committed :meth:`add` that leaves the
     DLQ holding ``alert_threshold`` entries or more (every status, every source, the new one
@@ -263,22 +140,22 @@ class DeadLetterQueue:
     hook is logged, not raised. With a threshold and no hook, the alert is a warning on the
     ``eventlite.dlq`` logger.
 
-    Safe to use from many threads: every operation is one transaction of ``database``.
+    Safe to use from many threads: every operation is one transaction of ``storage``.
     """
 
     def __init__(
         self,
-        database: Database,
+        storage: Storage,
         codec: Codec | None = None,
         *,
         clock: Clock | None = None,
         alert_threshold: int | None = None,
         on_alert: AlertHook | None = None,
     ) -> None:
-        if not isinstance(database, Database):
+        if not isinstance(storage, Storage):
             raise TypeError(
-                f"DeadLetterQueue needs an eventlite Database (for example store.database), "
-                f"got {type(database).__name__}"
+                "DeadLetterQueue needs a Storage (app.storage, or SQLiteStorage('app.db')), "
+                f"got {type(storage).__name__}"
             )
         if alert_threshold is not None and (
             isinstance(alert_threshold, bool)
@@ -288,7 +165,8 @@ class DeadLetterQueue:
             raise ValueError(f"alert_threshold must be an int >= 1, got {alert_threshold!r}")
         if on_alert is not None and alert_threshold is None:
             raise ValueError("on_alert needs an alert_threshold to know when to call it")
-        self._db = database
+        self._storage = storage
+        self._store: DeadLetterStore = storage.dead_letters
         self.codec = codec if codec is not None else Codec()
         """The codec that encodes envelopes given to :meth:`add` and :meth:`park`."""
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -299,9 +177,9 @@ class DeadLetterQueue:
         """The alert hook (see the class doc)."""
 
     @property
-    def database(self) -> Database:
-        """The SQLite file the dead letters live in."""
-        return self._db
+    def storage(self) -> Storage:
+        """Where the dead letters live."""
+        return self._storage
 
     # -- recording ----------------------------------------------------------------------
 
@@ -319,8 +197,13 @@ class DeadLetterQueue:
             except Exception as exc:
                 # Keep what can be kept: the message's repr is readable, though it cannot
                 # be redelivered.
-                _log.warning("dead letter %s: cannot encode the envelope (%s)", env.id, exc)
-                text = repr(env)
+                _log.warning(
+                    "dead letter %s: cannot encode the envelope (%s)", env.id, safe_text(exc)
+                )
+                try:
+                    text = safe_text(repr(env), _REPR_LIMIT)
+                except Exception:
+                    text = f"<unrepresentable {type(env.message).__qualname__} envelope {env.id}>"
             return (
                 text,
                 type_name if type_name is not None else env.type,
@@ -334,68 +217,19 @@ class DeadLetterQueue:
             )
         if type_name is None or message_id is None or position is None:
             # Raw text that is JSON at least: show what it says about itself.
-            with suppress(ValueError, TypeError, UnicodeDecodeError):
-                raw = json.loads(envelope_or_raw)
-                if isinstance(raw, dict):
-                    if type_name is None and isinstance(raw.get("type"), str):
-                        type_name = raw["type"]
-                    if message_id is None and isinstance(raw.get("id"), str):
-                        message_id = raw["id"]
-                    found = raw.get("position")
-                    if position is None and isinstance(found, int) and not isinstance(found, bool):
-                        position = found
+            found_type, found_id, found_position = describe_raw(envelope_or_raw)
+            type_name = type_name if type_name is not None else found_type
+            message_id = message_id if message_id is not None else found_id
+            position = position if position is not None else found_position
         return envelope_or_raw, type_name, message_id, position
 
-    def _insert(
-        self,
-        tx: Transaction,
-        *,
-        source: str,
-        key: str | None,
-        status: str,
-        message: str | bytes,
-        type_name: str | None,
-        message_id: str | None,
-        position: int | None,
-        error: tuple[str, str, str] | None,
-        attempts: int,
-        first_failed_at: float | None,
-        last_failed_at: float | None,
-        group: str | None = None,
-    ) -> int:
-        """Insert one entry (no normalizing, no alert) and return its id."""
-        if not isinstance(source, str) or not source:
-            raise ValueError(f"a dead letter's source must be a non-empty str, got {source!r}")
-        error_type, error_message, trace = error if error is not None else (None, None, None)
-        cursor = tx.execute(
-            _INSERT,
-            (
-                source,
-                key,
-                group,
-                status,
-                message,
-                type_name,
-                message_id,
-                position,
-                error_type,
-                error_message,
-                trace,
-                attempts,
-                first_failed_at,
-                last_failed_at,
-                self.clock.now(),
-            ),
-        )
-        row_id = cursor.lastrowid
-        assert row_id is not None
-        return row_id
-
     def _after_add(self, tx: Transaction, dead_letter: DeadLetter) -> None:
+        """Call the alert hook after ``tx`` commits, when ``dead_letter`` (added in it)
+        leaves the DLQ at or above the threshold."""
         threshold = self.alert_threshold
         if threshold is None:
             return
-        count = tx.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        count = self._store.count()
         if count >= threshold:
             tx.on_commit(lambda: self._alert(count, dead_letter))
 
@@ -437,8 +271,10 @@ class DeadLetterQueue:
         are taken from it unless given) or the raw ``str``/``bytes`` that could not be
         decoded. ``key`` is its ordering key: while this entry is dead, later messages of
         the same source and key should be :meth:`park`\\ ed. ``first_failed_at`` defaults
-        to now; the last failure is now. Returns the stored entry (status ``dead``).
+        to now; the last failure is now. Returns the stored entry (status ``dead``). Any
+        error text is stored (see the module doc).
         """
+        source = _check_source(source)
         key = _check_key(key)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
             raise ValueError(f"attempts must be an int >= 0, got {attempts!r}")
@@ -447,24 +283,28 @@ class DeadLetterQueue:
         message, type_name, message_id, position = self._message_fields(
             envelope_or_raw, type_name, message_id, position
         )
+        failure = Failure.of(error)
         now = self.clock.now()
         first = _seconds(first_failed_at, now)
-        with self._db.transaction() as tx:
-            row_id = self._insert(
-                tx,
-                source=source,
+
+        def add() -> DeadLetter:
+            return self._store.add(
+                source,
+                message,
                 key=key,
-                status=_DEAD,
-                message=message,
+                failure=failure,
+                attempts=attempts,
+                first_failed_at=first,
+                now=now,
                 type_name=type_name,
                 message_id=message_id,
                 position=position,
-                error=error_fields(error),
-                attempts=attempts,
-                first_failed_at=first,
-                last_failed_at=now,
             )
-            dead_letter = self._get(tx.conn, row_id)
+
+        if self.alert_threshold is None:
+            return add()
+        with self._storage.transaction() as tx:
+            dead_letter = add()
             self._after_add(tx, dead_letter)
         return dead_letter
 
@@ -491,85 +331,34 @@ class DeadLetterQueue:
                 f"only a message with a key can be parked (a str), got {key!r}; a message "
                 "without a key has no order to keep, so deliver it"
             )
+        source = _check_source(source)
         message, type_name, message_id, position = self._message_fields(
             envelope_or_raw, type_name, message_id, position
         )
-        with self._db.transaction() as tx:
-            row_id = self._insert(
-                tx,
-                source=source,
-                key=key,
-                status=_PARKED,
-                message=message,
-                type_name=type_name,
-                message_id=message_id,
-                position=position,
-                error=None,
-                attempts=0,
-                first_failed_at=None,
-                last_failed_at=None,
-            )
-            self._normalize(tx, source, key)
-            return self._get(tx.conn, row_id)
+        return self._store.park(
+            source,
+            message,
+            key=key,
+            now=self.clock.now(),
+            type_name=type_name,
+            message_id=message_id,
+            position=position,
+        )
 
     def is_blocked(self, source: str, key: str | None) -> bool:
         """Whether a message of ``key`` for ``source`` must be parked rather than delivered.
 
         True while any entry (dead, parked or retrying) of that source and key is in the
-        DLQ; always False for ``key=None``. One indexed lookup in the file, so it sees what
-        other processes (the CLI) did.
+        DLQ; always False for ``key=None``. One indexed lookup, so it sees what other
+        processes (the CLI) did.
         """
-        if key is None:
-            return False
-        conn = self._db.read_connection()
-        return bool(conn.execute(_BLOCKED, (source, key)).fetchone()[0])
-
-    # -- keeping lines in order -----------------------------------------------------------
-
-    def _normalize(self, tx: Transaction, source: str, key: str | None) -> None:
-        """Give the line of (source, key) its shape: retrying up to the first dead entry,
-        parked after it (see the module doc)."""
-        if key is None:
-            # A message without a key is a line of its own and never parks.
-            return
-        first_dead = tx.execute(
-            "SELECT min(id) FROM dead_letters WHERE source = ? AND key = ? AND status = ?",
-            (source, key, _DEAD),
-        ).fetchone()[0]
-        if first_dead is None:
-            tx.execute(
-                "UPDATE dead_letters SET status = ? WHERE source = ? AND key = ? AND status = ?",
-                (_RETRYING, source, key, _PARKED),
-            )
-            return
-        tx.execute(
-            "UPDATE dead_letters SET status = ? "
-            "WHERE source = ? AND key = ? AND status = ? AND id < ?",
-            (_RETRYING, source, key, _PARKED, first_dead),
-        )
-        tx.execute(
-            "UPDATE dead_letters SET status = ? "
-            "WHERE source = ? AND key = ? AND status = ? AND id > ?",
-            (_PARKED, source, key, _RETRYING, first_dead),
-        )
-
-    def _line_statuses(self, tx: Transaction, source: str, key: str) -> dict[int, str]:
-        rows = tx.execute(
-            "SELECT id, status FROM dead_letters WHERE source = ? AND key = ?", (source, key)
-        ).fetchall()
-        return {row[0]: row[1] for row in rows}
+        return self._store.is_blocked(source, key)
 
     # -- reading ------------------------------------------------------------------------
 
-    def _get(self, conn: sqlite3.Connection, id: int) -> DeadLetter:
-        row = conn.execute(f"{_SELECT} WHERE id = ?", (id,)).fetchone()
-        if row is None:
-            raise DeadLetterNotFound(id)
-        return _row_to_dead_letter(row)
-
     def get(self, id: int) -> DeadLetter:
         """The entry with this id; raises :class:`DeadLetterNotFound`."""
-        return self._get(self._db.read_connection(), id)
+        return self._store.get(id)
 
     def list(
         self,
@@ -580,42 +369,17 @@ class DeadLetterQueue:
     ) -> builtins.list[DeadLetter]:
         """Entries in the order they were added, optionally of one source and one status,
         at most ``limit`` of them (None for all)."""
-        where, params = self._filter(source, status)
-        sql = f"{_SELECT}{where} ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._db.read_connection().execute(sql, params).fetchall()
-        return [_row_to_dead_letter(row) for row in rows]
+        return self._store.list(source, status=_status(status), limit=limit)
 
     def count(
         self, source: str | None = None, *, status: DeadLetterStatus | str | None = None
     ) -> int:
         """How many entries the DLQ holds, optionally of one source and one status."""
-        where, params = self._filter(source, status)
-        row = (
-            self._db.read_connection()
-            .execute(f"SELECT count(*) FROM dead_letters{where}", params)
-            .fetchone()
-        )
-        return int(row[0])
+        return self._store.count(source, status=_status(status))
 
     def sources(self) -> dict[str, int]:
         """Every source with entries, and how many it has."""
-        rows = (
-            self._db.read_connection()
-            .execute("SELECT source, count(*) FROM dead_letters GROUP BY source ORDER BY source")
-            .fetchall()
-        )
-        return {row[0]: row[1] for row in rows}
-
-    @staticmethod
-    def _filter(
-        source: str | None, status: DeadLetterStatus | str | None
-    ) -> tuple[str, builtins.list[Any]]:
-        return where_equal(
-            source=source, status=None if status is None else DeadLetterStatus(status).value
-        )
+        return self._store.sources()
 
     # -- redelivery -----------------------------------------------------------------------
 
@@ -627,30 +391,11 @@ class DeadLetterQueue:
         dead letter of its key cannot overtake it: it becomes ``parked`` and is released
         with that one. Raises :class:`DeadLetterNotFound`.
         """
-        with self._db.transaction() as tx:
-            entry = self._get(tx.conn, id)
-            if entry.key is None:
-                if entry.status is DeadLetterStatus.RETRYING:
-                    return []
-                tx.execute("UPDATE dead_letters SET status = ? WHERE id = ?", (_RETRYING, id))
-                return [self._get(tx.conn, id)]
-            before = self._line_statuses(tx, entry.source, entry.key)
-            tx.execute("UPDATE dead_letters SET status = ? WHERE id = ?", (_RETRYING, id))
-            self._normalize(tx, entry.source, entry.key)
-            after = self._line_statuses(tx, entry.source, entry.key)
-            released = sorted(
-                i for i, s in after.items() if s == _RETRYING and before[i] != _RETRYING
-            )
-            return [self._get(tx.conn, i) for i in released]
+        return self._store.retry(id)
 
     def retry_all(self, source: str) -> int:
         """Release every entry of ``source`` for redelivery; returns how many changed."""
-        with self._db.transaction() as tx:
-            cursor = tx.execute(
-                "UPDATE dead_letters SET status = ? WHERE source = ? AND status != ?",
-                (_RETRYING, source, _RETRYING),
-            )
-            return cursor.rowcount
+        return self._store.retry_all(source)
 
     def claim_retries(self, source: str, *, limit: int = 100) -> builtins.list[DeadLetter]:
         """The ``retrying`` entries of ``source``, oldest first: what its consumer must
@@ -661,23 +406,12 @@ class DeadLetterQueue:
         (at least once). Expects one consumer per source. After a failure, skip the rest of
         that key in the list: :meth:`fail_again` parked them again.
         """
-        rows = (
-            self._db.read_connection()
-            .execute(
-                f"{_SELECT} WHERE source = ? AND status = ? ORDER BY id LIMIT ?",
-                (source, _RETRYING, limit),
-            )
-            .fetchall()
-        )
-        return [_row_to_dead_letter(row) for row in rows]
+        return self._store.claim_retries(source, limit=limit)
 
     def resolve(self, id: int) -> None:
         """The entry was delivered: remove it. Raises :class:`DeadLetterNotFound` (an
         operator may have discarded it meanwhile)."""
-        with self._db.transaction() as tx:
-            entry = self._get(tx.conn, id)
-            tx.execute("DELETE FROM dead_letters WHERE id = ?", (id,))
-            self._normalize(tx, entry.source, entry.key)
+        self._store.resolve(id)
 
     def fail_again(self, id: int, error: BaseException) -> DeadLetter:
         """A redelivery failed: the entry is ``dead`` again with one more attempt and this
@@ -685,19 +419,7 @@ class DeadLetterQueue:
         :class:`DeadLetterNotFound`."""
         if not isinstance(error, BaseException):
             raise TypeError(f"error must be the exception that failed, got {error!r}")
-        error_type, error_message, trace = error_fields(error)
-        now = self.clock.now()
-        with self._db.transaction() as tx:
-            entry = self._get(tx.conn, id)
-            tx.execute(
-                "UPDATE dead_letters SET status = ?, attempts = attempts + 1, "
-                "error_type = ?, error_message = ?, traceback = ?, "
-                "first_failed_at = coalesce(first_failed_at, ?), last_failed_at = ? "
-                "WHERE id = ?",
-                (_DEAD, error_type, error_message, trace, now, now, id),
-            )
-            self._normalize(tx, entry.source, entry.key)
-            return self._get(tx.conn, id)
+        return self._store.fail_again(id, Failure.of(error), now=self.clock.now())
 
     def redeliver(
         self, source: str, deliver: Callable[[DeadLetter], object], *, limit: int = 100
@@ -734,11 +456,7 @@ class DeadLetterQueue:
         """Drop an entry for good and return it. The entries parked behind it are released
         for redelivery, in order (up to the next dead one). Raises
         :class:`DeadLetterNotFound`."""
-        with self._db.transaction() as tx:
-            entry = self._get(tx.conn, id)
-            tx.execute("DELETE FROM dead_letters WHERE id = ?", (id,))
-            self._normalize(tx, entry.source, entry.key)
-            return entry
+        return self._store.discard(id)
 
     def purge(self, source: str | None = None, *, older_than: timedelta | None = None) -> int:
         """Drop entries (of one source, or all) and return how many.
@@ -750,77 +468,12 @@ class DeadLetterQueue:
         leaves a dead head without the messages queued behind it. Without ``older_than``
         every entry of the source (or of all sources) goes, parked ones included.
         """
-        clauses: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(source)
+        failed_before: float | None = None
         if older_than is not None:
             if not isinstance(older_than, timedelta):
                 raise TypeError(f"older_than must be a timedelta, got {older_than!r}")
-            clauses.append("coalesce(last_failed_at, created_at) <= ?")
-            params.append(self.clock.now() - older_than.total_seconds())
-            # A parked entry is aged by the dead letter it waits behind, not by itself:
-            # purging it alone would break its line's order (see the docstring).
-            clauses.append("status != ?")
-            params.append(_PARKED)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        keyed = " WHERE " + " AND ".join([*clauses, "key IS NOT NULL"])
-        with self._db.transaction() as tx:
-            lines = tx.execute(
-                f"SELECT DISTINCT source, key FROM dead_letters{keyed}", params
-            ).fetchall()
-            removed = tx.execute(f"DELETE FROM dead_letters{where}", params).rowcount
-            for line_source, line_key in lines:
-                self._normalize(tx, line_source, line_key)
-            return removed
-
-    # -- for work queues ----------------------------------------------------------------
-
-    def _take_retries(self, tx: Transaction, source: str) -> builtins.list[DeadLetter]:
-        """Remove and return the retrying entries of ``source``, oldest first (a work queue
-        puts them back into itself in the same transaction)."""
-        rows = tx.execute(
-            f"{_SELECT} WHERE source = ? AND status = ? ORDER BY id", (source, _RETRYING)
-        ).fetchall()
-        if rows:
-            tx.executemany("DELETE FROM dead_letters WHERE id = ?", [(row[0],) for row in rows])
-        return [_row_to_dead_letter(row) for row in rows]
-
-    def _record(
-        self,
-        tx: Transaction,
-        source: str,
-        message: str | bytes,
-        *,
-        group: str | None,
-        type_name: str | None,
-        message_id: str | None,
-        error: tuple[str, str, str],
-        attempts: int,
-        first_failed_at: float | None,
-        last_failed_at: float,
-    ) -> DeadLetter:
-        """Add a dead letter without a key in an open transaction (a work queue's)."""
-        _, type_name, message_id, _ = self._message_fields(message, type_name, message_id, None)
-        row_id = self._insert(
-            tx,
-            source=source,
-            key=None,
-            status=_DEAD,
-            message=message,
-            type_name=type_name,
-            message_id=message_id,
-            position=None,
-            error=error,
-            attempts=attempts,
-            first_failed_at=first_failed_at if first_failed_at is not None else last_failed_at,
-            last_failed_at=last_failed_at,
-            group=group,
-        )
-        dead_letter = self._get(tx.conn, row_id)
-        self._after_add(tx, dead_letter)
-        return dead_letter
+            failed_before = self.clock.now() - older_than.total_seconds()
+        return self._store.purge(source, failed_before=failed_before)
 
     def __repr__(self) -> str:
-        return f"<DeadLetterQueue {self._db.path!r}>"
+        return f"<DeadLetterQueue {self._storage.description!r}>"

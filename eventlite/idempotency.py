@@ -2,11 +2,12 @@
 
 ::
 
-    keys = Idempotency(database)
+    keys = app.idempotency                  # or Idempotency(storage)
     charge = keys.run(f"charge:{request_id}", lambda: gateway.charge(card, amount), ttl=86400)
 
-The first call with a key claims it (a row in the SQLite file), runs ``fn``, and stores its
-result as JSON; every later call with the key, from any thread or any process sharing the
+The first call with a key claims it (a record in the storage's
+:class:`~eventlite.store.idempotency.IdempotencyStore`), runs ``fn``, and stores its result
+as JSON; every later call with the key, from any thread or any process sharing the
 file, gets that stored result without running ``fn``. A call that arrives while the first
 one is still running waits for its result, or raises :class:`IdempotencyTimeout` when
 ``wait`` seconds pass first.
@@ -20,13 +21,15 @@ one is still running waits for its result, or raises :class:`IdempotencyTimeout`
   less time than the lease, or a second run may start while the first still works.
 - Results must be JSON values (dicts, lists, strings, numbers, booleans, None); every
   caller, the first included, gets the decoded JSON, so all of them see the same value.
+  Any string is kept, lone surrogates and NUL characters included.
+- A key is a non-empty str of valid text without NUL characters (``ValueError`` otherwise,
+  before anything is claimed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -35,14 +38,16 @@ from typing import Any
 
 from .clock import Clock, SystemClock, to_datetime
 from .exceptions import EventliteError
-from .sqlite._database import Database, storage_error
+from .store.idempotency import IdempotencyStore
+from .store.storage import Storage
 
 __all__ = ["Idempotency", "IdempotencyTimeout"]
 
 log = logging.getLogger(__name__)
 
-_SELECT = "SELECT state, result, owner, lease_until, expires_at FROM idempotency_keys WHERE key = ?"
 _PURGE_EVERY = 60.0
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 class IdempotencyTimeout(EventliteError, TimeoutError):
@@ -66,30 +71,66 @@ class IdempotencyTimeout(EventliteError, TimeoutError):
         )
 
 
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"an idempotency key must be a non-empty str, got {key!r}")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"an idempotency key must be valid text, got {key!r} (it holds a lone surrogate)"
+            ) from None
+    if "\x00" in key:
+        raise ValueError(f"an idempotency key must not hold a NUL character, got {key!r}")
+    return key
+
+
+def _encode(result: Any) -> str:
+    """The result as JSON text any store keeps: lone surrogates, which UTF-8 cannot hold,
+    are written as ``\\u`` escapes (JSON reads them back as the same string)."""
+    text = _dumps(result)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _dumps_ascii(result)
+    return text
+
+
 class Idempotency:
-    """Idempotency keys in the ``idempotency_keys`` table of ``database``.
+    """Idempotency keys in a storage (``app.storage``, or ``SQLiteStorage("app.db")``).
 
     :param clock: decides leases and expiry (default: the system clock).
     :param wait: default seconds a duplicate call waits for the first one's result.
     :param lease: seconds a claim holds before another caller may take the key over.
     :param poll: seconds between checks while waiting on a call in another process (calls
         in this process wake their waiters at once).
+
+    Raises ``TypeError`` for something that is not a :class:`~eventlite.store.Storage`, and
+    :class:`~eventlite.exceptions.StorageError` for one that keeps no idempotency keys.
     """
 
     def __init__(
         self,
-        database: Database,
+        storage: Storage,
         *,
         clock: Clock | None = None,
         wait: float = 30.0,
         lease: float = 300.0,
         poll: float = 0.01,
     ) -> None:
+        if not isinstance(storage, Storage):
+            raise TypeError(
+                "Idempotency needs a Storage (app.storage, or SQLiteStorage('app.db')), got "
+                f"{type(storage).__name__}"
+            )
         for name, value in (("wait", wait), ("lease", lease), ("poll", poll)):
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-        self.database = database
-        """The SQLite file holding the keys."""
+        self.storage = storage
+        """Where the keys are kept."""
+        self._store: IdempotencyStore = storage.idempotency
         self.clock: Clock = clock if clock is not None else SystemClock()
         """Where leases and expiry read the time."""
         self.wait = float(wait)
@@ -114,14 +155,14 @@ class Idempotency:
 
         Raises :class:`IdempotencyTimeout` when another call holds the key for longer than
         ``wait`` seconds (default: :attr:`wait`), ``TypeError`` when the result is not a
-        JSON value (the key is then released), ``RuntimeError`` inside a transaction of the
-        database (the claim must commit before ``fn`` runs), and whatever ``fn`` raises.
+        JSON value (the key is then released), ``ValueError`` for a key that is not a
+        non-empty str of valid text without NUL, ``RuntimeError`` inside a transaction of
+        the storage (the claim must commit before ``fn`` runs), and whatever ``fn`` raises.
         """
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"an idempotency key must be a non-empty str, got {key!r}")
+        key = _check_key(key)
         if not (isinstance(ttl, (int, float)) and ttl > 0):
             raise ValueError(f"ttl must be a number of seconds > 0, got {ttl!r}")
-        if self.database.in_transaction():
+        if self.storage.in_transaction():
             raise RuntimeError(
                 "Idempotency.run() cannot be called inside a transaction: its claim on the "
                 "key must be committed (and seen by other callers) before fn runs"
@@ -148,21 +189,19 @@ class Idempotency:
             self._release(key, owner)
             raise
         try:
-            text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+            text = _encode(result)
         except (TypeError, ValueError) as exc:
             self._release(key, owner)
             raise TypeError(
                 f"the result of the call for idempotency key {key!r} cannot be stored as "
                 f"JSON ({exc}); return a JSON value (dict, list, str, number, bool, None)"
             ) from exc
-        now = self.clock.now()
-        with self.database.transaction() as tx:
-            cursor = tx.execute(
-                "UPDATE idempotency_keys SET state = 'done', result = ?, expires_at = ? "
-                "WHERE key = ? AND owner = ?",
-                (text, now + ttl, key, owner),
-            )
-        if cursor.rowcount != 1:
+        try:
+            stored = self._store.complete(key, owner, text, expires_at=self.clock.now() + ttl)
+        except BaseException:
+            self._release(key, owner)
+            raise
+        if not stored:
             log.warning(
                 "idempotency key %r: the claim ran out (lease %s s) before the call "
                 "finished, and was taken over; its result was not stored",
@@ -175,60 +214,33 @@ class Idempotency:
     def _claim(self, key: str, owner: str) -> tuple[bool, Any, float | None]:
         """(True, result, None) for a stored result; (False, None, None) when this call
         now holds the key; (False, None, started_at) while another call holds it."""
-        try:
-            row = self.database.read_connection().execute(_SELECT, (key,)).fetchone()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "reading an idempotency key", self.database.path) from exc
         now = self.clock.now()
-        if row is not None:
-            state, result, _, lease_until, expires_at = row
-            if state == "done" and expires_at > now:
-                return True, json.loads(result), None
-            if state == "running" and lease_until > now:
-                return False, None, self._started(key)
-        with self.database.transaction() as tx:
-            if now >= self._next_purge:
-                self._next_purge = now + _PURGE_EVERY
-                tx.execute(
-                    "DELETE FROM idempotency_keys WHERE state = 'done' AND expires_at <= ?",
-                    (now,),
-                )
-            row = tx.execute(_SELECT, (key,)).fetchone()
-            if row is not None:
-                state, result, holder, lease_until, expires_at = row
-                if state == "done" and expires_at > now:
-                    return True, json.loads(result), None
-                if state == "running" and lease_until > now:
-                    return False, None, self._started(key, tx.conn)
-                if state == "running":
-                    log.warning(
-                        "idempotency key %r: taking over a claim whose lease ran out (its "
-                        "holder %s probably died)",
-                        key,
-                        holder,
-                    )
-                tx.execute("DELETE FROM idempotency_keys WHERE key = ?", (key,))
-            tx.execute(
-                "INSERT INTO idempotency_keys (key, state, owner, started_at, lease_until) "
-                "VALUES (?, 'running', ?, ?, ?)",
-                (key, owner, now, now + self.lease),
+        record = self._store.find(key)
+        if record is not None and record.live(now):
+            if record.result is not None:
+                return True, json.loads(record.result), None
+            return False, None, record.started_at
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY
+            self._store.purge_expired(now)
+        claimed, record = self._store.claim(key, owner, now=now, lease_until=now + self.lease)
+        if not claimed:
+            assert record is not None
+            if record.result is not None:
+                return True, json.loads(record.result), None
+            return False, None, record.started_at
+        if record is not None and record.result is None:
+            log.warning(
+                "idempotency key %r: taking over a claim whose lease ran out (its holder %s "
+                "probably died)",
+                key,
+                record.owner,
             )
         return False, None, None
 
-    def _started(self, key: str, conn: sqlite3.Connection | None = None) -> float:
-        conn = conn if conn is not None else self.database.read_connection()
-        row = conn.execute("SELECT started_at FROM idempotency_keys WHERE key = ?", (key,))
-        found = row.fetchone()
-        return float(found[0]) if found is not None else self.clock.now()
-
     def _release(self, key: str, owner: str) -> None:
         try:
-            with self.database.transaction() as tx:
-                tx.execute(
-                    "DELETE FROM idempotency_keys WHERE key = ? AND owner = ? "
-                    "AND state = 'running'",
-                    (key, owner),
-                )
+            self._store.release(key, owner)
         finally:
             self._notify()
 
@@ -238,20 +250,16 @@ class Idempotency:
 
     def forget(self, key: str) -> bool:
         """Delete ``key`` (done or running) so the next call runs ``fn`` again; True if it
-        was there."""
-        with self.database.transaction() as tx:
-            cursor = tx.execute("DELETE FROM idempotency_keys WHERE key = ?", (key,))
-        self._notify()
-        return cursor.rowcount == 1
+        was there. ``ValueError`` for a key :meth:`run` would refuse."""
+        key = _check_key(key)
+        try:
+            return self._store.forget(key)
+        finally:
+            self._notify()
 
     def purge_expired(self) -> int:
         """Delete every stored result whose ``ttl`` has run out; returns how many."""
-        now = self.clock.now()
-        with self.database.transaction() as tx:
-            cursor = tx.execute(
-                "DELETE FROM idempotency_keys WHERE state = 'done' AND expires_at <= ?", (now,)
-            )
-        return cursor.rowcount
+        return self._store.purge_expired(self.clock.now())
 
     def __repr__(self) -> str:
-        return f"<Idempotency {self.database.path!r}>"
+        return f"<Idempotency {self.storage.description!r}>"

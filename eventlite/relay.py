@@ -55,6 +55,7 @@ from .inbox import Inbox
 from .metrics import DeliveryMetrics
 from .retry import RetryPolicy
 from .scheduler import Scheduler
+from .sqlite import SQLiteStorage
 from .sqlite._database import Database, Transaction, storage_error
 from .sqlite.events import EVENT_COLUMNS, decode_row
 
@@ -152,7 +153,7 @@ def subscriber_status(
     ``dlq`` adds each subscriber's dead letters and the keys they block (default: a
     :class:`DeadLetterQueue` over ``database``).
     """
-    dlq = dlq if dlq is not None else DeadLetterQueue(database)
+    dlq = dlq if dlq is not None else DeadLetterQueue(SQLiteStorage(database))
     try:
         with database.read() as conn:
             head = int(conn.execute(_HEAD).fetchone()[0] or 0)

@@ -181,7 +181,7 @@ def shop(tmp_path: Path) -> Shop:
         app.dispatch(CancelOrder("o-1"))
         envelopes = list(app.store.read_all())
         assert app.database is not None
-        dlq = DeadLetterQueue(app.database, app.codec)
+        dlq = DeadLetterQueue(app.storage, app.codec)
         dead = dlq.add("email", envelopes[2], key=None, error=RuntimeError("smtp down"), attempts=3)
     return Shop(path, envelopes, dead)
 

@@ -30,7 +30,7 @@ from eventlite.queue import Queues, WorkQueue
 from eventlite.relay import subscriber_status
 from eventlite.retry import RetryPolicy
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
-from eventlite.sqlite import Database
+from eventlite.sqlite import Database, SQLiteStorage
 from eventlite.sqlite.schema import APPLICATION_ID, MIGRATIONS
 
 from .test_cli import Result, digest, run
@@ -180,7 +180,7 @@ def store(tmp_path: Path) -> Store:
         assert app.database is not None
         dead = app.dlq.list()[0]
         parked = app.dlq.park("email", _second_envelope(app), key="Order-o-2")
-        queue = WorkQueue(app.database, app.codec, "emails", dlq=app.dlq)
+        queue = WorkQueue(app.storage, "emails", app.codec, dlq=app.dlq)
         queue.send(SendEmail("ann@example.com"))
         queue.send(SendEmail("bob@example.com"))
         queue.send(SendEmail("cy@example.com"), delay=3600)
@@ -207,7 +207,7 @@ def _second_envelope(app: App) -> Any:
 def test_dlq_list_shows_what_the_library_lists(store: Store) -> None:
     """One row per entry, oldest first: id, status, source, key, type, attempts, error."""
     with library(store.path) as db:
-        entries = DeadLetterQueue(db).list()
+        entries = DeadLetterQueue(SQLiteStorage(db)).list()
     result = store.run("dlq", "list")
     rows = [line.split()[:6] for line in result.lines[1:]]
     expected = [
@@ -271,7 +271,7 @@ def test_dlq_retry_marks_the_entry_and_its_parked_line(store: Store) -> None:
         "not delivered yet: the app running subscriber 'email' redelivers it at its next poll",
     ] == result.lines
     with library(store.path) as db:
-        statuses = [e.status for e in DeadLetterQueue(db).list("email")]
+        statuses = [e.status for e in DeadLetterQueue(SQLiteStorage(db)).list("email")]
     assert [DeadLetterStatus.RETRYING, DeadLetterStatus.RETRYING] == statuses
     again = store.change("dlq", "retry", str(store.dead_id))
     assert (
@@ -307,7 +307,7 @@ def test_dlq_retry_all_and_discard(store: Store) -> None:
     dropped = store.change("dlq", "discard", str(letter_id))
     assert [f"dead letter {letter_id} (checkout from saga:checkout): discarded"] == dropped.lines
     with library(store.path) as db:
-        assert {"email": 2} == DeadLetterQueue(db).sources()
+        assert {"email": 2} == DeadLetterQueue(SQLiteStorage(db)).sources()
 
 
 def test_dlq_purge(store: Store) -> None:
@@ -386,7 +386,7 @@ def test_db_may_follow_a_subcommand(store: Store) -> None:
 def test_queues_agree_with_the_library(store: Store) -> None:
     """One row per queue: waiting, in flight, delayed, oldest age, dead letters."""
     with library(store.path) as db:
-        (stats,) = Queues(db).stats()
+        (stats,) = Queues(SQLiteStorage(db)).stats()
     result = store.run("queues")
     header, row = result.lines
     assert ["QUEUE", "WAITING", "IN", "FLIGHT", "DELAYED", "OLDEST", "DEAD", "LETTERS"] == (
@@ -675,4 +675,7 @@ def test_retry_from_python_dash_m(store: Store) -> None:
     )
     assert (0, "") == (done.returncode, done.stderr)
     with library(store.path) as db:
-        assert DeadLetterStatus.RETRYING == DeadLetterQueue(db).get(store.dead_id).status
+        assert (
+            DeadLetterStatus.RETRYING
+            == DeadLetterQueue(SQLiteStorage(db)).get(store.dead_id).status
+        )

@@ -153,10 +153,10 @@ def test_an_operator_retry_from_another_process_is_picked_up(tmp_path: Path) -> 
         picky.failing.clear()
         script = (
             "import sys\n"
-            "from eventlite.sqlite import Database\n"
+            "from eventlite.sqlite import SQLiteStorage\n"
             "from eventlite.dlq import DeadLetterQueue\n"
-            "with Database(sys.argv[1]) as db:\n"
-            "    DeadLetterQueue(db).retry(int(sys.argv[2]))\n"
+            "with SQLiteStorage(sys.argv[1]) as storage:\n"
+            "    DeadLetterQueue(storage).retry(int(sys.argv[2]))\n"
         )
         subprocess.run([sys.executable, "-c", script, str(path), str(dead.id)], check=True)
         assert delivered.wait(10)

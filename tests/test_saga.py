@@ -28,7 +28,7 @@ from eventlite.saga import (
     StepContext,
     StepTimeout,
 )
-from eventlite.sqlite import Database
+from eventlite.sqlite import Database, SQLiteStorage
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_failed_compensation_is_recorded_dead_lettered_and_alerted(database: Dat
     rec = Recorder()
     rec.fail_execute.add("ship")
     rec.fail_compensate.add("charge")
-    dlq = DeadLetterQueue(database)
+    dlq = DeadLetterQueue(SQLiteStorage(database))
     alerts: list[tuple[SagaInstance, CompensationFailed]] = []
     sagas = SagaOrchestrator(database, dlq=dlq, on_alert=lambda i, e: alerts.append((i, e)))
     instance = sagas.start(rec.saga("checkout", STEPS), saga_id="s-1")
@@ -204,7 +204,7 @@ def test_failed_compensation_without_a_dlq_is_kept_on_the_instance(database: Dat
     instance = SagaOrchestrator(database, on_alert=alert).start(rec.saga("c", STEPS))
     assert SagaStatus.FAILED == instance.status
     assert ["reserve"] == [f.step for f in alerts[0].failures]
-    assert 0 == DeadLetterQueue(database).count()
+    assert 0 == DeadLetterQueue(SQLiteStorage(database)).count()
 
 
 def test_a_step_timeout_counts_as_a_failure(database: Database) -> None:

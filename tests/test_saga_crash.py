@@ -29,7 +29,7 @@ STEPS = ["reserve", "charge", "ship", "notify"]
 # where the child says BLOCKED and waits to be killed.
 CHILD = r"""
 import json, sys, threading
-from eventlite.sqlite import Database
+from eventlite.sqlite import Database, SQLiteStorage
 from eventlite.dlq import DeadLetterQueue
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep
 
@@ -97,7 +97,7 @@ def make(step):
 
 
 saga = Saga("order", [make(s) for s in ["reserve", "charge", "ship", "notify"]])
-sagas = SagaOrchestrator(db, dlq=DeadLetterQueue(db))
+sagas = SagaOrchestrator(db, dlq=DeadLetterQueue(SQLiteStorage(db)))
 sagas.register(saga)
 for saga_id, (fail_at, bad_undo) in sorted(plan.items()):
     if sagas.find(saga_id) is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..dlq import QUEUE_SOURCE_PREFIX, DeadLetter, DeadLetterNotFound, DeadLetterQueue
 from ..saga import DLQ_SOURCE_PREFIX as SAGA_SOURCE_PREFIX
+from ..sqlite import Database, SQLiteStorage
 from . import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -35,6 +36,11 @@ from . import (
 __all__ = ["dlq"]
 
 _STATUSES = ("dead", "parked", "retrying")
+
+
+def _dlq(database: Database) -> DeadLetterQueue:
+    """The DLQ of the file ``database`` (read-only, or opened for writing)."""
+    return DeadLetterQueue(SQLiteStorage(database))
 
 
 def _entry_id(text: str) -> int:
@@ -147,7 +153,7 @@ def _owner(source: str) -> str:
 
 def _dlq_list(ctx: CommandContext) -> int:
     args = ctx.args
-    entries = DeadLetterQueue(ctx.database).list(args.source, status=args.status, limit=args.limit)
+    entries = _dlq(ctx.database).list(args.source, status=args.status, limit=args.limit)
     if not entries:
         what = [f"source {args.source!r}" if args.source else "", args.status or ""]
         detail = " and ".join(w for w in what if w)
@@ -178,7 +184,7 @@ def _dlq_list(ctx: CommandContext) -> int:
 
 def _get(ctx: CommandContext, id: int) -> DeadLetter:
     try:
-        return DeadLetterQueue(ctx.database).get(id)
+        return _dlq(ctx.database).get(id)
     except DeadLetterNotFound as exc:
         raise CliError(str(exc), EXIT_NOT_FOUND) from None
 
@@ -221,7 +227,7 @@ def _dlq_retry(ctx: CommandContext) -> int:
     entry = _get(ctx, ctx.args.id)  # read-only first: an unknown id changes nothing
     what = f"dead letter {entry.id} ({entry.type_name or '?'} from {entry.source})"
     with ctx.writable() as database:
-        dlq = DeadLetterQueue(database)
+        dlq = _dlq(database)
         try:
             released = dlq.retry(entry.id)
             now = dlq.get(entry.id)
@@ -246,10 +252,10 @@ def _dlq_retry(ctx: CommandContext) -> int:
 
 def _dlq_retry_all(ctx: CommandContext) -> int:
     source = ctx.args.source
-    if not DeadLetterQueue(ctx.database).count(source):
+    if not _dlq(ctx.database).count(source):
         raise CliError(f"no dead letter from source {source!r}", EXIT_NOT_FOUND)
     with ctx.writable() as database:
-        changed = DeadLetterQueue(database).retry_all(source)
+        changed = _dlq(database).retry_all(source)
     ctx.emit(f"{_plural(changed, 'dead letter')} from {source} marked for retry")
     ctx.emit(f"not delivered yet: {_owner(source)}")
     return EXIT_OK
@@ -259,7 +265,7 @@ def _dlq_discard(ctx: CommandContext) -> int:
     entry = _get(ctx, ctx.args.id)
     with ctx.writable() as database:
         try:
-            DeadLetterQueue(database).discard(entry.id)
+            _dlq(database).discard(entry.id)
         except DeadLetterNotFound as exc:
             raise CliError(str(exc), EXIT_NOT_FOUND) from None
     ctx.emit(f"dead letter {entry.id} ({entry.type_name or '?'} from {entry.source}): discarded")
@@ -273,7 +279,7 @@ def _dlq_purge(ctx: CommandContext) -> int:
     if args.all and (args.source is not None or args.older_than is not None):
         raise CliError("dlq purge: --all cannot be combined with --source or --older-than")
     with ctx.writable() as database:
-        removed = DeadLetterQueue(database).purge(args.source, older_than=args.older_than)
+        removed = _dlq(database).purge(args.source, older_than=args.older_than)
     if not removed:
         raise CliError("no dead letter matches; nothing purged", EXIT_NOT_FOUND)
     ctx.emit(f"purged {_plural(removed, 'dead letter')}")

@@ -12,6 +12,7 @@ import json
 from ..dlq import DeadLetterQueue, queue_source
 from ..queue import Queues
 from ..relay import subscriber_status
+from ..sqlite import SQLiteStorage
 from . import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -50,10 +51,10 @@ def _age(seconds: float | None) -> str:
 def queues(ctx: CommandContext) -> int:
     """Print each work queue that holds messages, by name."""
     ctx.require_table("queue_messages", "work-queue table")
-    stats = Queues(ctx.database).stats()
+    stats = Queues(SQLiteStorage(ctx.database)).stats()
     if not stats:
         raise CliError("no work queue holds a message", EXIT_NOT_FOUND)
-    dlq = DeadLetterQueue(ctx.database)
+    dlq = DeadLetterQueue(SQLiteStorage(ctx.database))
     dead = {s.name: dlq.count(queue_source(s.name)) for s in stats}
     if ctx.args.json:
         for s in stats:
@@ -95,7 +96,7 @@ def subscribers(ctx: CommandContext) -> int:
     """Print each durable subscriber known to the file, by name."""
     ctx.require_table("subscriber_checkpoints", "subscriber checkpoints")
     name = ctx.args.name
-    found = subscriber_status(ctx.database, DeadLetterQueue(ctx.database), name)
+    found = subscriber_status(ctx.database, DeadLetterQueue(SQLiteStorage(ctx.database)), name)
     if not found:
         raise CliError(
             f"no durable subscriber named {name!r}"

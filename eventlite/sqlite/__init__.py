@@ -16,12 +16,18 @@ from contextlib import AbstractContextManager
 from ..codec import Codec
 from ..store.storage import Storage
 from ._database import Database, Synchronous, Transaction
+from .dead_letters import SQLiteDeadLetterStore
 from .events import SQLiteEventStore
+from .idempotency import SQLiteIdempotencyStore
+from .queues import SQLiteQueueStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "Database",
+    "SQLiteDeadLetterStore",
     "SQLiteEventStore",
+    "SQLiteIdempotencyStore",
+    "SQLiteQueueStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -58,11 +64,29 @@ class SQLiteStorage(Storage):
         """The file's connections and transactions."""
         self.events: SQLiteEventStore = SQLiteEventStore(self.database, codec=codec)
         self.snapshots: SQLiteSnapshotStore = SQLiteSnapshotStore(self.database)
+        self._dead_letters = SQLiteDeadLetterStore(self.database)
+        self._queues = SQLiteQueueStore(self.database)
+        self._idempotency = SQLiteIdempotencyStore(self.database)
 
     @property
     def description(self) -> str:
         """The file's path."""
         return self.database.path
+
+    @property
+    def dead_letters(self) -> SQLiteDeadLetterStore:
+        """See :attr:`Storage.dead_letters`: the ``dead_letters`` table."""
+        return self._dead_letters
+
+    @property
+    def queues(self) -> SQLiteQueueStore:
+        """See :attr:`Storage.queues`: the ``queue_messages`` and ``queue_dedup`` tables."""
+        return self._queues
+
+    @property
+    def idempotency(self) -> SQLiteIdempotencyStore:
+        """See :attr:`Storage.idempotency`: the ``idempotency_keys`` table."""
+        return self._idempotency
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""

@@ -699,6 +699,7 @@ class SagaScenario:
         from ..codec import Codec
         from ..dlq import DeadLetterQueue
         from ..saga import SagaOrchestrator
+        from ..sqlite import SQLiteStorage
         from ..sqlite._database import Database
 
         calls: list[str] = []
@@ -708,7 +709,7 @@ class SagaScenario:
             try:
                 codec = Codec(self.registry) if self.registry is not None else Codec()
                 clock = FakeClock()
-                dlq = DeadLetterQueue(database, codec, clock=clock)
+                dlq = DeadLetterQueue(SQLiteStorage(database), codec, clock=clock)
                 sagas = SagaOrchestrator(database, codec, dlq=dlq, clock=clock)
                 instance = sagas.start(definition, self.data)
             finally:

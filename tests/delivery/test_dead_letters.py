@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-)
 
 from eventlite import (
     Codec,
@@ -36,8 +27,9 @@ from eventlite.dlq import (
     DeadLetterStatus,
     queue_source,
 )
+from eventlite.memory import MemoryStorage
 from eventlite.messages import event
-from eventlite.sqlite import Database
+from eventlite.sqlite import SQLiteStorage
 
 registry = Registry()
 codec = Codec(registry)
@@ -71,23 +63,9 @@ def paid(order_id: str, n: int = 0) -> Envelope:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock the test moves by hand."""
-    return FakeClock()
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    """A new eventlite file, closed after the test."""
-    db = Database(tmp_path / "dlq.db", synchronous="normal")
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def dlq(database: Database, clock: FakeClock) -> DeadLetterQueue:
+def dlq(storage: SQLiteStorage, clock: FakeClock) -> DeadLetterQueue:
     """A DLQ on the test's file and clock."""
-    return DeadLetterQueue(database, codec, clock=clock)
+    return DeadLetterQueue(storage, codec, clock=clock)
 
 
 class Relay:
@@ -139,7 +117,7 @@ def test_add_records_every_field(dlq: DeadLetterQueue, clock: FakeClock) -> None
         "dlq.Paid",
         env.id,
         41,
-        "tests.test_dlq.CardDeclined",
+        f"{__name__}.CardDeclined",
         "card declined",
         3,
         first,
@@ -195,7 +173,7 @@ def test_str_is_readable(dlq: DeadLetterQueue) -> None:
     lines = str(added).splitlines()
     assert f"#{added.id} dead source=billing key=o-1" == lines[0]
     assert f"  message: dlq.Paid {env.id} at position 9" == lines[1]
-    assert "  error: tests.test_dlq.CardDeclined: card declined" == lines[2]
+    assert f"  error: {__name__}.CardDeclined: card declined" == lines[2]
     assert lines[3].startswith("  attempts: 2, first failed 2023-11-14T22:13:20+00:00")
 
 
@@ -214,7 +192,7 @@ def test_get_missing_names_the_id(dlq: DeadLetterQueue) -> None:
         dlq.fail_again(42, declined())
 
 
-def test_bad_arguments_are_refused(dlq: DeadLetterQueue, database: Database) -> None:
+def test_bad_arguments_are_refused(dlq: DeadLetterQueue, storage: SQLiteStorage) -> None:
     """Wrong types are refused with a clear error and nothing is stored."""
     with pytest.raises(TypeError, match="key must be a str or None"):
         dlq.add("s", paid("o"), key=5, error=declined(), attempts=1)  # type: ignore[arg-type]
@@ -229,10 +207,10 @@ def test_bad_arguments_are_refused(dlq: DeadLetterQueue, database: Database) -> 
     with pytest.raises(TypeError, match="raw str or bytes"):
         dlq.add("s", 42, key=None, error=declined(), attempts=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="alert_threshold"):
-        DeadLetterQueue(database, codec, alert_threshold=0)
+        DeadLetterQueue(storage, codec, alert_threshold=0)
     with pytest.raises(ValueError, match="needs an alert_threshold"):
-        DeadLetterQueue(database, codec, on_alert=lambda n, d: None)
-    with pytest.raises(TypeError, match="needs an eventlite Database"):
+        DeadLetterQueue(storage, codec, on_alert=lambda n, d: None)
+    with pytest.raises(TypeError, match="needs a Storage"):
         DeadLetterQueue("x.db", codec)  # type: ignore[arg-type]
     assert 0 == dlq.count()
 
@@ -410,12 +388,14 @@ def test_purge_older_than(dlq: DeadLetterQueue, clock: FakeClock) -> None:
     assert 0 == dlq.count()
 
 
-def test_alert_fires_on_each_add_past_the_threshold(database: Database, clock: FakeClock) -> None:
+def test_alert_fires_on_each_add_past_the_threshold(
+    storage: SQLiteStorage, clock: FakeClock
+) -> None:
     """``on_alert(count, dead_letter)`` is called after each add that leaves at least
     ``alert_threshold`` entries, not before, and never for a park."""
     calls: list[tuple[int, int]] = []
     dlq = DeadLetterQueue(
-        database,
+        storage,
         codec,
         clock=clock,
         alert_threshold=3,
@@ -428,25 +408,25 @@ def test_alert_fires_on_each_add_past_the_threshold(database: Database, clock: F
     assert [(4, ids[2]), (5, ids[3])] == calls
 
 
-def test_alert_waits_for_the_commit(database: Database, clock: FakeClock) -> None:
+def test_alert_waits_for_the_commit(storage: SQLiteStorage, clock: FakeClock) -> None:
     """Inside a caller's transaction the alert comes after the commit, and a rolled back
     add alerts nobody."""
     calls: list[int] = []
     dlq = DeadLetterQueue(
-        database, codec, clock=clock, alert_threshold=1, on_alert=lambda n, d: calls.append(n)
+        storage, codec, clock=clock, alert_threshold=1, on_alert=lambda n, d: calls.append(n)
     )
-    with database.transaction():
+    with storage.transaction():
         dlq.add("s", paid("K"), key="K", error=declined(), attempts=1)
         assert [] == calls
     assert [1] == calls
-    with pytest.raises(RuntimeError), database.transaction():
+    with pytest.raises(RuntimeError), storage.transaction():
         dlq.add("s", paid("K"), key="K", error=declined(), attempts=1)
         raise RuntimeError("roll back")
     assert ([1], 1) == (calls, dlq.count())
 
 
 def test_alert_hook_errors_are_logged(
-    database: Database, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    storage: SQLiteStorage, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A failing hook does not fail the add; it is logged. Without a hook, reaching the
     threshold logs a warning."""
@@ -454,8 +434,8 @@ def test_alert_hook_errors_are_logged(
     def broken(count: int, dead_letter: DeadLetter) -> None:
         raise RuntimeError("pager down")
 
-    hooked = DeadLetterQueue(database, codec, clock=clock, alert_threshold=1, on_alert=broken)
-    quiet = DeadLetterQueue(database, codec, clock=clock, alert_threshold=2)
+    hooked = DeadLetterQueue(storage, codec, clock=clock, alert_threshold=1, on_alert=broken)
+    quiet = DeadLetterQueue(storage, codec, clock=clock, alert_threshold=2)
     with caplog.at_level(logging.WARNING, logger="eventlite.dlq"):
         hooked.add("s", paid("K"), key="K", error=declined(), attempts=1)
         quiet.add("s", paid("L"), key="L", error=declined(), attempts=1)
@@ -465,41 +445,41 @@ def test_alert_hook_errors_are_logged(
     assert messages[1].startswith("the dead-letter queue holds 2 entries (alert threshold 2)")
 
 
-def test_writes_join_the_callers_transaction(dlq: DeadLetterQueue, database: Database) -> None:
+def test_writes_join_the_callers_transaction(dlq: DeadLetterQueue, storage: SQLiteStorage) -> None:
     """An add inside the caller's transaction is rolled back with it; committed with it,
     it is there, and is_blocked sees it inside the transaction already."""
-    with pytest.raises(RuntimeError), database.transaction():
+    with pytest.raises(RuntimeError), storage.transaction():
         dlq.add("s", paid("K"), key="K", error=declined(), attempts=1)
         assert True is dlq.is_blocked("s", "K")
         raise RuntimeError("the checkpoint write failed")
     assert (0, False) == (dlq.count(), dlq.is_blocked("s", "K"))
-    with database.transaction():
+    with storage.transaction():
         dlq.add("s", paid("K"), key="K", error=declined(), attempts=1)
     assert 1 == dlq.count()
 
 
 def test_entries_survive_reopening_the_file(tmp_path: Path, clock: FakeClock) -> None:
     """Dead letters, their statuses and order are in the file: a new process (a new
-    Database) sees them, and a retry there is seen by the first one."""
+    storage on the file) sees them, and a retry there is seen by the first one."""
     path = tmp_path / "shared.db"
-    with Database(path) as db:
-        dlq = DeadLetterQueue(db, codec, clock=clock)
+    with SQLiteStorage(path) as first:
+        dlq = DeadLetterQueue(first, codec, clock=clock)
         dead = dlq.add("s", paid("K", 1), key="K", error=declined(), attempts=2)
         parked = dlq.park("s", paid("K", 2), key="K")
         before = dlq.list()
-    with Database(path) as db:
-        reopened = DeadLetterQueue(db, codec, clock=clock)
+    with SQLiteStorage(path) as again:
+        reopened = DeadLetterQueue(again, codec, clock=clock)
         assert before == reopened.list()
         assert True is reopened.is_blocked("s", "K")
-        cli = DeadLetterQueue(Database(path), codec, clock=clock)
+        cli = DeadLetterQueue(SQLiteStorage(path), codec, clock=clock)
         cli.retry(dead.id)
-        cli.database.close()
+        cli.storage.close()
         assert [dead.id, parked.id] == [e.id for e in reopened.claim_retries("s")]
 
 
-def test_closed_database_raises_storage_error(dlq: DeadLetterQueue, database: Database) -> None:
+def test_closed_storage_raises_storage_error(dlq: DeadLetterQueue, storage: SQLiteStorage) -> None:
     """After the file is closed, operations raise StorageError rather than sqlite3 errors."""
-    database.close()
+    storage.close()
     with pytest.raises(StorageError):
         dlq.add("s", paid("K"), key="K", error=declined(), attempts=1)
 
@@ -522,106 +502,50 @@ def test_concurrent_adds(dlq: DeadLetterQueue) -> None:
     assert (100, sorted(ids)) == (len(set(ids)), ids)
 
 
-# -- the shape of every line, under any sequence of operations ------------------------------
-
-KEYS = ("K", "L")
+# -- purge by age keeps parked entries with their dead letter ----------------------------
 
 
-class DeadLetterLines(RuleBasedStateMachine):
-    """Random adds, parks, retries, discards, failures, resolutions and purges, checked
-    against a model: a list of [id, key, status] per source in id order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import tempfile
-
-        self.tmp = tempfile.TemporaryDirectory()
-        self.database = Database(Path(self.tmp.name) / "m.db", synchronous="normal")
-        self.clock = FakeClock()
-        self.dlq = DeadLetterQueue(self.database, codec, clock=self.clock)
-        self.model: list[list[object]] = []  # [id, key, status]
-
-    def teardown(self) -> None:
-        self.database.close()
-        self.tmp.cleanup()
-
-    def _normalize(self, key: str | None) -> None:
-        if key is None:
-            return
-        seen_dead = False
-        for entry in self.model:
-            if entry[1] != key:
-                continue
-            if entry[2] == DEAD:
-                seen_dead = True
-            elif seen_dead:
-                entry[2] = PARKED
-            else:
-                entry[2] = RETRYING
-
-    def _find(self, index: int) -> list[object] | None:
-        return self.model[index % len(self.model)] if self.model else None
-
-    @rule(key=st.sampled_from((*KEYS, None)))
-    def add(self, key: str | None) -> None:
-        entry = self.dlq.add("s", paid("x"), key=key, error=declined(), attempts=1)
-        self.model.append([entry.id, key, DEAD])
-        assert DEAD == entry.status
-
-    @rule(key=st.sampled_from(KEYS))
-    def park(self, key: str) -> None:
-        entry = self.dlq.park("s", paid("x"), key=key)
-        self.model.append([entry.id, key, PARKED])
-        self._normalize(key)
-        assert self.model[-1][2] == entry.status
-
-    @precondition(lambda self: self.model)
-    @rule(index=st.integers(min_value=0))
-    def retry(self, index: int) -> None:
-        entry = self._find(index)
-        assert entry is not None
-        before = {id(e): e[2] for e in self.model}
-        entry[2] = RETRYING
-        self._normalize(entry[1])  # type: ignore[arg-type]
-        expected = [e[0] for e in self.model if e[2] == RETRYING and before[id(e)] != RETRYING]
-        assert expected == [e.id for e in self.dlq.retry(entry[0])]  # type: ignore[arg-type]
-
-    @precondition(lambda self: self.model)
-    @rule(index=st.integers(min_value=0))
-    def fail_again(self, index: int) -> None:
-        entry = self._find(index)
-        assert entry is not None
-        entry[2] = DEAD
-        self._normalize(entry[1])  # type: ignore[arg-type]
-        self.dlq.fail_again(entry[0], declined())  # type: ignore[arg-type]
-
-    @precondition(lambda self: self.model)
-    @rule(index=st.integers(min_value=0), discard=st.booleans())
-    def remove(self, index: int, discard: bool) -> None:
-        entry = self._find(index)
-        assert entry is not None
-        self.model.remove(entry)
-        self._normalize(entry[1])  # type: ignore[arg-type]
-        if discard:
-            self.dlq.discard(entry[0])  # type: ignore[arg-type]
-        else:
-            self.dlq.resolve(entry[0])  # type: ignore[arg-type]
-
-    @rule()
-    def purge_all(self) -> None:
-        assert len(self.model) == self.dlq.purge("s")
-        self.model.clear()
-
-    @invariant()
-    def same_as_model(self) -> None:
-        actual = [[e.id, e.key, e.status] for e in self.dlq.list("s", limit=None)]
-        assert self.model == actual
-        for key in KEYS:
-            assert any(e[1] == key for e in self.model) == self.dlq.is_blocked("s", key)
-        assert [e[0] for e in self.model if e[2] == RETRYING] == [
-            e.id for e in self.dlq.claim_retries("s", limit=1000)
-        ]
+def test_purge_by_age_keeps_entries_parked_behind_a_recent_dead_letter(
+    dlq: DeadLetterQueue, clock: FakeClock
+) -> None:
+    """Parked entries are not purged by their own age: behind a dead letter that failed
+    again today, an eight-day-old line stays whole and in order."""
+    head = dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
+    dlq.park("billing", '{"id":"e2"}', key="order-1")
+    dlq.park("billing", '{"id":"e3"}', key="order-1")
+    clock.advance(8 * 86400)
+    dlq.retry(head.id)
+    dlq.fail_again(head.id, RuntimeError("still broken"))
+    assert 0 == dlq.purge("billing", older_than=timedelta(days=7))
+    expected = [("e1", "dead"), ("e2", "parked"), ("e3", "parked")]
+    assert expected == [(e.message_id, e.status.value) for e in dlq.list("billing")]
 
 
-DeadLetterLines.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
-test_dead_letter_lines = DeadLetterLines.TestCase
+def test_purge_by_age_of_the_dead_letter_releases_the_parked_entries_behind_it(
+    dlq: DeadLetterQueue, clock: FakeClock
+) -> None:
+    """When the dead head of a line is old enough it is purged, and the entries parked
+    behind it are released for redelivery, in order, rather than purged with it."""
+    dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
+    dlq.park("billing", '{"id":"e2"}', key="order-1")
+    dlq.park("billing", '{"id":"e3"}', key="order-1")
+    clock.advance(8 * 86400)
+    assert 1 == dlq.purge("billing", older_than=timedelta(days=7))
+    expected = [("e2", "retrying"), ("e3", "retrying")]
+    assert expected == [(e.message_id, e.status.value) for e in dlq.list("billing")]
+
+
+def test_purge_without_age_still_drops_parked_entries(
+    dlq: DeadLetterQueue, clock: FakeClock
+) -> None:
+    """Without ``older_than`` a purge of a source drops every entry, parked ones too."""
+    dlq.add("billing", '{"id":"e1"}', key="order-1", error=RuntimeError("bug"), attempts=3)
+    dlq.park("billing", '{"id":"e2"}', key="order-1")
+    assert (2, 0) == (dlq.purge("billing"), dlq.count())
+
+
+def test_a_storage_without_dead_letters_is_refused_clearly() -> None:
+    """Built over a storage that keeps no dead letters (in memory), the DLQ raises
+    StorageError naming the feature; something that is not a storage is a TypeError."""
+    with pytest.raises(StorageError, match="dead letters need durable storage"):
+        DeadLetterQueue(MemoryStorage(), codec)

@@ -1,31 +1,19 @@
-"""The work queue: each rule on its own with a fake clock, dead letters and their retry,
-the file underneath, and competing consumer threads."""
+"""The work queue: each rule on its own with a fake clock, dead letters and their retry
+(FIFO groups included), the file underneath, and the queues of one storage by name."""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from eventlite import Codec, Envelope, MessageEncodeError, Registry, current_envelope
-from eventlite.clock import FakeClock, SystemClock
+from eventlite import App, Codec, Envelope, MessageEncodeError, Registry
+from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterQueue
 from eventlite.messages import event
-from eventlite.queue import (
-    Consumer,
-    Queues,
-    QueueStats,
-    Received,
-    StaleReceipt,
-    WorkQueue,
-    default_backoff,
-)
-from eventlite.sqlite import Database
+from eventlite.queue import Queues, QueueStats, Received, StaleReceipt, WorkQueue
+from eventlite.sqlite import SQLiteStorage
 
 registry = Registry()
 codec = Codec(registry)
@@ -43,30 +31,16 @@ class Note:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock the test moves by hand."""
-    return FakeClock()
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    """A new eventlite file, closed after the test."""
-    db = Database(tmp_path / "queue.db", synchronous="normal")
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def dlq(database: Database, clock: FakeClock) -> DeadLetterQueue:
+def dlq(storage: SQLiteStorage, clock: FakeClock) -> DeadLetterQueue:
     """The file's dead-letter queue."""
-    return DeadLetterQueue(database, codec, clock=clock)
+    return DeadLetterQueue(storage, codec, clock=clock)
 
 
 @pytest.fixture
-def queue(database: Database, dlq: DeadLetterQueue, clock: FakeClock) -> WorkQueue:
+def queue(storage: SQLiteStorage, dlq: DeadLetterQueue, clock: FakeClock) -> WorkQueue:
     """A queue called ``jobs`` with a DLQ, 10 s visibility, 3 receives at most."""
     return WorkQueue(
-        database, codec, "jobs", visibility_timeout=10, max_receives=3, dlq=dlq, clock=clock
+        storage, "jobs", codec, visibility_timeout=10, max_receives=3, dlq=dlq, clock=clock
     )
 
 
@@ -75,9 +49,11 @@ def numbers(items: list[Received]) -> list[int]:
     return [item.message.n for item in items]
 
 
-def insert_raw(database: Database, queue: str, body: str, message_id: str = "raw-1") -> None:
+def insert_raw(
+    storage: SQLiteStorage, queue: str, body: str | bytes, message_id: str = "raw-1"
+) -> None:
     """Put a row in a queue behind the API's back, as a foreign or broken writer would."""
-    with database.transaction() as tx:
+    with storage.database.transaction() as tx:
         tx.execute(
             "INSERT INTO queue_messages (queue, id, body, not_before, visible_at, sent_at) "
             "VALUES (?, ?, ?, 0, 0, 0)",
@@ -302,11 +278,11 @@ def test_timed_out_max_receives_goes_to_the_dlq(
 
 
 def test_ttl_expires_waiting_messages(
-    database: Database, dlq: DeadLetterQueue, clock: FakeClock
+    storage: SQLiteStorage, dlq: DeadLetterQueue, clock: FakeClock
 ) -> None:
     """With a TTL, a message still waiting that long is dead-lettered as expired; one in
     flight is not expired until its visibility timeout runs out."""
-    queue = WorkQueue(database, codec, "ttl", ttl=60, visibility_timeout=100, dlq=dlq, clock=clock)
+    queue = WorkQueue(storage, "ttl", codec, ttl=60, visibility_timeout=100, dlq=dlq, clock=clock)
     queue.send(Job(1))
     queue.send(Job(2))
     [taken] = queue.receive()
@@ -319,11 +295,11 @@ def test_ttl_expires_waiting_messages(
 
 
 def test_without_a_dlq_failures_are_dropped_and_logged(
-    database: Database, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    storage: SQLiteStorage, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A queue without a DLQ drops a message that used up its receives, with an error
     log naming the queue and the message."""
-    queue = WorkQueue(database, codec, "bare", max_receives=1, clock=clock)
+    queue = WorkQueue(storage, "bare", codec, max_receives=1, clock=clock)
     message_id = queue.send(Job(1))
     [item] = queue.receive()
     queue.nack(item.receipt, error=ValueError("nope"))
@@ -335,14 +311,14 @@ def test_without_a_dlq_failures_are_dropped_and_logged(
 
 
 def test_undecodable_messages_are_dead_lettered(
-    database: Database, queue: WorkQueue, dlq: DeadLetterQueue
+    storage: SQLiteStorage, queue: WorkQueue, dlq: DeadLetterQueue
 ) -> None:
     """A row with bad JSON or an unknown type is dead-lettered by the receive that meets
     it, with the decoding error and the raw text; the good messages are received."""
     queue.send(Job(1))
-    insert_raw(database, "jobs", "{not json", "bad-json")
+    insert_raw(storage, "jobs", "{not json", "bad-json")
     unknown = codec.encode_envelope(Envelope(Job(2))).replace("queue.Job", "queue.Gone")
-    insert_raw(database, "jobs", unknown, "unknown-type")
+    insert_raw(storage, "jobs", unknown, "unknown-type")
     queue.send(Job(3))
     assert [1, 3] == numbers(queue.receive(max=10))
     dead = {d.message_id: d for d in dlq.list()}
@@ -390,55 +366,57 @@ def test_stats(queue: WorkQueue, clock: FakeClock) -> None:
     assert (5, "jobs: 3 waiting, 1 in flight, 1 delayed, oldest 4.0s") == (stats.total, str(stats))
 
 
-def test_send_joins_the_callers_transaction(queue: WorkQueue, database: Database) -> None:
+def test_send_joins_the_callers_transaction(queue: WorkQueue, storage: SQLiteStorage) -> None:
     """A send inside the caller's transaction is rolled back with it."""
-    with pytest.raises(RuntimeError), database.transaction():
+    with pytest.raises(RuntimeError), storage.transaction():
         queue.send(Job(1))
         raise RuntimeError("the order insert failed")
     assert 0 == len(queue)
 
 
-def test_bad_input_is_refused(database: Database, queue: WorkQueue, tmp_path: Path) -> None:
+def test_bad_input_is_refused(storage: SQLiteStorage, queue: WorkQueue, tmp_path: Path) -> None:
     """Wrong settings and arguments raise clear errors and change nothing."""
     with pytest.raises(ValueError, match="max must be an int >= 1"):
         queue.receive(max=0)
     with pytest.raises(ValueError, match="delay must be a number of seconds >= 0"):
         queue.send(Job(1), delay=-1)
     with pytest.raises(ValueError, match="max_receives"):
-        WorkQueue(database, codec, "x", max_receives=0)
+        WorkQueue(storage, "x", codec, max_receives=0)
     with pytest.raises(ValueError, match="name"):
-        WorkQueue(database, codec, "")
+        WorkQueue(storage, "", codec)
     with pytest.raises(ValueError, match="visibility_timeout"):
-        WorkQueue(database, codec, "x", visibility_timeout=0)
-    other = Database(tmp_path / "other.db")
-    with pytest.raises(ValueError, match="same Database"):
-        WorkQueue(database, codec, "x", dlq=DeadLetterQueue(other, codec))
+        WorkQueue(storage, "x", codec, visibility_timeout=0)
+    other = SQLiteStorage(tmp_path / "other.db")
+    with pytest.raises(ValueError, match="same storage"):
+        WorkQueue(storage, "x", codec, dlq=DeadLetterQueue(other, codec))
     other.close()
+    with pytest.raises(TypeError, match="needs a Storage"):
+        WorkQueue("queue.db", "x", codec)  # type: ignore[arg-type]
     with pytest.raises(MessageEncodeError):
         queue.send(Note("x", at=datetime(2024, 1, 1)))
     assert 0 == len(queue)
 
 
 def test_messages_survive_reopening_the_file(tmp_path: Path, clock: FakeClock) -> None:
-    """Sent, in-flight and delayed messages are in the file; another Database on it sees
+    """Sent, in-flight and delayed messages are in the file; another storage on it sees
     them and can ack a receipt handed out by the first."""
     path = tmp_path / "shared.db"
-    with Database(path) as db:
-        queue = WorkQueue(db, codec, "jobs", clock=clock)
+    with SQLiteStorage(path) as first:
+        queue = WorkQueue(first, "jobs", codec, clock=clock)
         queue.send_many([Job(1), Job(2)])
         queue.send(Job(3), delay=100)
         [item] = queue.receive()
-    with Database(path) as db:
-        again = WorkQueue(db, codec, "jobs", clock=clock)
+    with SQLiteStorage(path) as second:
+        again = WorkQueue(second, "jobs", codec, clock=clock)
         assert QueueStats("jobs", 1, 1, 1, 0.0) == again.stats()
         again.ack(item.receipt)
         assert [2] == numbers(again.receive(max=5))
 
 
-def test_queues_share_a_file_but_not_messages(database: Database, clock: FakeClock) -> None:
+def test_queues_share_a_file_but_not_messages(storage: SQLiteStorage, clock: FakeClock) -> None:
     """Queues of different names in one file never see each other's messages; ``Queues``
     names them and gives their stats."""
-    queues = Queues(database, codec, clock=clock, max_receives=2)
+    queues = Queues(storage, codec, clock=clock, max_receives=2)
     queues["a"].send(Job(1))
     queues["b"].send(Job(2))
     assert queues["a"] is queues["a"]
@@ -448,10 +426,10 @@ def test_queues_share_a_file_but_not_messages(database: Database, clock: FakeClo
     assert [("a", 1), ("b", 0)] == [(s.name, s.in_flight) for s in queues.stats()]
 
 
-def test_receive_uses_the_ready_index(queue: WorkQueue, database: Database) -> None:
+def test_receive_uses_the_ready_index(queue: WorkQueue, storage: SQLiteStorage) -> None:
     """The receive query is a range search of the ready index, not a scan: its cost grows
-    with the log of the queue's length."""
-    conn = database.read_connection()
+    with the log of the queue's length (SQLite: the query the backend runs)."""
+    conn = storage.database.read_connection()
     plan = conn.execute(
         "EXPLAIN QUERY PLAN SELECT seq FROM queue_messages WHERE queue = ? AND visible_at <= ? "
         "ORDER BY visible_at, seq LIMIT ?",
@@ -462,161 +440,89 @@ def test_receive_uses_the_ready_index(queue: WorkQueue, database: Database) -> N
     ] == [row[3] for row in plan]
 
 
-def test_default_backoff() -> None:
-    """The consumer's default backoff starts at 0.1 s, doubles, and stops at 30 s."""
-    assert [0.1, 0.2, 0.4, 30.0] == [default_backoff(a) for a in (2, 3, 4, 30)]
+# -- FIFO groups and dead letters: the documented behaviour ----------------------------
 
 
-# -- competing consumers (the real clock, no sleeps: threads signal what they did) -----------
-
-
-class Recorder:
-    """A handler that records what it handled and signals when ``expected`` calls ran."""
-
-    def __init__(self, expected: int, fail: Any = lambda n, calls: False) -> None:
-        self.expected = expected
-        self.fail = fail
-        self.calls: Counter[int] = Counter()
-        self.threads: set[str] = set()
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-
-    def __call__(self, job: Job) -> None:
-        with self.lock:
-            self.calls[job.n] += 1
-            self.threads.add(threading.current_thread().name)
-            calls = self.calls[job.n]
-            if sum(self.calls.values()) >= self.expected:
-                self.done.set()
-        if self.fail(job.n, calls):
-            raise RuntimeError(f"job {job.n} failed (call {calls})")
-
-
-@pytest.fixture
-def live(database: Database) -> tuple[WorkQueue, DeadLetterQueue]:
-    """A queue and DLQ on the real clock, for consumer threads."""
-    dlq = DeadLetterQueue(database, codec)
-    return WorkQueue(database, codec, "live", max_receives=3, dlq=dlq, clock=SystemClock()), dlq
-
-
-def test_competing_consumers_handle_each_message_once(
-    live: tuple[WorkQueue, DeadLetterQueue],
+def test_a_dead_lettered_group_message_is_overtaken_and_retried_at_the_back(
+    queue: WorkQueue, dlq: DeadLetterQueue
 ) -> None:
-    """Four threads with prefetch share 300 messages: each is handled exactly once, and
-    the queue is empty after they stop."""
-    queue, _ = live
-    handler = Recorder(300)
-    with queue.consume(handler, threads=4, prefetch=10, poll_interval=0.01) as consumer:
-        queue.send_many([Job(n) for n in range(300)])
-        assert handler.done.wait(30)
-    assert {n: 1 for n in range(300)} == dict(handler.calls)
-    assert (300, 0, 0, False) == (consumer.handled, consumer.failed, len(queue), consumer.running)
+    """As docs/work-queue.md states: a group's dead letter has ``key=None`` (the group only
+    in ``group``), so the group's next messages are handed out at once, and a retry puts
+    the dead one back behind them: the group is handled 2, 3, 1."""
+    queue.send_many([Job(1), Job(2), Job(3)], group="account-7")
+    order: list[int] = []
+    for _ in range(3):  # max_receives=3: the third nack dead-letters Job(1)
+        [item] = queue.receive()
+        queue.nack(item.receipt, error=RuntimeError("boom"))
+    [dead] = dlq.list("queue:jobs")
+    assert (None, "account-7") == (dead.key, dead.group)
+    [item] = queue.receive()
+    order.append(item.message.n)
+    queue.ack(item.receipt)
+    dlq.retry(dead.id)
+    for _ in range(3):
+        for item in queue.receive():
+            order.append(item.message.n)
+            queue.ack(item.receipt)
+    assert [2, 3, 1] == order
 
 
-def test_a_failing_handler_is_retried_then_dead_lettered(
-    live: tuple[WorkQueue, DeadLetterQueue],
+# -- the app's queues -----------------------------------------------------------------------
+
+
+def test_the_app_hands_out_its_queues_by_name(tmp_path: Path, clock: FakeClock) -> None:
+    """``app.queue(name)`` is made on first use with the app's storage, codec, clock and
+    DLQ and the settings given, and is the same object ever after; other settings for it
+    raise ValueError; ``app.queues`` lists them."""
+    with App(tmp_path / "app.db", registry=registry, clock=clock) as app:
+        emails = app.queue("emails", max_receives=1)
+        assert emails is app.queue("emails") is app.queue("emails", max_receives=1)
+        assert emails is app.queues["emails"]
+        assert (app.storage, app.codec, app.clock, app.dlq, 1) == (
+            emails.storage,
+            emails.codec,
+            emails.clock,
+            emails.dlq,
+            emails.max_receives,
+        )
+        with pytest.raises(ValueError, match=r"max_receives=3 \(it has 1\)"):
+            app.queue("emails", max_receives=3)
+        emails.send(Job(1))
+        [item] = emails.receive()
+        emails.nack(item.receipt, error=RuntimeError("smtp down"))
+        assert ["queue:emails"] == [d.source for d in app.dlq.list()]
+        app.queue("reports").send(Job(2), delay=5)
+        assert ["reports"] == app.queues.names()
+
+
+def test_an_app_in_memory_has_no_queues() -> None:
+    """Work queues need a file: asking an in-memory app raises RuntimeError saying so."""
+    with App(registry=registry) as app, pytest.raises(RuntimeError, match="work queues"):
+        app.queue("emails")
+
+
+def test_a_queues_dead_letter_raises_the_dlq_alert_after_the_commit(
+    storage: SQLiteStorage, clock: FakeClock
 ) -> None:
-    """A handler that keeps failing on one message gets it ``max_receives`` times, then it
-    is dead-lettered with the handler's error; the other messages are handled."""
-    queue, dlq = live
-    handler = Recorder(3 + 5, fail=lambda n, calls: n == 0)
-    with queue.consume(
-        handler, threads=2, prefetch=3, backoff=lambda attempt: 0.0, poll_interval=0.01
-    ):
-        queue.send_many([Job(n) for n in range(6)])
-        assert handler.done.wait(30)
-    assert {0: 3, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1} == dict(handler.calls)
-    [dead] = dlq.list()
-    assert ("RuntimeError", "job 0 failed (call 3)", 3) == (
-        dead.error_type,
-        dead.error_message,
-        dead.attempts,
+    """A message the queue dead-letters counts for the DLQ's alert like any add: the hook
+    is called after the commit, with the count and the new dead letter."""
+    calls: list[tuple[int, str | None]] = []
+    dlq = DeadLetterQueue(
+        storage,
+        codec,
+        clock=clock,
+        alert_threshold=1,
+        on_alert=lambda n, d: calls.append((n, d.message_id)),
     )
-    assert 0 == len(queue)
-
-
-def test_a_transient_failure_is_retried(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
-    """A handler that fails once on a message succeeds on the redelivery; nothing is
-    dead-lettered."""
-    queue, dlq = live
-    handler = Recorder(2, fail=lambda n, calls: calls == 1)
-    with queue.consume(handler, threads=1, backoff=lambda attempt: 0.0, poll_interval=0.01) as c:
-        queue.send(Job(1))
-        assert handler.done.wait(30)
-    assert ({1: 2}, 0, 0, 1, 1) == (
-        dict(handler.calls),
-        dlq.count(),
-        len(queue),
-        c.handled,
-        c.failed,
-    )
-
-
-def test_undecodable_message_does_not_stop_consumers(
-    live: tuple[WorkQueue, DeadLetterQueue], database: Database
-) -> None:
-    """A row that cannot be decoded goes to the DLQ with the reason; the consumers keep
-    running and handle every other message."""
-    queue, dlq = live
-    queue.send(Job(1))
-    insert_raw(database, "live", '{"type": "queue.Job", "data": {"n": "not a number"}}')
-    insert_raw(database, "live", "\x00garbage", "raw-2")
-    queue.send(Job(2))
-    handler = Recorder(3)
-    with queue.consume(handler, threads=2, prefetch=2, poll_interval=0.01):
-        queue.send(Job(3))
-        assert handler.done.wait(30)
-    assert {1: 1, 2: 1, 3: 1} == dict(handler.calls)
-    assert ["eventlite.exceptions.MessageDecodeError"] * 2 == [d.error_type for d in dlq.list()]
-
-
-def test_handler_runs_in_the_message_context(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
-    """While the handler runs, the message's envelope is current, so what it sends is
-    correlated to it."""
-    queue, _ = live
-    seen: list[Envelope | None] = []
-    done = threading.Event()
-
-    def handler(job: Job) -> None:
-        seen.append(current_envelope())
-        done.set()
-
-    sent = Envelope(Job(1))
-    with queue.consume(handler, threads=1, poll_interval=0.01):
-        queue.send(sent)
-        assert done.wait(30)
-    assert [sent] == seen
-
-
-def test_stop_gives_back_the_rest_of_the_batch(live: tuple[WorkQueue, DeadLetterQueue]) -> None:
-    """Stopping a consumer lets the running handler finish and gives back the rest of its
-    batch, visible at once and with that receive not counted."""
-    queue, _ = live
-    started = threading.Event()
-    release = threading.Event()
-
-    def slow(job: Job) -> None:
-        started.set()
-        release.wait(30)
-
-    queue.send_many([Job(n) for n in range(5)])
-    consumer = Consumer(queue, slow, threads=1, prefetch=5, poll_interval=0.01)
-    consumer.start()
-    assert started.wait(30)
-    consumer.stop(timeout=0)  # asks the thread to stop; it is still in the handler
-    release.set()
-    consumer.stop()
-    assert (1, False) == (consumer.handled, consumer.running)
-    assert [(1, 1), (2, 1), (3, 1), (4, 1)] == [
-        (i.message.n, i.receive_count) for i in queue.receive(max=10)
-    ]
-    with pytest.raises(RuntimeError, match="started already"):
-        consumer.start()
-
-
-def test_consumer_settings_are_checked(queue: WorkQueue) -> None:
-    """Threads and prefetch below 1 are refused."""
-    with pytest.raises(ValueError, match="threads"):
-        Consumer(queue, print, threads=0)
-    with pytest.raises(ValueError, match="prefetch"):
-        Consumer(queue, print, prefetch=0)
+    queue = WorkQueue(storage, "jobs", codec, max_receives=1, dlq=dlq, clock=clock)
+    sent = queue.send(Job(1))
+    [item] = queue.receive()
+    with storage.transaction():
+        queue.nack(item.receipt, error=ValueError("boom"))
+        assert [] == calls
+    assert [(1, sent)] == calls
+    queue.send(Job(2), delay=0)
+    [item] = queue.receive()
+    clock.advance(60)  # its visibility runs out: the next receive dead-letters it
+    assert [] == queue.receive()
+    assert 2 == len(calls)

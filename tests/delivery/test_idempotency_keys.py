@@ -6,34 +6,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eventlite.clock import FakeClock
 from eventlite.idempotency import Idempotency, IdempotencyTimeout
-from eventlite.sqlite import Database
+from eventlite.sqlite import SQLiteStorage
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    """An eventlite file."""
-    with Database(tmp_path / "keys.db", synchronous="normal") as db:
-        yield db
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """A clock moved by hand."""
-    return FakeClock()
-
-
-@pytest.fixture
-def keys(database: Database, clock: FakeClock) -> Idempotency:
+def keys(storage: SQLiteStorage, clock: FakeClock) -> Idempotency:
     """Idempotency keys on the file and the fake clock."""
-    return Idempotency(database, clock=clock, wait=10.0)
+    return Idempotency(storage, clock=clock, wait=10.0)
 
 
 def test_sixteen_threads_race_on_one_key(keys: Idempotency) -> None:
@@ -65,7 +50,7 @@ def test_sixteen_threads_race_on_one_key(keys: Idempotency) -> None:
 
 
 def test_repeats_get_the_stored_result_until_it_expires(
-    keys: Idempotency, clock: FakeClock, database: Database
+    keys: Idempotency, clock: FakeClock, storage: SQLiteStorage
 ) -> None:
     """Within ttl the stored JSON result comes back without a run; after it the key runs
     again, and purge_expired() deletes expired results."""
@@ -84,8 +69,7 @@ def test_repeats_get_the_stored_result_until_it_expires(
     keys.run("other", lambda: "x", ttl=5)
     clock.advance(100)
     assert 2 == keys.purge_expired()
-    rows = database.read_connection().execute("SELECT count(*) FROM idempotency_keys")
-    assert 0 == rows.fetchone()[0]
+    assert (None, None) == (storage.idempotency.find("k"), storage.idempotency.find("other"))
 
 
 def test_a_failure_is_not_stored(keys: Idempotency) -> None:
@@ -99,10 +83,10 @@ def test_a_failure_is_not_stored(keys: Idempotency) -> None:
     assert "ok" == keys.run("k", lambda: "ok")
 
 
-def test_a_duplicate_waits_then_times_out_clearly(database: Database, clock: FakeClock) -> None:
+def test_a_duplicate_waits_then_times_out_clearly(storage: SQLiteStorage, clock: FakeClock) -> None:
     """A call finding the key held by a running call waits, then raises
     IdempotencyTimeout naming the key."""
-    keys = Idempotency(database, clock=clock, poll=0.005)
+    keys = Idempotency(storage, clock=clock, poll=0.005)
     inside = threading.Event()
     release = threading.Event()
 
@@ -125,30 +109,25 @@ def test_a_duplicate_waits_then_times_out_clearly(database: Database, clock: Fak
 
 
 def test_an_abandoned_claim_is_taken_over_after_its_lease(
-    database: Database, clock: FakeClock
+    storage: SQLiteStorage, clock: FakeClock
 ) -> None:
-    """A claim whose holder died (a running row, never finished) blocks the key until its
+    """A claim whose holder died (a running claim, never finished) blocks the key until its
     lease runs out by the clock; then the next call runs fn."""
-    keys = Idempotency(database, clock=clock, lease=30.0)
-    with database.transaction() as tx:
-        tx.execute(
-            "INSERT INTO idempotency_keys (key, state, owner, started_at, lease_until) "
-            "VALUES ('k', 'running', 'dead-process', ?, ?)",
-            (clock.now(), clock.now() + 30),
-        )
+    keys = Idempotency(storage, clock=clock, lease=30.0)
+    storage.idempotency.claim("k", "dead-process", now=clock.now(), lease_until=clock.now() + 30)
     with pytest.raises(IdempotencyTimeout):
         keys.run("k", lambda: "mine", wait=0.02)
     clock.advance(30)
     assert "mine" == keys.run("k", lambda: "mine")
 
 
-def test_bad_calls(keys: Idempotency, database: Database) -> None:
+def test_bad_calls(keys: Idempotency, storage: SQLiteStorage) -> None:
     """A result that is not JSON raises TypeError and frees the key; a call inside a
     transaction, an empty key and a ttl of 0 are refused; forget() frees a key."""
     with pytest.raises(TypeError, match="JSON"):
         keys.run("k", lambda: object())
     assert 1 == keys.run("k", lambda: 1)
-    with pytest.raises(RuntimeError, match="transaction"), database.transaction():
+    with pytest.raises(RuntimeError, match="transaction"), storage.transaction():
         keys.run("k", lambda: 2)
     with pytest.raises(ValueError, match="non-empty"):
         keys.run("", lambda: 2)
@@ -158,21 +137,23 @@ def test_bad_calls(keys: Idempotency, database: Database) -> None:
     assert not keys.forget("k")
     assert 3 == keys.run("k", lambda: 3)
     with pytest.raises(ValueError, match="lease"):
-        Idempotency(database, lease=0)
+        Idempotency(storage, lease=0)
+    with pytest.raises(TypeError, match="needs a Storage"):
+        Idempotency("keys.db")  # type: ignore[arg-type]
 
 
-def test_another_process_gets_the_stored_result(database: Database) -> None:
+def test_another_process_gets_the_stored_result(storage: SQLiteStorage) -> None:
     """A process sharing the file gets the result stored by this one, without running fn."""
-    assert {"id": 7} == Idempotency(database).run("k", lambda: {"id": 7})
+    assert {"id": 7} == Idempotency(storage).run("k", lambda: {"id": 7})
     script = (
         "import sys\n"
-        "from eventlite.sqlite import Database\n"
+        "from eventlite.sqlite import SQLiteStorage\n"
         "from eventlite.idempotency import Idempotency\n"
-        "with Database(sys.argv[1]) as db:\n"
-        "    print(Idempotency(db).run('k', lambda: {'id': 'other'}))\n"
+        "with SQLiteStorage(sys.argv[1]) as storage:\n"
+        "    print(Idempotency(storage).run('k', lambda: {'id': 'other'}))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, database.path],
+        [sys.executable, "-c", script, storage.description],
         capture_output=True,
         text=True,
         check=True,
