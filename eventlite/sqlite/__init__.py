@@ -17,11 +17,17 @@ from ..codec import Codec
 from ..store.storage import Storage
 from ._database import Database, Synchronous, Transaction
 from .events import SQLiteEventStore
+from .processes import SQLiteProcessStore
+from .projections import SQLiteProjectionStore
+from .sagas import SQLiteSagaStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "Database",
     "SQLiteEventStore",
+    "SQLiteProcessStore",
+    "SQLiteProjectionStore",
+    "SQLiteSagaStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -58,11 +64,29 @@ class SQLiteStorage(Storage):
         """The file's connections and transactions."""
         self.events: SQLiteEventStore = SQLiteEventStore(self.database, codec=codec)
         self.snapshots: SQLiteSnapshotStore = SQLiteSnapshotStore(self.database)
+        self._projections = SQLiteProjectionStore(self.database)
+        self._sagas = SQLiteSagaStore(self.database)
+        self._processes = SQLiteProcessStore(self.database)
 
     @property
     def description(self) -> str:
         """The file's path."""
         return self.database.path
+
+    @property
+    def projections(self) -> SQLiteProjectionStore:
+        """See :attr:`Storage.projections`: the ``projections`` table."""
+        return self._projections
+
+    @property
+    def sagas(self) -> SQLiteSagaStore:
+        """See :attr:`Storage.sagas`: the ``sagas`` table."""
+        return self._sagas
+
+    @property
+    def processes(self) -> SQLiteProcessStore:
+        """See :attr:`Storage.processes`: ``process_instances`` and ``process_timeouts``."""
+        return self._processes
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""
