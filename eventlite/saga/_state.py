@@ -30,9 +30,9 @@ class State:
     status: SagaStatus
     data: str
     step_index: int
-    completed: list[str]
-    compensated: list[str]
-    compensation_errors: list[StepFailure]
+    completed: tuple[str, ...]
+    compensated: tuple[str, ...]
+    compensation_errors: tuple[StepFailure, ...]
     failed_step: str | None
     error: StepFailure | None
     revision: int
@@ -44,7 +44,7 @@ class State:
     def new(cls, saga_id: str, saga: str, data: str, now: float) -> State:
         """A new running instance, not yet stored."""
         return cls(
-            saga_id, saga, SagaStatus.RUNNING, data, 0, [], [], [], None, None, 0, now, now, None
+            saga_id, saga, SagaStatus.RUNNING, data, 0, (), (), (), None, None, 0, now, now, None
         )
 
     @classmethod
@@ -56,9 +56,9 @@ class State:
             status=record.status,
             data=record.data,
             step_index=record.step_index,
-            completed=list(record.completed),
-            compensated=list(record.compensated),
-            compensation_errors=list(record.compensation_errors),
+            completed=record.completed,
+            compensated=record.compensated,
+            compensation_errors=record.compensation_errors,
             failed_step=record.failed_step,
             error=record.error,
             revision=record.revision,
@@ -69,22 +69,35 @@ class State:
 
     def record(self) -> SagaRecord:
         """The record to store."""
-        return SagaRecord(
-            id=self.id,
-            saga=self.name,
-            status=self.status,
-            data=self.data,
-            step_index=self.step_index,
-            completed=self.completed,
-            compensated=self.compensated,
-            compensation_errors=self.compensation_errors,
-            failed_step=self.failed_step,
-            error=self.error,
-            revision=self.revision,
-            started_at=self.started_at,
-            updated_at=self.updated_at,
-            finished_at=self.finished_at,
+        return SagaRecord(  # positional: it is made on every save
+            self.id,
+            self.name,
+            self.status,
+            self.data,
+            self.step_index,
+            self.completed,
+            self.compensated,
+            self.compensation_errors,
+            self.failed_step,
+            self.error,
+            self.revision,
+            self.started_at,
+            self.updated_at,
+            self.finished_at,
         )
+
+    def complete(self, step: str) -> None:
+        """Record ``step`` as done: the next one is to run."""
+        self.completed = (*self.completed, step)
+        self.step_index += 1
+
+    def compensated_step(self, step: str) -> None:
+        """Record ``step``'s compensation as done (or not needed)."""
+        self.compensated = (*self.compensated, step)
+
+    def compensation_failed(self, failure: StepFailure) -> None:
+        """Record a compensation that raised."""
+        self.compensation_errors = (*self.compensation_errors, failure)
 
     def pending_compensations(self) -> list[str]:
         """The completed steps still to compensate, next first."""
@@ -165,11 +178,11 @@ def instance(state: State, saga: Saga | None, data: DataCodec) -> SagaInstance:
         status=state.status,
         data=value,
         step=step,
-        completed_steps=tuple(state.completed),
-        compensated_steps=tuple(state.compensated),
+        completed_steps=state.completed,
+        compensated_steps=state.compensated,
         failed_step=state.failed_step,
         error=state.error,
-        compensation_errors=tuple(state.compensation_errors),
+        compensation_errors=state.compensation_errors,
         started_at=to_datetime(state.started_at),
         updated_at=to_datetime(state.updated_at),
         finished_at=None if state.finished_at is None else to_datetime(state.finished_at),

@@ -83,7 +83,7 @@ class SagaRun:
         """Run to the end (or the stop) and return the instance as it stands."""
         saga, state = self.saga, self.state
         steps = saga.steps
-        expected = [s.name for s in steps[: state.step_index]]
+        expected = tuple(s.name for s in steps[: state.step_index])
         if state.completed != expected:
             raise SagaError(
                 f"saga {saga.name!r} {state.id}: stored steps {state.completed} do not match "
@@ -162,8 +162,7 @@ class SagaRun:
             if isinstance(exc, StepTimeout) and step.compensate is not None:
                 # It may have taken effect (it goes on in its thread): compensate it too.
                 # Its data changes are dropped (they are not known).
-                state.completed.append(step.name)
-                state.step_index += 1
+                state.complete(step.name)
             self._fail(step, exc)
             return
         try:
@@ -178,8 +177,7 @@ class SagaRun:
                 step.name,
                 exc,
             )
-            state.completed.append(step.name)
-            state.step_index += 1
+            state.complete(step.name)
             try:
                 raise SagaError(
                     f"saga {saga.name!r} {state.id}: step {step.name!r} ran, but the data it "
@@ -190,8 +188,7 @@ class SagaRun:
                 self._fail(step, error)
             return
         state.data = data
-        state.completed.append(step.name)
-        state.step_index += 1
+        state.complete(step.name)
         if state.step_index == len(saga.steps):
             state.status = SagaStatus.COMPLETED
             state.finished_at = self._clock.now()
@@ -221,7 +218,7 @@ class SagaRun:
         saga, state = self.saga, self.state
         if step.compensate is None:
             # Nothing to undo and nothing outside to repeat: stored with the next change.
-            state.compensated.append(step.name)
+            state.compensated_step(step.name)
             return
         self._wait_late(step)
         ctx = self._context(step, compensating=True)
@@ -232,10 +229,10 @@ class SagaRun:
             _log.warning(
                 "saga %r %s: compensation of %r failed: %s", saga.name, state.id, step.name, exc
             )
-            state.compensation_errors.append(StepFailure.of(step.name, exc))
+            state.compensation_failed(StepFailure.of(step.name, exc))
         else:
             state.data = data
-            state.compensated.append(step.name)
+            state.compensated_step(step.name)
         self._save()
 
     def _finish_failed(self) -> None:

@@ -20,6 +20,14 @@ _COLUMNS = (
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _list(values: Sequence[Any]) -> str:
+    return _dumps(values) if values else "[]"  # most lists are empty: skip the encoder
+
+
+def _failures(failures: Sequence[StepFailure]) -> str:
+    return _dumps([_failure_to_dict(f) for f in failures]) if failures else "[]"
+
+
 def _failure_to_dict(f: StepFailure) -> dict[str, str]:
     return {"step": f.step, "type": f.error_type, "message": f.message, "traceback": f.traceback}
 
@@ -35,9 +43,9 @@ def _record(row: Sequence[Any]) -> SagaRecord:
         status=SagaStatus(row[2]),
         data=row[3],
         step_index=row[4],
-        completed=json.loads(row[5]),
-        compensated=json.loads(row[6]),
-        compensation_errors=[_failure_from_dict(d) for d in json.loads(row[7])],
+        completed=tuple(json.loads(row[5])),
+        compensated=tuple(json.loads(row[6])),
+        compensation_errors=tuple(_failure_from_dict(d) for d in json.loads(row[7])),
         failed_step=row[8],
         error=None if row[9] is None else _failure_from_dict(json.loads(row[9])),
         revision=row[10],
@@ -52,9 +60,9 @@ def _changes(record: SagaRecord) -> tuple[Any, ...]:
         record.status.value,
         record.data,
         record.step_index,
-        _dumps(record.completed),
-        _dumps(record.compensated),
-        _dumps([_failure_to_dict(f) for f in record.compensation_errors]),
+        _list(record.completed),
+        _list(record.compensated),
+        _failures(record.compensation_errors),
         record.failed_step,
         None if record.error is None else _dumps(_failure_to_dict(record.error)),
         record.updated_at,
@@ -88,9 +96,9 @@ class SQLiteSagaStore(SagaStore):
                     record.status.value,
                     record.data,
                     record.step_index,
-                    _dumps(record.completed),
-                    _dumps(record.compensated),
-                    _dumps([_failure_to_dict(f) for f in record.compensation_errors]),
+                    _list(record.completed),
+                    _list(record.compensated),
+                    _failures(record.compensation_errors),
                     record.failed_step,
                     None if record.error is None else _dumps(_failure_to_dict(record.error)),
                     record.started_at,

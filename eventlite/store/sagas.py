@@ -11,7 +11,6 @@ import abc
 import builtins
 import enum
 import traceback as _traceback
-from collections.abc import Iterable
 
 import attrs
 
@@ -58,14 +57,6 @@ class StepFailure:
         return f"{self.step}: {self.error_type}: {self.message}"
 
 
-def _strings(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _failures(value: Iterable[StepFailure]) -> tuple[StepFailure, ...]:
-    return tuple(value)
-
-
 @attrs.frozen
 class SagaRecord:
     """One saga instance as a :class:`SagaStore` keeps it."""
@@ -80,11 +71,11 @@ class SagaRecord:
     """The saga's data as JSON text."""
     step_index: int
     """How many steps executed (the index of the next one to run)."""
-    completed: tuple[str, ...] = attrs.field(converter=_strings)
+    completed: tuple[str, ...]
     """Steps recorded as done, in order."""
-    compensated: tuple[str, ...] = attrs.field(converter=_strings)
+    compensated: tuple[str, ...]
     """Steps whose compensation succeeded (or which had none), in the order undone."""
-    compensation_errors: tuple[StepFailure, ...] = attrs.field(converter=_failures)
+    compensation_errors: tuple[StepFailure, ...]
     """Compensations that failed."""
     failed_step: str | None
     """The step whose failure started compensation."""
