@@ -102,11 +102,11 @@ def test_add_refuses_bad_projections(projector: Projector) -> None:
 
 
 def test_catch_up_and_rebuild_refuse_to_run_inside_a_transaction(
-    store: SQLiteEventStore, projector: Projector
+    storage: SQLiteStorage, projector: Projector
 ) -> None:
     """Their batches commit on their own, so inside a transaction they are refused."""
     projector.add(Ledger())
-    with store.database.transaction():
+    with storage.transaction():
         with pytest.raises(ProjectionError, match="outside a database transaction"):
             projector.catch_up()
         with pytest.raises(ProjectionError, match="outside a database transaction"):
@@ -138,11 +138,11 @@ def test_tracking_thread_follows_commits(store: SQLiteEventStore, projector: Pro
     assert fold(list(store.read_all())) == read_model(projector, ledger)
 
 
-def test_tracking_thread_polls_without_notify(store: SQLiteEventStore) -> None:
+def test_tracking_thread_polls_without_notify(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """Commits nobody announces (another process, a plain append) are found by polling."""
-    with Projector(
-        SQLiteStorage(store.database, codec=store.codec), store.codec, poll_interval=0.01
-    ) as projector:
+    with Projector(storage, storage.events.codec, poll_interval=0.01) as projector:
         ledger = projector.add(Ledger())
         projector.start()
         fill(store, deposits=5)
@@ -150,7 +150,9 @@ def test_tracking_thread_polls_without_notify(store: SQLiteEventStore) -> None:
         assert fold(list(store.read_all())) == read_model(projector, ledger)
 
 
-def test_failing_handler_stops_at_its_event_and_retries(store: SQLiteEventStore) -> None:
+def test_failing_handler_stops_at_its_event_and_retries(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """A handler that raises rolls its batch back, is reported with its position, and the
     thread tries again until the handler works; nothing is applied twice."""
     broken = threading.Event()
@@ -170,8 +172,8 @@ def test_failing_handler_stops_at_its_event_and_retries(store: SQLiteEventStore)
     fill(store)
     five = next(e.position for e in store.read_all() if getattr(e.message, "amount", None) == 5)
     with Projector(
-        SQLiteStorage(store.database, codec=store.codec),
-        store.codec,
+        storage,
+        storage.events.codec,
         batch_size=4,
         poll_interval=0.01,
         max_backoff=0.02,
@@ -192,7 +194,9 @@ def test_failing_handler_stops_at_its_event_and_retries(store: SQLiteEventStore)
         assert fold(list(store.read_all())) == read_model(projector, fragile)
 
 
-def test_batch_hooks_gather_and_write_once_per_batch(store: SQLiteEventStore) -> None:
+def test_batch_hooks_gather_and_write_once_per_batch(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """begin_batch/end_batch let a projection write once per batch; a failed batch starts
     again from clean buffers."""
     fail_once = [True]
@@ -221,9 +225,7 @@ def test_batch_hooks_gather_and_write_once_per_batch(store: SQLiteEventStore) ->
             )
 
     fill(store, deposits=20)
-    with Projector(
-        SQLiteStorage(store.database, codec=store.codec), store.codec, batch_size=5
-    ) as projector:
+    with Projector(storage, storage.events.codec, batch_size=5) as projector:
         projector.add(Totals())
         with pytest.raises(ProjectionError):
             projector.catch_up()
@@ -270,7 +272,6 @@ def _open(uow: Any, projector: Projector, name: str) -> None:
 def test_inline_projection_commits_with_the_events(app: App) -> None:
     """Through the unit of work's write hook, the read model and its checkpoint are written
     in the commit's own transaction: visible as soon as the commit returns."""
-    assert app.database is not None
     projector = Projector(app.storage, app.codec)
     ledger = projector.add(Ledger(), mode="inline")
     projector.start()
@@ -283,7 +284,6 @@ def test_inline_projection_commits_with_the_events(app: App) -> None:
 def test_inline_projection_rolls_back_with_a_failed_commit(app: App) -> None:
     """A commit that fails after the projection ran (a later hook raises, or a concurrency
     conflict) leaves neither events nor read-model rows nor a moved checkpoint."""
-    assert app.database is not None
     projector = Projector(app.storage, app.codec)
     ledger = projector.add(Ledger(), mode="inline")
     with app.unit_of_work() as uow:
@@ -306,7 +306,6 @@ def test_inline_projection_rolls_back_with_a_failed_commit(app: App) -> None:
 
 def test_inline_handler_failure_fails_the_commit(app: App) -> None:
     """An inline handler that raises fails the whole unit of work: no event is stored."""
-    assert app.database is not None
 
     class Picky(Ledger):
         name = "picky"
@@ -325,7 +324,6 @@ def test_inline_handler_failure_fails_the_commit(app: App) -> None:
 
 def test_inline_catches_up_events_stored_outside_units_of_work(app: App) -> None:
     """Events appended without the hook are applied, in order, at the next hooked commit."""
-    assert app.database is not None
     projector = Projector(app.storage, app.codec, batch_size=3)
     ledger = projector.add(Ledger(), mode="inline")
     app.store.append("side", [Opened("s", "side")] + [Deposited("s", k) for k in range(10)])
@@ -336,8 +334,8 @@ def test_inline_catches_up_events_stored_outside_units_of_work(app: App) -> None
 
 def test_inline_without_sqlite_is_refused(tmp_path: Path) -> None:
     """The in-memory store has no transaction to join: the hook refuses to run."""
-    store = SQLiteEventStore(tmp_path / "x.db", codec=Codec(registry))
-    projector = Projector(SQLiteStorage(store.database, codec=store.codec), store.codec)
+    storage = SQLiteStorage(tmp_path / "x.db", codec=Codec(registry))
+    projector = Projector(storage, storage.events.codec)
     projector.add(Ledger(), mode="inline")
     with (
         App(registry=registry) as memory_app,
@@ -345,7 +343,7 @@ def test_inline_without_sqlite_is_refused(tmp_path: Path) -> None:
         memory_app.unit_of_work() as uow,
     ):
         _open(uow, projector, "a1")
-    store.close()
+    storage.close()
 
 
 # -- rebuild --------------------------------------------------------------------------------
@@ -378,7 +376,9 @@ def test_rebuild_resets_and_reports_progress(store: SQLiteEventStore, projector:
     assert len(calls) > 1
 
 
-def test_rebuild_interrupted_is_finished_by_start(store: SQLiteEventStore) -> None:
+def test_rebuild_interrupted_is_finished_by_start(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """A rebuild that dies midway (here: its progress callback raises) leaves the status
     "rebuilding" with a partial read model; starting a projector finishes it."""
     fill(store, deposits=40)
@@ -386,18 +386,14 @@ def test_rebuild_interrupted_is_finished_by_start(store: SQLiteEventStore) -> No
     def die(done: int, total: int) -> None:
         raise KeyboardInterrupt
 
-    with Projector(
-        SQLiteStorage(store.database, codec=store.codec), store.codec, batch_size=10
-    ) as first:
+    with Projector(storage, storage.events.codec, batch_size=10) as first:
         first.add(Ledger(), mode="inline")
         with pytest.raises(KeyboardInterrupt):
             first.rebuild("ledger", progress=die)
         tenth = [e.position for e in store.read_all() if not isinstance(e.message, Noted)][9]
         [status] = first.status("ledger")
         assert ("rebuilding", tenth) == (status.state, status.position)
-    with Projector(
-        SQLiteStorage(store.database, codec=store.codec), store.codec, batch_size=10
-    ) as second:
+    with Projector(storage, storage.events.codec, batch_size=10) as second:
         ledger = second.add(Ledger(), mode="inline")
         second.start()
         [status] = second.status("ledger")
@@ -408,7 +404,6 @@ def test_rebuild_interrupted_is_finished_by_start(store: SQLiteEventStore) -> No
 def test_inline_rebuild_holds_back_hooks_until_the_hand_over(app: App) -> None:
     """While an inline projection rebuilds, commits leave it alone; the rebuild applies them
     and hands over at the head, after which commits update it again."""
-    assert app.database is not None
     projector = Projector(app.storage, app.codec, batch_size=2)
     ledger = projector.add(Ledger(), mode="inline")
     for i in range(5):
@@ -432,12 +427,12 @@ def test_inline_rebuild_holds_back_hooks_until_the_hand_over(app: App) -> None:
 
 
 def test_status_lists_every_projection_in_the_file(
-    store: SQLiteEventStore, projector: Projector
+    storage: SQLiteStorage, store: SQLiteEventStore, projector: Projector
 ) -> None:
     """status() reads the file: projections added by other projectors show too, with lag."""
     fill(store, deposits=2)
     projector.add(Ledger())
-    with Projector(SQLiteStorage(store.database, codec=store.codec), store.codec) as other:
+    with Projector(storage, storage.events.codec) as other:
         other.add(ScratchLedger(), mode="inline")
         other.catch_up()
     statuses = {s.name: s for s in projector.status()}
@@ -511,7 +506,6 @@ def test_any_interleaving_matches_the_reference(tmp_path_factory: Any, ops: list
     after a final catch-up both an inline and a tracking ledger equal the fold of the log."""
     path = tmp_path_factory.mktemp("prop") / "p.db"
     with App(path, registry=registry, synchronous="normal") as app:
-        assert app.database is not None
         projector = Projector(app.storage, app.codec, batch_size=3)
         inline = projector.add(Ledger(), mode="inline")
         tracking = projector.add(ScratchLedger(), mode="tracking")

@@ -47,7 +47,6 @@ def _writers(work: Any, rounds: int) -> tuple[list[threading.Thread], threading.
 
 
 def _rebuild_under_load(app: App, mode: str, rounds: int, work: Any) -> None:
-    assert app.database is not None
     projector = Projector(app.storage, app.codec, batch_size=50, poll_interval=0.01)
     ledger = projector.add(Ledger(), mode=mode)  # type: ignore[arg-type]
     projector.start()
