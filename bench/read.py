@@ -17,7 +17,7 @@ from eventlite import Codec, Registry
 from eventlite.messages import event
 from eventlite.projection import Projection, Projector, projects
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
-from eventlite.sqlite import Database, SQLiteEventStore
+from eventlite.sqlite import SQLiteEventStore, SQLiteStorage
 
 from ._harness import Row, rate, workdir
 
@@ -185,10 +185,11 @@ def _memory(projector: Projector, name: str, n: int) -> tuple[float, float]:
 def _projection_rows(dir: Path, n: int) -> list[Row]:
     path = dir / "log.db"
     codec = Codec(registry)
-    store = SQLiteEventStore(path, codec=codec, synchronous="normal")
+    storage = SQLiteStorage(path, codec=codec, synchronous="normal")
+    store = storage.events
     try:
         _fill(store, n)
-        projector = Projector(store.database, codec, batch_size=BATCH)
+        projector = Projector(storage, codec, batch_size=BATCH)
         projector.add(Count())
         projector.add(Balances())
         projector.add(BatchedBalances())
@@ -208,7 +209,7 @@ def _projection_rows(dir: Path, n: int) -> list[Row]:
         early, peak = _memory(projector, "balances", n)
         projector.close()
     finally:
-        store.close()
+        storage.close()
     floor_name = "raw read + decode (sqlite3 pages + codec)"
     return [
         Row(
@@ -275,9 +276,9 @@ def _step(name: str) -> SagaStep:
 
 
 def _sagas(path: Path, count: int) -> int:
-    database = Database(path, synchronous="normal")
+    storage = SQLiteStorage(path, synchronous="normal")
     try:
-        orchestrator = SagaOrchestrator(database)
+        orchestrator = SagaOrchestrator(storage)
         saga = orchestrator.register(
             Saga("checkout", [_step(s) for s in ("reserve", "charge", "ship", "notify")])
         )
@@ -285,7 +286,7 @@ def _sagas(path: Path, count: int) -> int:
             orchestrator.start(saga, {"order": i})
         return count
     finally:
-        database.close()
+        storage.close()
 
 
 def _raw_commits(path: Path, count: int) -> int:

@@ -53,13 +53,13 @@ from .middleware import (
     timing_middleware,
 )
 from .process import (
-    Process,
+    ProcessContext,
     ProcessError,
     ProcessInstance,
     ProcessManager,
     ProcessNotFound,
     ProcessStatus,
-    Timeout,
+    ProcessTimeout,
 )
 from .projection import (
     Projection,
@@ -168,12 +168,13 @@ __all__ = [
     "NO_STREAM",
     "NoHandlerError",
     "NotAMessage",
-    "Process",
+    "ProcessContext",
     "ProcessError",
     "ProcessInstance",
     "ProcessManager",
     "ProcessNotFound",
     "ProcessStatus",
+    "ProcessTimeout",
     "Projection",
     "ProjectionError",
     "ProjectionStatus",
@@ -217,7 +218,6 @@ __all__ = [
     "SubscriberStatus",
     "Subscription",
     "SystemClock",
-    "Timeout",
     "timing_middleware",
     "TimingCallback",
     "UnitOfWork",

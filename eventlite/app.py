@@ -59,7 +59,7 @@ from .idempotency import Idempotency
 from .memory import MemoryStorage
 from .messages import Registry, default_registry
 from .metrics import DeliveryMetrics
-from .process import Processes, ProcessManager
+from .process import ProcessManager, ProcessManagers
 from .projection import Projection, ProjectionMode, Projector
 from .queue import Queues, WorkQueue
 from .relay import DeliveryCall, DurableSubscriber, Finish, Relay, Start, SubscriberStatus
@@ -190,19 +190,19 @@ class App:
         self._queues: Queues | None = None
         self._projector: Projector | None = None
         self._sagas: SagaOrchestrator | None = None
-        self._processes: Processes | None = None
+        self._processes: ProcessManagers | None = None
         if self.database is not None:
             self._dlq = DeadLetterQueue(self.storage, self.codec, clock=self.clock)
             self._idempotency = Idempotency(self.storage, clock=self.clock)
             self._queues = Queues(self.storage, self.codec, dlq=self._dlq, clock=self.clock)
             self._projector = Projector(
-                self.database, self.codec, clock=self.clock, poll_interval=poll_interval
+                self.storage, self.codec, clock=self.clock, poll_interval=poll_interval
             )
             self._projector.start()  # nothing to run yet: projections launch as they are added
             self._sagas = SagaOrchestrator(
-                self.database, self.codec, dlq=self._dlq, clock=self.clock
+                self.storage, self.codec, dlq=self._dlq, clock=self.clock
             )
-            self._processes = Processes(self.database, self.codec, clock=self.clock)
+            self._processes = ProcessManagers(self.storage, self.codec, clock=self.clock)
         self._relay: Relay | None = None
         self._saga_starts: dict[str, tuple[type[Any], str]] = {}
         self._relay_lock = threading.Lock()
@@ -653,9 +653,10 @@ class App:
         thread.start()
 
     @property
-    def processes(self) -> Processes:
-        """The process managers of the app's file: their instances and timeouts
-        (``app.processes.get(name, key)``). Raises ``RuntimeError`` in memory."""
+    def processes(self) -> ProcessManagers:
+        """The :class:`~eventlite.process.ProcessManagers` of the app's file: their
+        instances and timeouts (``app.processes.get(name, key)``). Raises ``RuntimeError``
+        in memory."""
         self._need_file("process managers")
         assert self._processes is not None
         return self._processes
@@ -687,9 +688,7 @@ class App:
         def alarm(when: float) -> None:
             relay.scheduler.call_at(when, relay.wake)
 
-        runner = processes.runner(
-            manager, store=self.store, dispatch=self.bus.dispatch, dlq=self._dlq, alarm=alarm
-        )
+        runner = processes.runner(manager, dispatch=self.bus.dispatch, dlq=self._dlq, alarm=alarm)
         call, _ = self._durable_call(runner.handle)
         subscriber = relay.add(
             manager.name,

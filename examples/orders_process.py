@@ -22,7 +22,7 @@ import attrs
 import eventlite
 from eventlite import App
 from eventlite.clock import FakeClock
-from eventlite.process import Process, ProcessManager
+from eventlite.process import ProcessContext, ProcessManager
 
 from .orders import (
     DECLINED_CARD,
@@ -92,7 +92,7 @@ fulfilment = ProcessManager(
 )
 
 
-def step(process: Process[Fulfilment], event: Any, stage: str, *commands: Any) -> None:
+def step(process: ProcessContext[Fulfilment], event: Any, stage: str, *commands: Any) -> None:
     """Move to ``stage`` and dispatch ``commands``, saying so in the trace."""
     names = ", ".join(type(c).__name__ for c in commands) or "nothing"
     say(f"process {process.key}: {type(event).__name__} -> {names}")
@@ -103,7 +103,7 @@ def step(process: Process[Fulfilment], event: Any, stage: str, *commands: Any) -
 
 
 @fulfilment.starts(OrderPlaced)
-def placed(event: OrderPlaced, process: Process[Fulfilment]) -> None:
+def placed(event: OrderPlaced, process: ProcessContext[Fulfilment]) -> None:
     """Remember the order and reserve its items."""
     state = process.state
     state.sku, state.quantity, state.amount, state.card = (
@@ -116,7 +116,7 @@ def placed(event: OrderPlaced, process: Process[Fulfilment]) -> None:
 
 
 @fulfilment.handles(InventoryReserved)
-def reserved(event: InventoryReserved, process: Process[Fulfilment]) -> None:
+def reserved(event: InventoryReserved, process: ProcessContext[Fulfilment]) -> None:
     """Ask for the payment, and give the bank a deadline."""
     state = process.state
     process.schedule(PaymentOverdue(event.order_id), after=PAYMENT_DEADLINE, name="payment")
@@ -124,26 +124,26 @@ def reserved(event: InventoryReserved, process: Process[Fulfilment]) -> None:
 
 
 @fulfilment.handles(PaymentProcessed)
-def paid(event: PaymentProcessed, process: Process[Fulfilment]) -> None:
+def paid(event: PaymentProcessed, process: ProcessContext[Fulfilment]) -> None:
     """The bank answered in time: ship."""
     process.cancel("payment")
     step(process, event, "shipping", CreateShipment(event.order_id))
 
 
 @fulfilment.handles(ShipmentCreated)
-def shipped(event: ShipmentCreated, process: Process[Fulfilment]) -> None:
+def shipped(event: ShipmentCreated, process: ProcessContext[Fulfilment]) -> None:
     """Confirm the order."""
     step(process, event, "confirming", ConfirmOrder(event.order_id))
 
 
 @fulfilment.handles(OrderConfirmed)
-def confirmed(event: OrderConfirmed, process: Process[Fulfilment]) -> None:
+def confirmed(event: OrderConfirmed, process: ProcessContext[Fulfilment]) -> None:
     """The flow is over."""
     step(process, event, "confirmed")
     process.complete()
 
 
-def give_up(process: Process[Fulfilment], event: Any, reason: str) -> None:
+def give_up(process: ProcessContext[Fulfilment], event: Any, reason: str) -> None:
     """Undo the reservation, cancel the order, and end the process."""
     order_id = process.key
     release = ReleaseInventory(order_id, process.state.sku)
@@ -152,13 +152,13 @@ def give_up(process: Process[Fulfilment], event: Any, reason: str) -> None:
 
 
 @fulfilment.handles(PaymentFailed)
-def payment_failed(event: PaymentFailed, process: Process[Fulfilment]) -> None:
+def payment_failed(event: PaymentFailed, process: ProcessContext[Fulfilment]) -> None:
     """The bank said no."""
     give_up(process, event, "payment failed")
 
 
 @fulfilment.handles(PaymentOverdue)
-def payment_overdue(event: PaymentOverdue, process: Process[Fulfilment]) -> None:
+def payment_overdue(event: PaymentOverdue, process: ProcessContext[Fulfilment]) -> None:
     """The bank said nothing in time."""
     give_up(process, event, "payment timed out")
 

@@ -18,7 +18,7 @@ from eventlite.app import App
 from eventlite.clock import FakeClock
 from eventlite.exceptions import ConcurrencyError
 from eventlite.messages import Registry, command, event, query
-from eventlite.process import Process, Processes, ProcessManager
+from eventlite.process import ProcessContext, ProcessManager, ProcessManagers
 from eventlite.projection import Projection, ProjectionError, Projector, projects
 from eventlite.saga import Saga, SagaOrchestrator, SagaStatus, SagaStep, StepContext
 from eventlite.store import NO_STREAM
@@ -273,11 +273,11 @@ def test_run_until_idle_settles_timeouts_commands_and_projections_together(app: 
     manager = ProcessManager("expiry", correlate={Opened: lambda e: e.account})
 
     @manager.starts(Opened)
-    def opened(e: Opened, process: Process[dict[str, Any]]) -> None:
+    def opened(e: Opened, process: ProcessContext[dict[str, Any]]) -> None:
         process.schedule(Expired(e.account), after=timedelta(days=30))
 
     @manager.handles(Expired)
-    def expired(e: Expired, process: Process[dict[str, Any]]) -> None:
+    def expired(e: Expired, process: ProcessContext[dict[str, Any]]) -> None:
         process.dispatch(Open(f"{e.account}-renewed"))
         process.complete()
 
@@ -300,7 +300,7 @@ def test_handlers_can_ask_for_the_read_side_by_name(app: App) -> None:
 
     @app.handles(Parts)
     def parts(
-        message: Parts, projector: Projector, sagas: SagaOrchestrator, processes: Processes
+        message: Parts, projector: Projector, sagas: SagaOrchestrator, processes: ProcessManagers
     ) -> list[object]:
         return [projector, sagas, processes]
 

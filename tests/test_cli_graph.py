@@ -15,7 +15,7 @@ from eventlite.aggregate import Aggregate, applies
 from eventlite.app import App
 from eventlite.cli import mermaid
 from eventlite.messages import Registry, command, event
-from eventlite.process import Process, ProcessManager
+from eventlite.process import ProcessContext, ProcessManager
 from eventlite.projection import Projection, projects
 from eventlite.saga import Saga, SagaStep, StepContext
 from eventlite.unit_of_work import UnitOfWork
@@ -111,15 +111,15 @@ def build(db: str | Path) -> App:
     )
 
     @payment.starts(OrderPlaced)
-    def placed(e: OrderPlaced, process: Process[dict[str, Any]]) -> None:
+    def placed(e: OrderPlaced, process: ProcessContext[dict[str, Any]]) -> None:
         pass
 
     @payment.handles(PaymentTaken)
-    def paid(e: PaymentTaken, process: Process[dict[str, Any]]) -> None:
+    def paid(e: PaymentTaken, process: ProcessContext[dict[str, Any]]) -> None:
         process.complete()
 
     @payment.handles(PaymentOverdue)
-    def overdue(e: PaymentOverdue, process: Process[dict[str, Any]]) -> None:
+    def overdue(e: PaymentOverdue, process: ProcessContext[dict[str, Any]]) -> None:
         process.dispatch(ChaseOrder(e.order_id))
 
     app.process_manager(payment)

@@ -97,7 +97,8 @@ def build(path: Path | str, handler: Callable[[OrderPlaced], None] = failing_ema
 
 def rebuild_target(path: str) -> Projector:
     """What ``projections rebuild --app`` imports: a projector over the file at ``path``."""
-    projector = Projector(Database(path, synchronous="normal"), Codec(registry))
+    codec = Codec(registry)
+    projector = Projector(SQLiteStorage(path, codec=codec, synchronous="normal"), codec)
     projector.add(OrderTotals(), mode="inline")
     return projector
 
@@ -185,11 +186,11 @@ def store(tmp_path: Path) -> Store:
         queue.send(SendEmail("bob@example.com"))
         queue.send(SendEmail("cy@example.com"), delay=3600)
         queue.receive(max=1)
-        projector = Projector(app.database, app.codec)
+        projector = Projector(app.storage, app.codec)
         projector.add(OrderTotals(), mode="inline")
         projector.start()
         projector.close()
-        sagas = SagaOrchestrator(app.database, app.codec, dlq=app.dlq)
+        sagas = SagaOrchestrator(app.storage, app.codec, dlq=app.dlq)
         sagas.register(CHECKOUT)
         ok = sagas.start("checkout", {"order_id": "o-1"}, saga_id="saga-ok")
         failed = sagas.start("checkout", {"order_id": "o-9"}, saga_id="saga-failed")
@@ -426,7 +427,7 @@ def test_subscribers_agree_with_the_library(store: Store) -> None:
 def test_projections_list_agrees_with_the_library(store: Store) -> None:
     """One row per projection in the file, with its mode, state, checkpoint and lag."""
     with library(store.path) as db:
-        (status,) = Projector(db).status()
+        (status,) = Projector(SQLiteStorage(db)).status()
     result = store.run("projections", "list")
     assert ["OrderTotals", "inline", "live", f"{status.position}/{status.head}"] == (
         result.lines[1].split()[:4]
@@ -451,7 +452,7 @@ def test_projections_rebuild_replays_with_a_bar_on_a_terminal(store: Store) -> N
     argv = ["--db", str(store.path), "projections", "rebuild", "OrderTotals", "--app", target]
     code = cli.main(argv, stdout=out, stderr=err)
     with library(store.path) as db:
-        head = Projector(db).status()[0].head
+        head = Projector(SQLiteStorage(db)).status()[0].head
         rows = list(sqlite_utils.Database(db.read_connection())["order_totals"].rows)
     assert (0, f"rebuilt projection OrderTotals: replayed the log up to position {head}\n") == (
         code,
@@ -471,7 +472,7 @@ def test_projections_rebuild_through_an_apps_projector(store: Store) -> None:
         "projections", "rebuild", "OrderTotals", "--app", "tests.test_cli_operations:app_target"
     )
     with library(store.path) as db:
-        (status,) = Projector(db).status()
+        (status,) = Projector(SQLiteStorage(db)).status()
     assert (0, "") == (result.code, result.err)
     assert ("live", status.head, 0) == (status.state, status.position, status.lag)
     assert None is not status.rebuilt_at
@@ -532,7 +533,7 @@ def test_projections_rebuild_refuses_an_app_on_another_file(
 def test_sagas_list_and_show_agree_with_the_library(store: Store) -> None:
     """list gives each instance oldest first; show gives one in full; filters narrow."""
     with library(store.path) as db:
-        instances = SagaOrchestrator(db).list()
+        instances = SagaOrchestrator(SQLiteStorage(db)).list()
     rows = [json.loads(line) for line in store.run("sagas", "list", "--json").lines]
     assert [(s.id, s.status.value, list(s.completed_steps)) for s in instances] == [
         (r["id"], r["status"], r["completed_steps"]) for r in rows

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..projection import ProjectionStatus, Projector
 from ..saga import SagaInstance, SagaNotFound, SagaOrchestrator, SagaStatus
+from ..sqlite import SQLiteStorage
 from . import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -85,7 +86,7 @@ def _status_dict(s: ProjectionStatus) -> dict[str, Any]:
 
 
 def _projections_list(ctx: CommandContext) -> int:
-    found = Projector(ctx.database).status()
+    found = Projector(SQLiteStorage(ctx.database)).status()
     if not found:
         raise CliError("no projection has a checkpoint in this file", EXIT_NOT_FOUND)
     if ctx.args.json:
@@ -130,10 +131,10 @@ def _takes_an_argument(fn: Callable[..., Any]) -> bool:
 
 def _close(made: Any) -> None:
     """Close what a factory made: an App closes its projector and file; a bare projector
-    leaves its file to be closed here."""
+    leaves its storage to be closed here."""
     if isinstance(made, Projector):
         made.close()
-        made.database.close()
+        made.storage.close()
         return
     close = getattr(made, "close", None)
     if callable(close):
@@ -161,7 +162,7 @@ def _progress(ctx: CommandContext, name: str) -> Callable[[int, int], None] | No
 
 def _projections_rebuild(ctx: CommandContext) -> int:
     name, spec = ctx.args.name, ctx.args.app
-    known = [s.name for s in Projector(ctx.database).status()]
+    known = [s.name for s in Projector(SQLiteStorage(ctx.database)).status()]
     if name not in known:
         listed = ", ".join(known) or "none"
         raise CliError(
@@ -181,9 +182,10 @@ def _projections_rebuild(ctx: CommandContext) -> int:
             raise CliError(
                 f"{spec} is not an App with a projector, nor a Projector: {type(target).__name__}"
             )
-        if not os.path.samefile(projector.database.path, ctx.path):
+        where = projector.storage.description
+        if not os.path.exists(where) or not os.path.samefile(where, ctx.path):
             raise CliError(
-                f"{spec} works on {projector.database.path}, not on {ctx.path}; name a "
+                f"{spec} works on {where}, not on {ctx.path}; name a "
                 "function that takes the file's path"
             )
         if name not in projector.projections:
@@ -268,7 +270,7 @@ def _instance_dict(s: SagaInstance) -> dict[str, Any]:
 
 def _sagas_list(ctx: CommandContext) -> int:
     args = ctx.args
-    found = SagaOrchestrator(ctx.database).list(
+    found = SagaOrchestrator(SQLiteStorage(ctx.database)).list(
         status=args.status, saga=args.saga, limit=args.limit
     )
     if not found:
@@ -298,7 +300,7 @@ def _sagas_list(ctx: CommandContext) -> int:
 
 def _sagas_show(ctx: CommandContext) -> int:
     try:
-        s = SagaOrchestrator(ctx.database).get(ctx.args.id)
+        s = SagaOrchestrator(SQLiteStorage(ctx.database)).get(ctx.args.id)
     except SagaNotFound as exc:
         raise CliError(str(exc), EXIT_NOT_FOUND) from None
     if ctx.args.json:

@@ -20,6 +20,9 @@ from .dead_letters import SQLiteDeadLetterStore
 from .events import SQLiteEventStore
 from .idempotency import SQLiteIdempotencyStore
 from .queues import SQLiteQueueStore
+from .processes import SQLiteProcessStore
+from .projections import SQLiteProjectionStore
+from .sagas import SQLiteSagaStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
@@ -28,6 +31,9 @@ __all__ = [
     "SQLiteEventStore",
     "SQLiteIdempotencyStore",
     "SQLiteQueueStore",
+    "SQLiteProcessStore",
+    "SQLiteProjectionStore",
+    "SQLiteSagaStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -67,6 +73,9 @@ class SQLiteStorage(Storage):
         self._dead_letters = SQLiteDeadLetterStore(self.database)
         self._queues = SQLiteQueueStore(self.database)
         self._idempotency = SQLiteIdempotencyStore(self.database)
+        self._projections = SQLiteProjectionStore(self.database)
+        self._sagas = SQLiteSagaStore(self.database)
+        self._processes = SQLiteProcessStore(self.database)
 
     @property
     def description(self) -> str:
@@ -87,6 +96,19 @@ class SQLiteStorage(Storage):
     def idempotency(self) -> SQLiteIdempotencyStore:
         """See :attr:`Storage.idempotency`: the ``idempotency_keys`` table."""
         return self._idempotency
+    def projections(self) -> SQLiteProjectionStore:
+        """See :attr:`Storage.projections`: the ``projections`` table."""
+        return self._projections
+
+    @property
+    def sagas(self) -> SQLiteSagaStore:
+        """See :attr:`Storage.sagas`: the ``sagas`` table."""
+        return self._sagas
+
+    @property
+    def processes(self) -> SQLiteProcessStore:
+        """See :attr:`Storage.processes`: ``process_instances`` and ``process_timeouts``."""
+        return self._processes
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""

@@ -240,6 +240,21 @@ class EventStore(abc.ABC):
         give it. Raises :class:`UnknownMessageType` or :class:`MessageDecodeError` naming
         the record's position when it cannot be decoded."""
 
+    def read_messages(
+        self, after: int = 0, limit: int = 1000, types: frozenset[str] | None = None
+    ) -> list[tuple[int, Any]]:
+        """``(position, message)`` of the events :meth:`read_records` would return, decoded
+        as :meth:`decode` would, without building their envelopes: the cheaper read for
+        followers that need only the message (projections).
+
+        Raises like :meth:`decode` at the first event that cannot be decoded, and like
+        :meth:`read_records` for bad arguments. Backends may override it with a leaner
+        query; the default decodes what :meth:`read_records` returns.
+        """
+        return [
+            (r.position, self.decode(r).message) for r in self.read_records(after, limit, types)
+        ]
+
     @abc.abstractmethod
     def stream_version(self, stream_id: str) -> int:
         """The version of the stream's last event; 0 when the stream does not exist."""

@@ -45,7 +45,7 @@ from ..saga import Saga, SagaData, SagaInstance, SagaStatus, SagaStep, StepConte
 if TYPE_CHECKING:
     from ..app import App
     from ..envelope import Envelope
-    from ..process import ProcessInstance, ProcessManager, Timeout
+    from ..process import ProcessInstance, ProcessManager, ProcessTimeout
     from .app import TestApp
 
 __all__ = [
@@ -700,20 +700,19 @@ class SagaScenario:
         from ..dlq import DeadLetterQueue
         from ..saga import SagaOrchestrator
         from ..sqlite import SQLiteStorage
-        from ..sqlite._database import Database
 
         calls: list[str] = []
         definition = self._definition(calls)
         with tempfile.TemporaryDirectory(prefix="eventlite-saga-") as tmp:
-            database = Database(f"{tmp}/saga.db", synchronous="normal")
+            codec = Codec(self.registry) if self.registry is not None else Codec()
+            storage = SQLiteStorage(f"{tmp}/saga.db", codec=codec, synchronous="normal")
             try:
-                codec = Codec(self.registry) if self.registry is not None else Codec()
                 clock = FakeClock()
-                dlq = DeadLetterQueue(SQLiteStorage(database), codec, clock=clock)
-                sagas = SagaOrchestrator(database, codec, dlq=dlq, clock=clock)
+                dlq = DeadLetterQueue(storage, codec, clock=clock)
+                sagas = SagaOrchestrator(storage, codec, dlq=dlq, clock=clock)
                 instance = sagas.start(definition, self.data)
             finally:
-                database.close()
+                storage.close()
         return SagaOutcome(instance, tuple(calls))
 
     def then(
@@ -777,7 +776,7 @@ class ProcessOutcome:
 
     dispatched: tuple[Any, ...]
     """The commands dispatched while the action was handled, in order."""
-    scheduled: tuple[Timeout, ...]
+    scheduled: tuple[ProcessTimeout, ...]
     """The manager's timeouts waiting when the action is over, earliest first."""
     instance: ProcessInstance | None
     """The instance the expectation is about, as stored, or None when there is none."""

@@ -12,7 +12,7 @@ import pytest
 from eventlite import App
 from eventlite.projection import Projector
 
-from .test_projection import (
+from .ledger import (
     Deposited,
     Ledger,
     Opened,
@@ -47,8 +47,7 @@ def _writers(work: Any, rounds: int) -> tuple[list[threading.Thread], threading.
 
 
 def _rebuild_under_load(app: App, mode: str, rounds: int, work: Any) -> None:
-    assert app.database is not None
-    projector = Projector(app.database, app.codec, batch_size=50, poll_interval=0.01)
+    projector = Projector(app.storage, app.codec, batch_size=50, poll_interval=0.01)
     ledger = projector.add(Ledger(), mode=mode)  # type: ignore[arg-type]
     projector.start()
     # some history first, so that the rebuild has batches to replay

@@ -25,14 +25,14 @@ from eventlite.process import (
     HEADER_KEY,
     HEADER_PROCESS,
     HEADER_TIMEOUT,
-    Process,
+    ProcessContext,
     ProcessError,
     ProcessManager,
     ProcessNotFound,
-    ProcessRunner,
     ProcessStatus,
     timeout_stream,
 )
+from eventlite.process._runner import ProcessRunner  # patched to fail inside the commit
 from eventlite.retry import RetryPolicy
 
 registry = Registry()
@@ -110,7 +110,7 @@ class Harness:
         )
 
         @pm.starts(Placed)
-        def placed(message: Placed, process: Process[Tracking]) -> None:
+        def placed(message: Placed, process: ProcessContext[Tracking]) -> None:
             self.calls.append(("placed", process.key))
             process.state.placed += 1
             process.state.timeout_id = process.schedule(
@@ -118,7 +118,7 @@ class Harness:
             )
 
         @pm.handles(Overdue)
-        def overdue(message: Overdue, process: Process[Tracking]) -> None:
+        def overdue(message: Overdue, process: ProcessContext[Tracking]) -> None:
             self.calls.append(("overdue", process.key))
             process.state.reminders += 1
             process.dispatch(Remind(process.key))
@@ -127,25 +127,25 @@ class Harness:
             )
 
         @pm.handles(Paid)
-        def paid(message: Paid, process: Process[Tracking]) -> None:
+        def paid(message: Paid, process: ProcessContext[Tracking]) -> None:
             self.calls.append(("paid", process.key))
             process.state.paid = True
             process.complete()
 
         @pm.handles(Shipped)
-        def shipped(message: Shipped, process: Process[Tracking]) -> None:
+        def shipped(message: Shipped, process: ProcessContext[Tracking]) -> None:
             process.state.shipped += 1
             if "shipped" in self.fail_on:
                 raise RuntimeError("shipping handler broke")
             self.calls.append(("shipped", process.key))
 
         @pm.handles(Hold)
-        def hold(message: Hold, process: Process[Tracking]) -> None:
+        def hold(message: Hold, process: ProcessContext[Tracking]) -> None:
             self.calls.append(("hold", process.key))
             process.cancel(process.state.timeout_id)
 
         @pm.handles(Snooze)
-        def snooze(message: Snooze, process: Process[Tracking]) -> None:
+        def snooze(message: Snooze, process: ProcessContext[Tracking]) -> None:
             self.calls.append(("snooze", process.key))
             process.cancel("due")
 
@@ -401,7 +401,7 @@ def test_a_dict_state_and_a_correlation_that_says_none(tmp_path: Path) -> None:
     )
 
     @pm.starts(Placed)
-    def count(message: Placed, process: Process[dict[str, Any]]) -> None:
+    def count(message: Placed, process: ProcessContext[dict[str, Any]]) -> None:
         process.state["seen"] = process.state.get("seen", 0) + 1
 
     with App(tmp_path / "pm.db", registry=registry, synchronous="normal") as app:
@@ -417,7 +417,7 @@ def test_a_state_that_changes_class_fails_the_handling(tmp_path: Path) -> None:
     pm = ProcessManager("bad-state", state=Tracking, correlate={Placed: by_order})
 
     @pm.starts(Placed)
-    def replace(message: Placed, process: Process[Any]) -> None:
+    def replace(message: Placed, process: ProcessContext[Any]) -> None:
         process.state = {"not": "tracking"}
 
     with App(tmp_path / "pm.db", registry=registry, synchronous="normal") as app:
@@ -474,7 +474,7 @@ def test_schedule_refuses_what_it_could_not_deliver() -> None:
     pm = ProcessManager("p", correlate={Placed: by_order})
     pm.starts(Placed)(lambda e, p: None)
     pm.handles(Overdue)(lambda e, p: None)
-    process: Process[dict[str, Any]] = Process(
+    process: ProcessContext[dict[str, Any]] = ProcessContext(
         pm,
         "k",
         {},

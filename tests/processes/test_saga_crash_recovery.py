@@ -29,13 +29,14 @@ STEPS = ["reserve", "charge", "ship", "notify"]
 # where the child says BLOCKED and waits to be killed.
 CHILD = r"""
 import json, sys, threading
-from eventlite.sqlite import Database, SQLiteStorage
+from eventlite.sqlite import SQLiteStorage
 from eventlite.dlq import DeadLetterQueue
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep
 
 path, plan_path, block, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 plan = json.load(open(plan_path))
-db = Database(path, synchronous="normal")
+storage = SQLiteStorage(path, synchronous="normal")
+db = storage.database
 with db.transaction() as tx:
     tx.execute(
         "CREATE TABLE IF NOT EXISTS effects (n INTEGER PRIMARY KEY, saga_id TEXT NOT NULL, "
@@ -97,7 +98,7 @@ def make(step):
 
 
 saga = Saga("order", [make(s) for s in ["reserve", "charge", "ship", "notify"]])
-sagas = SagaOrchestrator(db, dlq=DeadLetterQueue(SQLiteStorage(db)))
+sagas = SagaOrchestrator(storage, dlq=DeadLetterQueue(db))
 sagas.register(saga)
 for saga_id, (fail_at, bad_undo) in sorted(plan.items()):
     if sagas.find(saga_id) is None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
 
 from eventlite.saga import (
     Saga,
@@ -21,14 +17,7 @@ from eventlite.saga import (
     StepFunction,
     StepTimeout,
 )
-from eventlite.sqlite import Database
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(tmp_path / "sagas.db", synchronous="normal")
-    yield db
-    db.close()
+from eventlite.sqlite import SQLiteStorage
 
 
 class Shop:
@@ -56,7 +45,7 @@ class Shop:
 # -- a step whose data cannot be stored ---------------------------------------------------
 
 
-def test_a_step_whose_data_cannot_be_stored_is_compensated(database: Database) -> None:
+def test_a_step_whose_data_cannot_be_stored_is_compensated(storage: SQLiteStorage) -> None:
     """A step that ran but left data JSON refuses is recorded as done with the data as it
     was before it, compensated with the earlier steps, and the saga fails with an error
     naming the saga, the step and the cause; later steps do not run."""
@@ -74,7 +63,7 @@ def test_a_step_whose_data_cannot_be_stored_is_compensated(database: Database) -
             SagaStep("ship", shop.do("ship")),
         ],
     )
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     instance = sagas.start(saga, {"order_id": "o-1"})
 
     assert ["do reserve", "do charge", "undo charge", "undo reserve"] == shop.log
@@ -108,7 +97,7 @@ def test_a_step_whose_data_cannot_be_stored_is_compensated(database: Database) -
     assert instance == sagas.get(instance.id)
 
 
-def test_the_last_step_whose_data_cannot_be_stored_fails_the_saga(database: Database) -> None:
+def test_the_last_step_whose_data_cannot_be_stored_fails_the_saga(storage: SQLiteStorage) -> None:
     """When the last step's data cannot be stored, the saga does not complete: every step,
     the last included, is compensated."""
     shop = Shop()
@@ -124,7 +113,7 @@ def test_the_last_step_whose_data_cannot_be_stored_fails_the_saga(database: Data
             SagaStep("ship", ship, shop.undo("ship")),
         ],
     )
-    instance = SagaOrchestrator(database).start(saga)
+    instance = SagaOrchestrator(storage).start(saga)
 
     assert ["do reserve", "do ship", "undo ship", "undo reserve"] == shop.log
     assert (SagaStatus.FAILED, "ship", ("ship", "reserve"), None) == (
@@ -135,7 +124,7 @@ def test_the_last_step_whose_data_cannot_be_stored_fails_the_saga(database: Data
     )
 
 
-def test_a_step_that_raises_is_still_not_compensated(database: Database) -> None:
+def test_a_step_that_raises_is_still_not_compensated(storage: SQLiteStorage) -> None:
     """Only a step that returned is recorded as done: one that raised is not compensated
     and its error is its own."""
     shop = Shop()
@@ -151,7 +140,7 @@ def test_a_step_that_raises_is_still_not_compensated(database: Database) -> None
             SagaStep("charge", charge, shop.undo("charge")),
         ],
     )
-    instance = SagaOrchestrator(database).start(saga)
+    instance = SagaOrchestrator(storage).start(saga)
 
     assert ["do reserve", "undo reserve"] == shop.log
     assert instance.error is not None
@@ -165,7 +154,7 @@ def test_a_step_that_raises_is_still_not_compensated(database: Database) -> None
 # -- a step that timed out ----------------------------------------------------------------
 
 
-def test_a_timed_out_step_is_compensated(database: Database) -> None:
+def test_a_timed_out_step_is_compensated(storage: SQLiteStorage) -> None:
     """A step that outlives its timeout may have taken effect: it is recorded as done
     (without its data changes) and its compensation runs first, told of the timeout, then
     the earlier steps' compensations."""
@@ -184,7 +173,7 @@ def test_a_timed_out_step_is_compensated(database: Database) -> None:
         ],
     )
     try:
-        instance = SagaOrchestrator(database).start(saga)
+        instance = SagaOrchestrator(storage).start(saga)
     finally:
         gate.set()
 
@@ -221,7 +210,7 @@ class _OnStepFailure(logging.Handler):
 
 
 def test_a_timed_out_step_is_compensated_after_its_late_call_ends(
-    database: Database,
+    storage: SQLiteStorage,
 ) -> None:
     """A timed-out step that ends late (within its timeout again) is undone after it ends,
     not while it is still running: the undo comes after the deed."""
@@ -245,7 +234,7 @@ def test_a_timed_out_step_is_compensated_after_its_late_call_ends(
         ],
     )
     try:
-        instance = SagaOrchestrator(database).start(saga)
+        instance = SagaOrchestrator(storage).start(saga)
     finally:
         gate.set()
         logger.removeHandler(handler)
@@ -255,12 +244,12 @@ def test_a_timed_out_step_is_compensated_after_its_late_call_ends(
     assert ("charge", "reserve") == instance.compensated_steps
 
 
-def test_a_timed_out_step_is_compensated_on_resume(database: Database) -> None:
+def test_a_timed_out_step_is_compensated_on_resume(storage: SQLiteStorage) -> None:
     """The timed-out step is stored as one to compensate: after the process stops right
     after the timeout, resume compensates it, then the earlier steps."""
     shop = Shop()
     gate = threading.Event()
-    first = SagaOrchestrator(database)
+    first = SagaOrchestrator(storage)
 
     def charge(ctx: StepContext) -> None:
         first.close()  # as if the process stopped right after the timeout
@@ -283,7 +272,7 @@ def test_a_timed_out_step_is_compensated_on_resume(database: Database) -> None:
         stopped.step,
     )
 
-    second = SagaOrchestrator(database)
+    second = SagaOrchestrator(storage)
     second.register(saga)
     [resumed] = second.resume()
     assert ["do reserve", "undo charge", "undo reserve"] == shop.log
@@ -293,7 +282,7 @@ def test_a_timed_out_step_is_compensated_on_resume(database: Database) -> None:
     )
 
 
-def test_a_raised_step_timeout_counts_as_a_timeout(database: Database) -> None:
+def test_a_raised_step_timeout_counts_as_a_timeout(storage: SQLiteStorage) -> None:
     """A step that raises StepTimeout (as a test injects one) is compensated like a step
     that timed out; without a compensation, there is nothing to undo and it is not
     recorded as done."""
@@ -310,7 +299,7 @@ def test_a_raised_step_timeout_counts_as_a_timeout(database: Database) -> None:
         ],
     )
     bare = Saga("bare", [SagaStep("reserve", shop.do("reserve")), SagaStep("ship", timing_out)])
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     compensated = sagas.start(saga)
     not_compensated = sagas.start(bare)
 

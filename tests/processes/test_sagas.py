@@ -4,8 +4,6 @@ failed compensations recorded and dead-lettered, timeouts, stored data, resuming
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -28,14 +26,7 @@ from eventlite.saga import (
     StepContext,
     StepTimeout,
 )
-from eventlite.sqlite import Database, SQLiteStorage
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(tmp_path / "sagas.db", synchronous="normal")
-    yield db
-    db.close()
+from eventlite.sqlite import SQLiteStorage
 
 
 class Recorder:
@@ -85,12 +76,12 @@ class Recorder:
 STEPS = ["reserve", "charge", "ship", "notify"]
 
 
-def test_all_steps_complete_and_the_data_is_stored(database: Database) -> None:
+def test_all_steps_complete_and_the_data_is_stored(storage: SQLiteStorage) -> None:
     """Every step runs once, in order; the instance ends completed with each step's data
     change stored, and get() reads the same back."""
     rec = Recorder()
     clock = FakeClock()
-    sagas = SagaOrchestrator(database, clock=clock)
+    sagas = SagaOrchestrator(storage, clock=clock)
     instance = sagas.start(rec.saga("checkout", STEPS), {"order": "o-1"}, saga_id="s-1")
     assert [("execute", s) for s in STEPS] == rec.log
     assert SagaStatus.COMPLETED == instance.status
@@ -121,11 +112,11 @@ def test_compensation_is_exactly_the_completed_steps_in_reverse(
     rec = Recorder()
     if failing is not None:
         rec.fail_execute.add(steps[failing])
-    db = Database(tmp_path_factory.mktemp("prop") / "s.db", synchronous="normal")
+    storage = SQLiteStorage(tmp_path_factory.mktemp("prop") / "s.db", synchronous="normal")
     try:
-        instance = SagaOrchestrator(db).start(rec.saga("p", steps, frozenset(bare)))
+        instance = SagaOrchestrator(storage).start(rec.saga("p", steps, frozenset(bare)))
     finally:
-        db.close()
+        storage.close()
     ran = steps if failing is None else steps[: failing + 1]
     completed = steps if failing is None else steps[:failing]
     undone = [] if failing is None else list(reversed(completed))
@@ -146,7 +137,7 @@ def test_compensation_is_exactly_the_completed_steps_in_reverse(
         )
 
 
-def test_failed_step_data_changes_are_dropped(database: Database) -> None:
+def test_failed_step_data_changes_are_dropped(storage: SQLiteStorage) -> None:
     """The failing step's changes to the data are not stored; compensations see the data
     the completed steps left, and their own changes are stored."""
     seen: list[dict[str, Any]] = []
@@ -163,20 +154,20 @@ def test_failed_step_data_changes_are_dropped(database: Database) -> None:
         raise RuntimeError("no courier")
 
     saga = Saga("c", [SagaStep("charge", charge, refund), SagaStep("ship", ship)])
-    instance = SagaOrchestrator(database).start(saga, {"order": "o-1"})
+    instance = SagaOrchestrator(storage).start(saga, {"order": "o-1"})
     assert [{"order": "o-1", "payment_id": "p-1"}] == seen
     assert SagaData(order="o-1", payment_id="p-1", refund_id="r-9") == instance.data
 
 
-def test_failed_compensation_is_recorded_dead_lettered_and_alerted(database: Database) -> None:
+def test_failed_compensation_is_recorded_dead_lettered_and_alerted(storage: SQLiteStorage) -> None:
     """A compensation that raises is recorded; the others still run; the saga ends failed;
     one dead letter (source saga:<name>, key = saga id) and one alert say so."""
     rec = Recorder()
     rec.fail_execute.add("ship")
     rec.fail_compensate.add("charge")
-    dlq = DeadLetterQueue(SQLiteStorage(database))
+    dlq = DeadLetterQueue(storage)
     alerts: list[tuple[SagaInstance, CompensationFailed]] = []
-    sagas = SagaOrchestrator(database, dlq=dlq, on_alert=lambda i, e: alerts.append((i, e)))
+    sagas = SagaOrchestrator(storage, dlq=dlq, on_alert=lambda i, e: alerts.append((i, e)))
     instance = sagas.start(rec.saga("checkout", STEPS), saga_id="s-1")
     assert [("compensate", "charge"), ("compensate", "reserve")] == rec.log[-2:]
     assert SagaStatus.FAILED == instance.status
@@ -189,7 +180,7 @@ def test_failed_compensation_is_recorded_dead_lettered_and_alerted(database: Dat
     assert [(instance, "s-1")] == [(i, e.saga_id) for i, e in alerts]
 
 
-def test_failed_compensation_without_a_dlq_is_kept_on_the_instance(database: Database) -> None:
+def test_failed_compensation_without_a_dlq_is_kept_on_the_instance(storage: SQLiteStorage) -> None:
     """With no DLQ the failure stays on the instance and still reaches the alert hook; an
     alert hook that raises is logged, not raised."""
     rec = Recorder()
@@ -201,13 +192,13 @@ def test_failed_compensation_without_a_dlq_is_kept_on_the_instance(database: Dat
         alerts.append(error)
         raise RuntimeError("pager down")
 
-    instance = SagaOrchestrator(database, on_alert=alert).start(rec.saga("c", STEPS))
+    instance = SagaOrchestrator(storage, on_alert=alert).start(rec.saga("c", STEPS))
     assert SagaStatus.FAILED == instance.status
     assert ["reserve"] == [f.step for f in alerts[0].failures]
-    assert 0 == DeadLetterQueue(SQLiteStorage(database)).count()
+    assert 0 == DeadLetterQueue(storage).count()
 
 
-def test_a_step_timeout_counts_as_a_failure(database: Database) -> None:
+def test_a_step_timeout_counts_as_a_failure(storage: SQLiteStorage) -> None:
     """A step that outlives its timeout fails the saga with StepTimeout, and the completed
     steps are compensated; a compensation that times out is a failed compensation."""
     rec = Recorder()
@@ -225,7 +216,7 @@ def test_a_step_timeout_counts_as_a_failure(database: Database) -> None:
         ],
     )
     try:
-        instance = SagaOrchestrator(database).start(saga)
+        instance = SagaOrchestrator(storage).start(saga)
     finally:
         release.set()
     assert SagaStatus.FAILED == instance.status
@@ -240,7 +231,7 @@ def test_a_step_timeout_counts_as_a_failure(database: Database) -> None:
     ]
 
 
-def test_a_fast_step_with_a_timeout_completes(database: Database) -> None:
+def test_a_fast_step_with_a_timeout_completes(storage: SQLiteStorage) -> None:
     """A timeout that is not reached changes nothing: the step's data is kept, errors from
     the step's thread are its failure."""
     rec = Recorder()
@@ -252,7 +243,7 @@ def test_a_fast_step_with_a_timeout_completes(database: Database) -> None:
             SagaStep("b", rec.execute("b"), timeout=30),
         ],
     )
-    instance = SagaOrchestrator(database).start(saga)
+    instance = SagaOrchestrator(storage).start(saga)
     assert SagaData(a="a-done") == instance.data
     assert instance.error is not None
     assert "b failed" == instance.error.message
@@ -276,7 +267,7 @@ class Checkout:
     items: list[str] = attrs.Factory(list)
 
 
-def test_attrs_data_class_round_trips(database: Database) -> None:
+def test_attrs_data_class_round_trips(storage: SQLiteStorage) -> None:
     """A saga with an attrs data type gets instances of it, stored through the converter."""
 
     def charge(ctx: StepContext) -> None:
@@ -287,14 +278,14 @@ def test_attrs_data_class_round_trips(database: Database) -> None:
         assert Checkout("o-1", "p-7", ["tea"]) == ctx.data
 
     saga = Saga("a", [SagaStep("charge", charge), SagaStep("check", check)], data_type=Checkout)
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     instance = sagas.start(saga, Checkout("o-1"))
     assert SagaStatus.COMPLETED == instance.status
     assert Checkout("o-1", "p-7", ["tea"]) == sagas.get(instance.id).data
     assert Checkout("o-2") == sagas.get(sagas.create(saga, {"order": "o-2"})).data
 
 
-def test_unstorable_data_fails_the_saga(database: Database) -> None:
+def test_unstorable_data_fails_the_saga(storage: SQLiteStorage) -> None:
     """A step that leaves data JSON cannot hold ran: it is recorded as done (and so
     compensated), and the saga fails with a SagaError saying its data cannot be stored."""
     rec = Recorder()
@@ -303,7 +294,7 @@ def test_unstorable_data_fails_the_saga(database: Database) -> None:
         ctx.data.when = object()
 
     saga = Saga("u", [SagaStep("a", rec.execute("a"), rec.compensate("a")), SagaStep("b", bad)])
-    instance = SagaOrchestrator(database).start(saga)
+    instance = SagaOrchestrator(storage).start(saga)
     assert (SagaStatus.FAILED, ("b", "a")) == (instance.status, instance.compensated_steps)
     assert instance.error is not None and "eventlite.saga.SagaError" == instance.error.error_type
 
@@ -311,11 +302,11 @@ def test_unstorable_data_fails_the_saga(database: Database) -> None:
 # -- resuming -------------------------------------------------------------------------------
 
 
-def test_resume_runs_on_from_the_step_reached(database: Database) -> None:
+def test_resume_runs_on_from_the_step_reached(storage: SQLiteStorage) -> None:
     """A saga stopped after a step (the orchestrator closed mid-run) is left running; a new
     orchestrator's resume() runs the remaining steps, never a step recorded as done."""
     rec = Recorder()
-    first = SagaOrchestrator(database)
+    first = SagaOrchestrator(storage)
 
     def stop(ctx: StepContext) -> None:
         rec.log.append(("execute", "charge"))
@@ -333,7 +324,7 @@ def test_resume_runs_on_from_the_step_reached(database: Database) -> None:
     assert (SagaStatus.RUNNING, "ship") == (stopped.status, stopped.step)
     with pytest.raises(SagaError, match="closed"):
         first.start(saga)
-    second = SagaOrchestrator(database)
+    second = SagaOrchestrator(storage)
     second.register(saga)
     [resumed] = second.resume()
     assert (SagaStatus.COMPLETED, "s-1") == (resumed.status, resumed.id)
@@ -341,12 +332,12 @@ def test_resume_runs_on_from_the_step_reached(database: Database) -> None:
     assert [] == second.resume()
 
 
-def test_resume_finishes_compensating(database: Database) -> None:
+def test_resume_finishes_compensating(storage: SQLiteStorage) -> None:
     """A saga stopped while compensating is compensated to the end by resume(), skipping
     the compensations already stored."""
     rec = Recorder()
     rec.fail_execute.add("ship")
-    first = SagaOrchestrator(database)
+    first = SagaOrchestrator(storage)
 
     def undo_charge(ctx: StepContext) -> None:
         rec.log.append(("compensate", "charge"))
@@ -362,7 +353,7 @@ def test_resume_finishes_compensating(database: Database) -> None:
     )
     stopped = first.start(saga)
     assert (SagaStatus.COMPENSATING, "reserve") == (stopped.status, stopped.step)
-    second = SagaOrchestrator(database)
+    second = SagaOrchestrator(storage)
     second.register(saga)
     [done] = second.resume()
     assert (SagaStatus.FAILED, ("charge", "reserve")) == (done.status, done.compensated_steps)
@@ -370,7 +361,7 @@ def test_resume_finishes_compensating(database: Database) -> None:
 
 
 def test_a_step_interrupted_before_it_was_stored_runs_again_with_the_same_key(
-    database: Database,
+    storage: SQLiteStorage,
 ) -> None:
     """A step the process was running when it stopped (here: a BaseException escapes) is
     not recorded as done; resume runs it again with the same idempotency key."""
@@ -384,7 +375,7 @@ def test_a_step_interrupted_before_it_was_stored_runs_again_with_the_same_key(
             raise KeyboardInterrupt
 
     saga = Saga("k", [SagaStep("charge", charge)])
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     with pytest.raises(KeyboardInterrupt):
         sagas.start(saga, saga_id="s-1")
     assert SagaStatus.RUNNING == sagas.get("s-1").status
@@ -393,18 +384,18 @@ def test_a_step_interrupted_before_it_was_stored_runs_again_with_the_same_key(
     assert ["s-1:charge", "s-1:charge"] == keys
 
 
-def test_resume_skips_unregistered_sagas(database: Database) -> None:
+def test_resume_skips_unregistered_sagas(storage: SQLiteStorage) -> None:
     """Instances of a saga this orchestrator does not know are left for another one."""
     rec = Recorder()
-    SagaOrchestrator(database).create(rec.saga("other", ["a"]), saga_id="x")
-    assert [] == SagaOrchestrator(database).resume()
-    assert SagaStatus.RUNNING == SagaOrchestrator(database).get("x").status
+    SagaOrchestrator(storage).create(rec.saga("other", ["a"]), saga_id="x")
+    assert [] == SagaOrchestrator(storage).resume()
+    assert SagaStatus.RUNNING == SagaOrchestrator(storage).get("x").status
 
 
-def test_many_threads_run_sagas_at_once(database: Database) -> None:
+def test_many_threads_run_sagas_at_once(storage: SQLiteStorage) -> None:
     """Eight threads starting sagas on one orchestrator: every instance completes."""
     rec = Recorder()
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     saga = sagas.register(rec.saga("m", STEPS))
     results: list[SagaInstance] = []
 
@@ -440,11 +431,11 @@ def test_definitions_are_checked() -> None:
         Saga("s", [noop]).step("b")
 
 
-def test_lookup_errors(database: Database) -> None:
+def test_lookup_errors(storage: SQLiteStorage) -> None:
     """Unknown ids, unknown saga names, a reused id, another definition under a registered
     name, a changed definition, running an instance twice at once: clear errors."""
     rec = Recorder()
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     saga = sagas.register(rec.saga("s", ["a", "b"]))
     with pytest.raises(SagaNotFound, match="nope"):
         sagas.get("nope")
@@ -456,7 +447,7 @@ def test_lookup_errors(database: Database) -> None:
         sagas.create("s", saga_id="one")
     with pytest.raises(ValueError, match="already registered"):
         sagas.register(rec.saga("s", ["a"]))
-    other = SagaOrchestrator(database)
+    other = SagaOrchestrator(storage)
     other.register(rec.saga("s", ["b", "a"]))
     with pytest.raises(SagaError, match="do not match"):
         other.run("one")
@@ -474,37 +465,37 @@ def test_lookup_errors(database: Database) -> None:
     assert saga is sagas.sagas["s"]
 
 
-def test_create_joins_a_transaction_and_run_refuses_one(database: Database) -> None:
+def test_create_joins_a_transaction_and_run_refuses_one(storage: SQLiteStorage) -> None:
     """create() inside a transaction commits or rolls back with it; running or starting a
     saga inside one is refused (start stores nothing), and running it after the commit
     works."""
     rec = Recorder()
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     saga = sagas.register(rec.saga("t", ["a"]))
-    with pytest.raises(RuntimeError), database.transaction():
+    with pytest.raises(RuntimeError), storage.transaction():
         sagas.create(saga, saga_id="rolled-back")
         raise RuntimeError("the command failed")
     assert None is sagas.find("rolled-back")
     ran: list[SagaInstance] = []
-    with database.transaction() as tx:
+    with storage.transaction() as tx:
         saga_id = sagas.create(saga, saga_id="kept")
         with pytest.raises(SagaError, match="outside a database transaction"):
             sagas.run(saga_id)
         tx.on_commit(lambda: ran.append(sagas.run(saga_id)))
     assert [("kept", SagaStatus.COMPLETED)] == [(i.id, i.status) for i in ran]
     with (
-        database.transaction(),
+        storage.transaction(),
         pytest.raises(SagaError, match="outside a database transaction"),
     ):
         sagas.start(saga, saga_id="never")
     assert None is sagas.find("never")
 
 
-def test_list_filters_by_status_and_saga(database: Database) -> None:
+def test_list_filters_by_status_and_saga(storage: SQLiteStorage) -> None:
     """list() filters by status and saga name and keeps creation order."""
     rec = Recorder()
     rec.fail_execute.add("b")
-    sagas = SagaOrchestrator(database)
+    sagas = SagaOrchestrator(storage)
     sagas.start(rec.saga("ok", ["a"]), saga_id="1")
     sagas.start(rec.saga("bad", ["a", "b"]), saga_id="2")
     sagas.create("ok", saga_id="3")

@@ -14,7 +14,7 @@ import pytest
 from eventlite.app import App
 from eventlite.clock import FAKE_EPOCH
 from eventlite.messages import Registry, command, event
-from eventlite.process import Process, ProcessManager
+from eventlite.process import ProcessContext, ProcessManager
 from eventlite.retry import RetryPolicy
 from eventlite.testing import ANYTHING, ProcessScenario, ScenarioFailed
 from eventlite.unit_of_work import UnitOfWork
@@ -68,25 +68,25 @@ payments: ProcessManager[Payment] = ProcessManager(
 
 
 @payments.starts(OrderPlaced)
-def _placed(event: OrderPlaced, process: Process[Payment]) -> None:
+def _placed(event: OrderPlaced, process: ProcessContext[Payment]) -> None:
     process.schedule(ReminderDue(event.order_id), after=timedelta(minutes=30), name="reminder")
     process.schedule(PaymentOverdue(event.order_id), after=timedelta(hours=2), name="overdue")
 
 
 @payments.handles(ReminderDue)
-def _reminder(event: ReminderDue, process: Process[Payment]) -> None:
+def _reminder(event: ReminderDue, process: ProcessContext[Payment]) -> None:
     process.state.reminded = True
     process.dispatch(RemindCustomer(event.order_id))
 
 
 @payments.handles(PaymentOverdue)
-def _overdue(event: PaymentOverdue, process: Process[Payment]) -> None:
+def _overdue(event: PaymentOverdue, process: ProcessContext[Payment]) -> None:
     process.dispatch(CancelOrder(event.order_id))
     process.complete()
 
 
 @payments.handles(PaymentTaken)
-def _paid(event: PaymentTaken, process: Process[Payment]) -> None:
+def _paid(event: PaymentTaken, process: ProcessContext[Payment]) -> None:
     process.state.paid = True
     process.complete()
 
@@ -179,7 +179,7 @@ def test_a_handler_that_fails_fails_the_scenario() -> None:
     )
 
     @broken.starts(OrderPlaced)
-    def placed(event: OrderPlaced, process: Process[dict[str, Any]]) -> None:
+    def placed(event: OrderPlaced, process: ProcessContext[dict[str, Any]]) -> None:
         raise LookupError("no such customer")
 
     def build(db: str | None = None, **options: Any) -> App:

@@ -4,8 +4,7 @@ rebuilds, failures and the checkpoint that keeps the read model and the log in s
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,133 +13,25 @@ import sqlite_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlite import App, Codec, Envelope, Registry, event
+from eventlite import App, Codec, Envelope
 from eventlite.aggregate import Aggregate, applies
 from eventlite.exceptions import ConcurrencyError
 from eventlite.projection import Projection, ProjectionError, Projector, projects
-from eventlite.sqlite import SQLiteEventStore
+from eventlite.sqlite import SQLiteEventStore, SQLiteStorage
 
-registry = Registry()
-
-
-@event(registry=registry, name="proj.Opened")
-class Opened:
-    account: str
-    owner: str
-
-
-@event(registry=registry, name="proj.Deposited")
-class Deposited:
-    account: str
-    amount: int
-
-
-@event(registry=registry, name="proj.BigDeposited")
-class BigDeposited(Deposited):
-    reason: str = ""
-
-
-@event(registry=registry, name="proj.Noted")
-class Noted:
-    text: str
-
-
-class Ledger(Projection):
-    """Balances per account, and one row per applied event (a second application of the
-    same position would break the primary key)."""
-
-    name = "ledger"
-    tables = ("ledger_balances", "ledger_seen")
-
-    def setup(self, db: sqlite_utils.Database) -> None:
-        t_bal, t_seen = self.tables
-        db[t_bal].create(
-            {"account": str, "owner": str, "balance": int}, pk="account", if_not_exists=True
-        )
-        db[t_seen].create({"position": int, "stream": str}, pk="position", if_not_exists=True)
-
-    @projects(Opened)
-    def _opened(self, e: Opened, db: sqlite_utils.Database, envelope: Envelope) -> None:
-        db[self.tables[0]].upsert({"account": e.account, "owner": e.owner}, pk="account")
-        self._seen(db, envelope)
-
-    @projects(Deposited)
-    def _deposited(self, e: Deposited, db: sqlite_utils.Database, envelope: Envelope) -> None:
-        db.execute(
-            f"INSERT INTO {self.tables[0]} (account, balance) VALUES (?, ?) ON CONFLICT "
-            "(account) DO UPDATE SET balance = coalesce(balance, 0) + excluded.balance",
-            (e.account, e.amount),
-        )
-        self._seen(db, envelope)
-
-    def _seen(self, db: sqlite_utils.Database, envelope: Envelope) -> None:
-        db[self.tables[1]].insert({"position": envelope.position, "stream": envelope.stream_id})
-
-
-class ScratchLedger(Ledger):
-    """The same projection under other tables, built from scratch for comparison."""
-
-    name = "scratch"
-    tables = ("scratch_balances", "scratch_seen")
-
-
-def fold(envelopes: list[Envelope]) -> tuple[dict[str, tuple[str | None, int | None]], list[int]]:
-    """What a Ledger's tables must hold after these events: the reference model."""
-    balances: dict[str, tuple[str | None, int | None]] = {}
-    seen = []
-    for env in envelopes:
-        m = env.message
-        if isinstance(m, Opened):
-            owner, bal = balances.get(m.account, (None, None))
-            balances[m.account] = (m.owner, bal)
-        elif isinstance(m, Deposited):
-            owner, bal = balances.get(m.account, (None, None))
-            balances[m.account] = (owner, (bal or 0) + m.amount)
-        else:
-            continue
-        assert env.position is not None
-        seen.append(env.position)
-    return balances, seen
-
-
-def read_model(projector: Projector, projection: Ledger) -> tuple[dict[str, Any], list[int]]:
-    """A Ledger's tables, in the shape :func:`fold` returns."""
-    db = projector.reader()
-    t_bal, t_seen = projection.tables
-    balances = {r["account"]: (r["owner"], r["balance"]) for r in db[t_bal].rows}
-    seen = [r["position"] for r in db[t_seen].rows_where(order_by="position")]
-    return balances, seen
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
-    s = SQLiteEventStore(tmp_path / "events.db", codec=Codec(registry), synchronous="normal")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def projector(store: SQLiteEventStore) -> Iterator[Projector]:
-    p = Projector(store.database, store.codec, batch_size=7, poll_interval=0.01)
-    yield p
-    p.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.002)
-
-
-def fill(store: SQLiteEventStore, accounts: int = 3, deposits: int = 10) -> None:
-    for a in range(accounts):
-        store.append(f"acc-{a}", [Opened(f"a{a}", f"owner{a}")])
-    for i in range(deposits):
-        store.append(f"acc-{i % accounts}", [Deposited(f"a{i % accounts}", i), Noted("x")])
-
+from .ledger import (
+    BigDeposited,
+    Deposited,
+    Ledger,
+    Noted,
+    Opened,
+    ScratchLedger,
+    fill,
+    fold,
+    read_model,
+    registry,
+    wait_until,
+)
 
 # -- handlers -------------------------------------------------------------------------------
 
@@ -211,11 +102,11 @@ def test_add_refuses_bad_projections(projector: Projector) -> None:
 
 
 def test_catch_up_and_rebuild_refuse_to_run_inside_a_transaction(
-    store: SQLiteEventStore, projector: Projector
+    storage: SQLiteStorage, projector: Projector
 ) -> None:
     """Their batches commit on their own, so inside a transaction they are refused."""
     projector.add(Ledger())
-    with store.database.transaction():
+    with storage.transaction():
         with pytest.raises(ProjectionError, match="outside a database transaction"):
             projector.catch_up()
         with pytest.raises(ProjectionError, match="outside a database transaction"):
@@ -247,9 +138,11 @@ def test_tracking_thread_follows_commits(store: SQLiteEventStore, projector: Pro
     assert fold(list(store.read_all())) == read_model(projector, ledger)
 
 
-def test_tracking_thread_polls_without_notify(store: SQLiteEventStore) -> None:
+def test_tracking_thread_polls_without_notify(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """Commits nobody announces (another process, a plain append) are found by polling."""
-    with Projector(store.database, store.codec, poll_interval=0.01) as projector:
+    with Projector(storage, storage.events.codec, poll_interval=0.01) as projector:
         ledger = projector.add(Ledger())
         projector.start()
         fill(store, deposits=5)
@@ -257,7 +150,9 @@ def test_tracking_thread_polls_without_notify(store: SQLiteEventStore) -> None:
         assert fold(list(store.read_all())) == read_model(projector, ledger)
 
 
-def test_failing_handler_stops_at_its_event_and_retries(store: SQLiteEventStore) -> None:
+def test_failing_handler_stops_at_its_event_and_retries(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """A handler that raises rolls its batch back, is reported with its position, and the
     thread tries again until the handler works; nothing is applied twice."""
     broken = threading.Event()
@@ -277,8 +172,8 @@ def test_failing_handler_stops_at_its_event_and_retries(store: SQLiteEventStore)
     fill(store)
     five = next(e.position for e in store.read_all() if getattr(e.message, "amount", None) == 5)
     with Projector(
-        store.database,
-        store.codec,
+        storage,
+        storage.events.codec,
         batch_size=4,
         poll_interval=0.01,
         max_backoff=0.02,
@@ -299,7 +194,9 @@ def test_failing_handler_stops_at_its_event_and_retries(store: SQLiteEventStore)
         assert fold(list(store.read_all())) == read_model(projector, fragile)
 
 
-def test_batch_hooks_gather_and_write_once_per_batch(store: SQLiteEventStore) -> None:
+def test_batch_hooks_gather_and_write_once_per_batch(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """begin_batch/end_batch let a projection write once per batch; a failed batch starts
     again from clean buffers."""
     fail_once = [True]
@@ -328,7 +225,7 @@ def test_batch_hooks_gather_and_write_once_per_batch(store: SQLiteEventStore) ->
             )
 
     fill(store, deposits=20)
-    with Projector(store.database, store.codec, batch_size=5) as projector:
+    with Projector(storage, storage.events.codec, batch_size=5) as projector:
         projector.add(Totals())
         with pytest.raises(ProjectionError):
             projector.catch_up()
@@ -375,8 +272,7 @@ def _open(uow: Any, projector: Projector, name: str) -> None:
 def test_inline_projection_commits_with_the_events(app: App) -> None:
     """Through the unit of work's write hook, the read model and its checkpoint are written
     in the commit's own transaction: visible as soon as the commit returns."""
-    assert app.database is not None
-    projector = Projector(app.database, app.codec)
+    projector = Projector(app.storage, app.codec)
     ledger = projector.add(Ledger(), mode="inline")
     projector.start()
     with app.unit_of_work() as uow:
@@ -388,8 +284,7 @@ def test_inline_projection_commits_with_the_events(app: App) -> None:
 def test_inline_projection_rolls_back_with_a_failed_commit(app: App) -> None:
     """A commit that fails after the projection ran (a later hook raises, or a concurrency
     conflict) leaves neither events nor read-model rows nor a moved checkpoint."""
-    assert app.database is not None
-    projector = Projector(app.database, app.codec)
+    projector = Projector(app.storage, app.codec)
     ledger = projector.add(Ledger(), mode="inline")
     with app.unit_of_work() as uow:
         _open(uow, projector, "a1")
@@ -411,7 +306,6 @@ def test_inline_projection_rolls_back_with_a_failed_commit(app: App) -> None:
 
 def test_inline_handler_failure_fails_the_commit(app: App) -> None:
     """An inline handler that raises fails the whole unit of work: no event is stored."""
-    assert app.database is not None
 
     class Picky(Ledger):
         name = "picky"
@@ -421,7 +315,7 @@ def test_inline_handler_failure_fails_the_commit(app: App) -> None:
         def _opened(self, e: Opened, db: sqlite_utils.Database, envelope: Envelope) -> None:
             raise ValueError("no new accounts today")
 
-    projector = Projector(app.database, app.codec)
+    projector = Projector(app.storage, app.codec)
     projector.add(Picky(), mode="inline")
     with pytest.raises(ProjectionError, match="no new accounts today"), app.unit_of_work() as uow:
         _open(uow, projector, "a1")
@@ -430,8 +324,7 @@ def test_inline_handler_failure_fails_the_commit(app: App) -> None:
 
 def test_inline_catches_up_events_stored_outside_units_of_work(app: App) -> None:
     """Events appended without the hook are applied, in order, at the next hooked commit."""
-    assert app.database is not None
-    projector = Projector(app.database, app.codec, batch_size=3)
+    projector = Projector(app.storage, app.codec, batch_size=3)
     ledger = projector.add(Ledger(), mode="inline")
     app.store.append("side", [Opened("s", "side")] + [Deposited("s", k) for k in range(10)])
     with app.unit_of_work() as uow:
@@ -441,8 +334,8 @@ def test_inline_catches_up_events_stored_outside_units_of_work(app: App) -> None
 
 def test_inline_without_sqlite_is_refused(tmp_path: Path) -> None:
     """The in-memory store has no transaction to join: the hook refuses to run."""
-    store = SQLiteEventStore(tmp_path / "x.db", codec=Codec(registry))
-    projector = Projector(store.database, store.codec)
+    storage = SQLiteStorage(tmp_path / "x.db", codec=Codec(registry))
+    projector = Projector(storage, storage.events.codec)
     projector.add(Ledger(), mode="inline")
     with (
         App(registry=registry) as memory_app,
@@ -450,7 +343,7 @@ def test_inline_without_sqlite_is_refused(tmp_path: Path) -> None:
         memory_app.unit_of_work() as uow,
     ):
         _open(uow, projector, "a1")
-    store.close()
+    storage.close()
 
 
 # -- rebuild --------------------------------------------------------------------------------
@@ -483,7 +376,9 @@ def test_rebuild_resets_and_reports_progress(store: SQLiteEventStore, projector:
     assert len(calls) > 1
 
 
-def test_rebuild_interrupted_is_finished_by_start(store: SQLiteEventStore) -> None:
+def test_rebuild_interrupted_is_finished_by_start(
+    storage: SQLiteStorage, store: SQLiteEventStore
+) -> None:
     """A rebuild that dies midway (here: its progress callback raises) leaves the status
     "rebuilding" with a partial read model; starting a projector finishes it."""
     fill(store, deposits=40)
@@ -491,14 +386,14 @@ def test_rebuild_interrupted_is_finished_by_start(store: SQLiteEventStore) -> No
     def die(done: int, total: int) -> None:
         raise KeyboardInterrupt
 
-    with Projector(store.database, store.codec, batch_size=10) as first:
+    with Projector(storage, storage.events.codec, batch_size=10) as first:
         first.add(Ledger(), mode="inline")
         with pytest.raises(KeyboardInterrupt):
             first.rebuild("ledger", progress=die)
         tenth = [e.position for e in store.read_all() if not isinstance(e.message, Noted)][9]
         [status] = first.status("ledger")
         assert ("rebuilding", tenth) == (status.state, status.position)
-    with Projector(store.database, store.codec, batch_size=10) as second:
+    with Projector(storage, storage.events.codec, batch_size=10) as second:
         ledger = second.add(Ledger(), mode="inline")
         second.start()
         [status] = second.status("ledger")
@@ -509,8 +404,7 @@ def test_rebuild_interrupted_is_finished_by_start(store: SQLiteEventStore) -> No
 def test_inline_rebuild_holds_back_hooks_until_the_hand_over(app: App) -> None:
     """While an inline projection rebuilds, commits leave it alone; the rebuild applies them
     and hands over at the head, after which commits update it again."""
-    assert app.database is not None
-    projector = Projector(app.database, app.codec, batch_size=2)
+    projector = Projector(app.storage, app.codec, batch_size=2)
     ledger = projector.add(Ledger(), mode="inline")
     for i in range(5):
         with app.unit_of_work() as uow:
@@ -533,12 +427,12 @@ def test_inline_rebuild_holds_back_hooks_until_the_hand_over(app: App) -> None:
 
 
 def test_status_lists_every_projection_in_the_file(
-    store: SQLiteEventStore, projector: Projector
+    storage: SQLiteStorage, store: SQLiteEventStore, projector: Projector
 ) -> None:
     """status() reads the file: projections added by other projectors show too, with lag."""
     fill(store, deposits=2)
     projector.add(Ledger())
-    with Projector(store.database, store.codec) as other:
+    with Projector(storage, storage.events.codec) as other:
         other.add(ScratchLedger(), mode="inline")
         other.catch_up()
     statuses = {s.name: s for s in projector.status()}
@@ -558,7 +452,7 @@ def test_two_projectors_on_one_file_share_the_work(tmp_path: Path) -> None:
     errors: list[BaseException] = []
     projectors = [
         Projector(
-            s.database,
+            SQLiteStorage(s.database, codec=s.codec),
             s.codec,
             batch_size=5,
             poll_interval=0.005,
@@ -612,8 +506,7 @@ def test_any_interleaving_matches_the_reference(tmp_path_factory: Any, ops: list
     after a final catch-up both an inline and a tracking ledger equal the fold of the log."""
     path = tmp_path_factory.mktemp("prop") / "p.db"
     with App(path, registry=registry, synchronous="normal") as app:
-        assert app.database is not None
-        projector = Projector(app.database, app.codec, batch_size=3)
+        projector = Projector(app.storage, app.codec, batch_size=3)
         inline = projector.add(Ledger(), mode="inline")
         tracking = projector.add(ScratchLedger(), mode="tracking")
         for n, (op, a, b) in enumerate(ops):
