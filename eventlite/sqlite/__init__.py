@@ -96,6 +96,8 @@ class SQLiteStorage(Storage):
     def idempotency(self) -> SQLiteIdempotencyStore:
         """See :attr:`Storage.idempotency`: the ``idempotency_keys`` table."""
         return self._idempotency
+
+    @property
     def projections(self) -> SQLiteProjectionStore:
         """See :attr:`Storage.projections`: the ``projections`` table."""
         return self._projections

@@ -98,7 +98,7 @@ def make(step):
 
 
 saga = Saga("order", [make(s) for s in ["reserve", "charge", "ship", "notify"]])
-sagas = SagaOrchestrator(storage, dlq=DeadLetterQueue(db))
+sagas = SagaOrchestrator(storage, dlq=DeadLetterQueue(storage))
 sagas.register(saga)
 for saga_id, (fail_at, bad_undo) in sorted(plan.items()):
     if sagas.find(saga_id) is None:
