@@ -19,9 +19,9 @@ from ._database import Database, Synchronous, Transaction
 from .dead_letters import SQLiteDeadLetterStore
 from .events import SQLiteEventStore
 from .idempotency import SQLiteIdempotencyStore
-from .queues import SQLiteQueueStore
 from .processes import SQLiteProcessStore
 from .projections import SQLiteProjectionStore
+from .queues import SQLiteQueueStore
 from .sagas import SQLiteSagaStore
 from .snapshots import SQLiteSnapshotStore
 
