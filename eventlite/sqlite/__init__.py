@@ -17,11 +17,13 @@ from ..codec import Codec
 from ..store.storage import Storage
 from ._database import Database, Synchronous, Transaction
 from .events import SQLiteEventStore
+from .leases import SQLiteLeaseStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "Database",
     "SQLiteEventStore",
+    "SQLiteLeaseStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -58,11 +60,19 @@ class SQLiteStorage(Storage):
         """The file's connections and transactions."""
         self.events: SQLiteEventStore = SQLiteEventStore(self.database, codec=codec)
         self.snapshots: SQLiteSnapshotStore = SQLiteSnapshotStore(self.database)
+        self._leases: SQLiteLeaseStore | None = None
 
     @property
     def description(self) -> str:
         """The file's path."""
         return self.database.path
+
+    @property
+    def leases(self) -> SQLiteLeaseStore:
+        """Leases in the file (see :class:`SQLiteLeaseStore`)."""
+        if self._leases is None:
+            self._leases = SQLiteLeaseStore(self.database)
+        return self._leases
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""
