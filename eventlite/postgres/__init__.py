@@ -37,8 +37,9 @@ __all__ = [
 class PostgresStorage(Storage):
     """Every durable store in one PostgreSQL schema (created with its tables if missing).
 
-    ``url`` is a ``postgresql://user:password@host:port/dbname`` URL (libpq's keywords
-    and query parameters work too: ``?sslmode=require``); ``codec`` encodes the events
+    ``url`` is a ``postgresql://user:password@host:port/dbname`` URL (libpq's query
+    parameters work too: ``?sslmode=require``; ``?schema=name`` is the same as
+    ``schema=``); ``codec`` encodes the events
     (default: a :class:`~eventlite.Codec` over the default registry); ``schema`` names
     the schema holding the tables (created if missing; default: the first schema of the
     connection's ``search_path``, usually ``public``); ``pool_min_size`` and

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import SchemaError, StorageError
 from ..store.storage import Transaction
-from ._url import mask_url, scrub
+from ._url import mask_url, scrub, split_schema
 from .schema import MARKER, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -103,6 +103,11 @@ class PostgresDatabase:
         from psycopg.conninfo import conninfo_to_dict
         from psycopg_pool import ConnectionPool
 
+        url, in_url = split_schema(url)
+        if in_url is not None:
+            if schema is not None and schema != in_url:
+                raise ValueError(f"two schemas given: {schema!r} and ?schema={in_url} in the URL")
+            schema = in_url
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ValueError(
                 "schema must be a lower-case SQL name (letters, digits, underscores; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-__all__ = ["is_postgres_url", "mask_url", "scrub"]
+__all__ = ["is_postgres_url", "mask_url", "scrub", "split_schema"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 _SECRET_KEYS = {"password", "sslpassword", "passfile", "sslkey"}
@@ -48,3 +48,21 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``schema`` query parameter (eventlite's, not libpq's), and
+    that parameter's value (None when absent).
+
+    >>> split_schema("postgresql://app@db/shop?schema=orders&sslmode=require")
+    ('postgresql://app@db/shop?sslmode=require', 'orders')
+    """
+    if not is_postgres_url(url):
+        return url, None
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in pairs if k == "schema"]
+    if not schemas:
+        return url, None
+    query = urlencode([(k, v) for k, v in pairs if k != "schema"], quote_via=quote)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), schemas[-1]
