@@ -56,9 +56,9 @@ _VERSION = "SELECT version FROM streams WHERE stream_id = %s"
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _APPEND = (
     "SELECT failed, actual, versions, positions FROM eventlite_append("
-    "%s, %s, %s::text[], %s::int4[], %s::int4[], %s::int8[], %s::int4[], %s::int4[], "
-    "%s::int4[], %s::text[], %s::text[], %s::int4[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[], %s::text[], %s::int8[])"
+    "%b, %b, %b::text[], %b::int4[], %b::int4[], %b::int8[], %b::int4[], %b::int4[], "
+    "%b::int4[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[], %b::int8[])"
 )
 _STORED = "SELECT id FROM events WHERE id = ANY(%s::text[]) LIMIT 1"
 _MAX_VERSION = 1 << 62
