@@ -184,6 +184,14 @@ class PostgresDatabase:
         )
 
     @staticmethod
+    def terminated(exc: BaseException) -> bool:
+        """Whether ``exc`` says the server ended the session itself (an administrator's
+        ``pg_terminate_backend``, a shutdown): its transaction is certainly over."""
+        import psycopg
+
+        return isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CrashShutdown)
+
+    @staticmethod
     def _lost(exc: BaseException) -> bool:
         """Whether ``exc`` means the connection is gone (rather than a failed statement)."""
         import psycopg
@@ -290,7 +298,16 @@ class PostgresDatabase:
             try:
                 conn.execute("BEGIN")
             except psycopg.Error as exc:
-                raise self.error(exc, "beginning a transaction") from exc
+                if not self._lost(exc) or self._closed:
+                    raise self.error(exc, "beginning a transaction") from exc
+                # closed by the server while idle in the pool: nothing was begun, so
+                # begin once more on a new connection
+                self._putconn(conn)
+                conn = self._getconn()
+                try:
+                    conn.execute("BEGIN")
+                except psycopg.Error as again:
+                    raise self.error(again, "beginning a transaction") from again
             tx = PostgresTransaction(self, conn)
             self._local.tx = tx
             try:
@@ -391,7 +408,13 @@ class PostgresDatabase:
 
         conn = self.connect()
         try:
-            if schema is not None:
+            if (
+                schema is not None
+                and not conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+                ).fetchone()
+            ):
+                # only when missing: CREATE SCHEMA IF NOT EXISTS needs the right to create
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             row = conn.execute("SELECT current_schema()").fetchone()
             current = row[0] if row else None

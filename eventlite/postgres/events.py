@@ -464,7 +464,14 @@ class PostgresEventStore(EventStore):
                 f"{error}; the commit had been made before: the events are stored "
                 "(read the stream to see them)"
             )
-        return StorageError(f"{error}; nothing of the append was written")
+        if db.terminated(exc):
+            return StorageError(f"{error}; nothing of the append was written")
+        # Cut off by the network, the server's session may still be running the append
+        # and commit it later.
+        return StorageError(
+            f"{error}; the append was not stored when checked, but a session cut off by "
+            "the network may still commit it: read the stream to be sure"
+        )
 
     # -- reading ----------------------------------------------------------------------
 

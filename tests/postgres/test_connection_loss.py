@@ -93,3 +93,20 @@ def test_idle_connection_lost_is_replaced_for_reads(storage: PostgresStorage, pg
     assert 1 == len(storage.events.read_stream("a"))
     with storage.database.connection() as conn:
         assert pid != conn.info.backend_pid
+
+
+def test_idle_connection_lost_is_replaced_for_transactions(
+    storage: PostgresStorage, pg_url: str
+) -> None:
+    """A transaction that begins on a connection the server closed while it was idle in
+    the pool begins on a new one instead, without an error."""
+    storage.events.append("a", [Noted(n=1)])
+    with storage.database.connection() as conn:
+        pid = conn.info.backend_pid
+    with psycopg.connect(pg_url, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.05)
+    with storage.transaction() as tx:
+        storage.events.append("a", [Noted(n=2)])
+        assert pid != tx.conn.info.backend_pid
+    assert 2 == storage.events.stream_version("a")
