@@ -20,6 +20,7 @@ from ..store.events import (
     ExpectedVersion,
     LogRecord,
     StreamAppend,
+    check_version,
     normalize_appends,
     type_names,
     validate_range,
@@ -32,7 +33,7 @@ from ._database import PostgresDatabase, PostgresTransaction
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PAGE_SIZE", "PostgresEventStore"]
+__all__ = ["COPY_THRESHOLD", "PAGE_SIZE", "PostgresEventStore"]
 
 _COLUMNS = (
     "position, stream_id, version, id, type, schema_version, data, "
@@ -60,6 +61,19 @@ _APPEND = (
     "%b::int4[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::text[], %b::text[], "
     "%b::text[], %b::text[], %b::int8[])"
 )
+_LOCK_LOG = "SELECT head, versions FROM eventlite_lock_log(%b, %b::text[])"
+_COPY = f"COPY events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = [
+    "int8", "text", "int8", "text", "text", "int4", "text", "text", "text", "text", "text", "int8"
+]  # fmt: skip
+_SET_VERSIONS = (
+    "INSERT INTO streams (stream_id, version) SELECT * FROM unnest(%b::text[], %b::int8[]) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
+)
+_NOTIFY = "SELECT pg_notify(%s, %s)"
+COPY_THRESHOLD: Final = 2000
+"""Batches of at least this many events are written with ``COPY`` (see
+:meth:`PostgresEventStore._copy`)."""
 _STORED = "SELECT id FROM events WHERE id = ANY(%s::text[]) LIMIT 1"
 _MAX_VERSION = 1 << 62
 _MAX_GATHER_SECONDS = 0.002
@@ -273,6 +287,78 @@ class PostgresEventStore(EventStore):
                 part_no += 1
             pending.result = result
 
+    def _copy(self, conn: psycopg.Connection[Any], batch: list[_Pending]) -> None:
+        """Write a large ``batch`` in one transaction: take the log's lock and read the
+        versions (one call), check the expected versions here, ``COPY`` the rows in, set
+        the versions, notify, commit. The lock is held from the first call to the commit,
+        as in the append function; ``COPY`` inserts rows several times faster."""
+        import psycopg
+
+        known: dict[str, int] = {}
+        for pending in batch:
+            for stream_id, _, _, _ in pending.parts:
+                known.setdefault(stream_id, len(known))
+        names = list(known)
+        db = self._db
+        try:
+            with conn.transaction():
+                row = conn.execute(_LOCK_LOG, (db.log_lock, names)).fetchone()
+                assert row is not None
+                head, start = int(row[0]), [int(v) for v in row[1]]
+                current = list(start)
+                first = head
+                rows: list[tuple[Any, ...]] = []
+                for pending in batch:
+                    trial = list(current)
+                    failed: ConcurrencyError | None = None
+                    for stream_id, _, part_rows, want in pending.parts:
+                        version = trial[known[stream_id]]
+                        try:
+                            check_version(stream_id, want, version)
+                        except ConcurrencyError as exc:
+                            failed = exc
+                            break
+                        trial[known[stream_id]] = version + len(part_rows)
+                    if failed is not None:
+                        pending.error = failed
+                        continue
+                    result: list[list[Envelope]] = []
+                    for stream_id, envelopes, part_rows, _ in pending.parts:
+                        version = current[known[stream_id]]
+                        rows.extend(
+                            (head + i, stream_id, version + i, *r)
+                            for i, r in enumerate(part_rows, 1)
+                        )
+                        result.append(
+                            [
+                                stamped(env, stream_id, version + i, head + i)
+                                for i, env in enumerate(envelopes, 1)
+                            ]
+                        )
+                        current[known[stream_id]] = version + len(part_rows)
+                        head += len(part_rows)
+                    pending.result = result
+                if head > first:
+                    with conn.cursor().copy(_COPY) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for event_row in rows:
+                            copy.write_row(event_row)
+                    changed = [
+                        (n, v) for n, v, w in zip(names, current, start, strict=True) if v != w
+                    ]
+                    conn.execute(_SET_VERSIONS, ([n for n, _ in changed], [v for _, v in changed]))
+                    conn.execute(_NOTIFY, (db.channel, str(head)))
+        except psycopg.errors.UniqueViolation as exc:
+            for pending in batch:
+                pending.result = pending.error = None
+            if exc.diag.constraint_name == "events_id":
+                raise _Duplicate() from exc
+            raise
+        except BaseException:
+            for pending in batch:
+                pending.result = pending.error = None
+            raise
+
     def _duplicate_error(self, conn: psycopg.Connection[Any], pending: _Pending) -> Exception:
         for stream_id, _, rows, _ in pending.parts:
             ids = [r[0] for r in rows]
@@ -418,7 +504,10 @@ class PostgresEventStore(EventStore):
         try:
             try:
                 with db.connection() as conn:
-                    self._call(conn, batch)
+                    if sum(len(rows) for p in batch for _, _, rows, _ in p.parts) >= COPY_THRESHOLD:
+                        self._copy(conn, batch)
+                    else:
+                        self._call(conn, batch)
             except _Duplicate:
                 for pending in batch:
                     pending.result = pending.error = None

@@ -154,6 +154,23 @@ END
 $fn$
 """
 
+# For large appends, which write their rows with COPY: take the log's lock, then read the
+# head and the versions of the given streams (after the lock, so they are current).
+_LOCK_FUNCTION = r"""
+CREATE FUNCTION eventlite_lock_log(
+    p_lock bigint, p_known text[], OUT head bigint, OUT versions bigint[]
+) LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
+    SELECT (SELECT coalesce(max(position), 0) FROM events),
+           coalesce(array_agg(coalesce(st.version, 0) ORDER BY u.ord), '{}')
+      INTO head, versions
+      FROM unnest(p_known) WITH ORDINALITY AS u(sid, ord)
+      LEFT JOIN streams AS st ON st.stream_id = u.sid;
+END
+$fn$
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(
         "event store: events, streams and the append function",
@@ -180,6 +197,7 @@ MIGRATIONS: list[Migration] = [
             """,
             "CREATE TABLE streams (stream_id text PRIMARY KEY, version bigint NOT NULL)",
             _APPEND_FUNCTION,
+            _LOCK_FUNCTION,
         ),
     ),
     Migration(
