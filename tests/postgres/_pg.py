@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from types import ModuleType
 from urllib.parse import urlsplit
 
-from eventlite.testing.services import require, tcp_open
+import pytest
+
+from eventlite.testing.services import REQUIRE_ENV, require, tcp_open
 
 URL = os.environ.get("EVENTLITE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 """The server the tests use (trust auth on the CI machines); override with the variable."""
@@ -44,3 +47,16 @@ def drop_schema(schema: str) -> None:
     assert schema.startswith("el_test_"), schema
     with psycopg.connect(URL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def psycopg_or_skip() -> ModuleType:
+    """The psycopg module; without it, skip the whole test module (fail it under
+    EVENTLITE_REQUIRE_SERVICES=1)."""
+    try:
+        import psycopg
+    except ImportError:
+        message = "psycopg is not installed (pip install 'eventlite[postgres]')"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{message}, and {REQUIRE_ENV}=1 requires it", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return psycopg

@@ -7,14 +7,17 @@ import threading
 import time
 from typing import Any
 
-import psycopg
 import pytest
 
 from eventlite.exceptions import StorageError
 from eventlite.postgres import PostgresStorage
 from eventlite.testing.store_contract import Noted
 
+from ._pg import psycopg_or_skip
+
 pytestmark = pytest.mark.services
+
+psycopg = psycopg_or_skip()
 
 
 def _terminate_waiting(url: str, schema: str, timeout: float = 10.0) -> int:

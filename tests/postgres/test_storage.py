@@ -6,7 +6,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import psycopg
 import pytest
 
 import eventlite
@@ -16,7 +15,11 @@ from eventlite.postgres.schema import SCHEMA_VERSION
 from eventlite.store.snapshots import Snapshot
 from eventlite.testing.store_contract import CONTRACT_REGISTRY, Noted
 
+from ._pg import psycopg_or_skip
+
 pytestmark = pytest.mark.services
+
+psycopg = psycopg_or_skip()
 
 Open = Callable[..., PostgresStorage]
 
