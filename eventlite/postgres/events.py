@@ -61,6 +61,11 @@ _APPEND = (
     "%b::int4[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::text[], %b::text[], "
     "%b::text[], %b::text[], %b::int8[])"
 )
+_APPEND_ONE = (
+    "SELECT actual, version, head FROM eventlite_append_one(%b, %b, %b, %b, %b::text[], "
+    "%b::text[], %b::int4[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::int8[])"
+)
 _LOCK_LOG = "SELECT head, versions FROM eventlite_lock_log(%b, %b::text[])"
 _COPY = f"COPY events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = [
@@ -256,6 +261,9 @@ class PostgresEventStore(EventStore):
         when an event id is already stored; other ``psycopg`` errors propagate."""
         import psycopg
 
+        if len(batch) == 1 and len(batch[0].parts) == 1:
+            self._call_one(conn, batch[0])
+            return
         try:
             db = self._db
             params = (db.log_lock, db.channel, *self._params(batch))
@@ -286,6 +294,31 @@ class PostgresEventStore(EventStore):
                 )
                 part_no += 1
             pending.result = result
+
+    def _call_one(self, conn: psycopg.Connection[Any], pending: _Pending) -> None:
+        """:meth:`_call` for a batch of one append to one stream."""
+        import psycopg
+
+        ((stream_id, envelopes, rows, want),) = pending.parts
+        columns: list[Any] = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * 9
+        db = self._db
+        expected = _EXPECTED_CODE[want] if not isinstance(want, int) else want
+        try:
+            row = conn.execute(
+                _APPEND_ONE, (db.log_lock, db.channel, stream_id, expected, *columns)
+            ).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "events_id":
+                raise _Duplicate() from exc
+            raise
+        assert row is not None
+        actual, version, head = row
+        if actual is not None:
+            pending.error = ConcurrencyError(stream_id, want, int(actual))
+            return
+        pending.result = [
+            [stamped(env, stream_id, version + i, head + i) for i, env in enumerate(envelopes, 1)]
+        ]
 
     def _copy(self, conn: psycopg.Connection[Any], batch: list[_Pending]) -> None:
         """Write a large ``batch`` in one transaction: take the log's lock and read the
