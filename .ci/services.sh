@@ -1,6 +1,6 @@
 # Check the services a test run needs and start any that is down (../shared/services.md).
 # Sourced by .ci/run; NEEDED lists the services the current test suite talks to.
-NEEDED=()
+NEEDED=(postgres)
 
 _up() {
     case "$1" in

@@ -120,8 +120,10 @@ class _AppUnitOfWork(UnitOfWork):
 class App:
     """An eventlite application: the store, the bus and the unit of work, wired once.
 
-    :param db: a SQLite file path (created if missing) that holds every durable table; None
-        keeps events and snapshots in memory (for tests and throwaway scripts).
+    :param db: a SQLite file path (created if missing) that holds every durable table; a
+        ``postgresql://`` URL keeps events and snapshots in PostgreSQL (extra
+        ``eventlite[postgres]``; see ``docs/postgres.md``); None keeps them in memory (for
+        tests and throwaway scripts).
     :param registry: the message registry (default: ``eventlite.default_registry``).
     :param store: an :class:`EventStore` to use instead of the one ``db`` would make.
     :param bus: a :class:`MessageBus` to use instead of a new one.
@@ -169,6 +171,10 @@ class App:
             self.storage = storage
         elif db is None:
             self.storage = MemoryStorage(codec=self.codec)
+        elif isinstance(db, str) and db.startswith(("postgresql://", "postgres://")):
+            from .postgres import PostgresStorage
+
+            self.storage = PostgresStorage(db, codec=self.codec)
         else:
             self.storage = SQLiteStorage(db, codec=self.codec, synchronous=synchronous)
         if isinstance(self.storage, SQLiteStorage):
@@ -805,6 +811,8 @@ class App:
         steps += [self.bus.close, self.store.close]
         if self.database is not None:
             steps.append(self.database.close)
+        elif self.storage.durable:
+            steps.append(self.storage.close)
         first_error: BaseException | None = None
         for step in steps:
             try:

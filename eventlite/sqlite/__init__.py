@@ -23,6 +23,7 @@ from .processes import SQLiteProcessStore
 from .projections import SQLiteProjectionStore
 from .queues import SQLiteQueueStore
 from .sagas import SQLiteSagaStore
+from .leases import SQLiteLeaseStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SQLiteProcessStore",
     "SQLiteProjectionStore",
     "SQLiteSagaStore",
+    "SQLiteLeaseStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -76,6 +78,7 @@ class SQLiteStorage(Storage):
         self._projections = SQLiteProjectionStore(self.database)
         self._sagas = SQLiteSagaStore(self.database)
         self._processes = SQLiteProcessStore(self.database)
+        self._leases: SQLiteLeaseStore | None = None
 
     @property
     def description(self) -> str:
@@ -111,6 +114,13 @@ class SQLiteStorage(Storage):
     def processes(self) -> SQLiteProcessStore:
         """See :attr:`Storage.processes`: ``process_instances`` and ``process_timeouts``."""
         return self._processes
+
+    @property
+    def leases(self) -> SQLiteLeaseStore:
+        """Leases in the file (see :class:`SQLiteLeaseStore`)."""
+        if self._leases is None:
+            self._leases = SQLiteLeaseStore(self.database)
+        return self._leases
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""

@@ -318,6 +318,16 @@ def _create_processes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_leases(db: sqlite_utils.Database) -> None:
+    # One row per lease: its owner (NULL once released; the row stays so that
+    # generations only ever grow), the tenure's generation and when it expires.
+    db.table("leases").create(
+        {"name": str, "owner": str, "generation": int, "expires_at": float},
+        pk="name",
+        not_null=["generation"],
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
@@ -325,6 +335,7 @@ MIGRATIONS: list[Migration] = [
     Migration("dead letters and work queues", _create_dead_letters_and_queues),
     Migration("projection checkpoints and saga instances", _create_projections_and_sagas),
     Migration("process managers: instances and timeouts", _create_processes),
+    Migration("leases: who owns each piece of background work", _create_leases),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

@@ -13,6 +13,12 @@ another one of the same thread is a savepoint of it: its failure rolls back only
 block, and nothing is durable before the outermost commit. ``tx.on_commit(callback)``
 runs ``callback`` after the outermost commit (never after a rollback).
 
+**Commits of other processes.** ``storage.watch_log(listener)`` calls ``listener()``
+from a background thread soon after any process commits events to the log, when the
+backend can hear it (:attr:`Storage.log_notifications`: PostgreSQL's ``LISTEN/NOTIFY``);
+followers of the log wait on it and poll only as a fallback. Commits made through this
+object are announced in the committing thread by :meth:`Storage.on_every_commit`.
+
 **Stores a backend lacks.** A backend that cannot keep some kind of state (the in-memory
 one keeps no dead letters) raises :class:`~eventlite.exceptions.StorageError` naming the
 feature and the backend when that store is asked for; the rest works.
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     from .events import EventStore
     from .idempotency import IdempotencyStore
     from .inbox import InboxStore
+    from .leases import LeaseStore
     from .processes import ProcessStore
     from .projections import ProjectionStore
     from .queues import QueueStore
@@ -41,6 +48,10 @@ if TYPE_CHECKING:
     from .snapshots import SnapshotStore
 
 __all__ = ["Storage", "Transaction"]
+
+
+def _nothing() -> None:
+    """What :meth:`Storage.watch_log` returns when it watches nothing."""
 
 
 class Transaction(abc.ABC):
@@ -96,6 +107,24 @@ class Storage(abc.ABC):
         """Call ``listener()`` after every outermost commit made through this object, in
         the committing thread, after the transaction's own callbacks."""
 
+    @property
+    def log_notifications(self) -> bool:
+        """Whether :meth:`watch_log` hears commits of other processes as they happen;
+        False (the default, and SQLite) means a follower must poll for them."""
+        return False
+
+    def watch_log(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` from a background thread soon after any process (this one
+        included) commits events to the log; returns a function that stops the calls.
+
+        A call is a hint, never data: calls may be merged, may come for nothing new, and
+        after a lost connection come once more for what may have been missed; read the
+        log to see what is new. ``listener`` must be quick (set an event). The default
+        calls nothing: without :attr:`log_notifications`, followers poll.
+        """
+        del listener
+        return _nothing
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release every connection; idempotent. Later calls raise :class:`StorageError`."""
@@ -146,6 +175,11 @@ class Storage(abc.ABC):
     def processes(self) -> ProcessStore:
         """Process-manager instances and their timeouts."""
         raise self.unsupported("process managers")
+
+    @property
+    def leases(self) -> LeaseStore:
+        """Leases: which process owns each piece of background work."""
+        raise self.unsupported("leases")
 
     @property
     def projections(self) -> ProjectionStore:

@@ -12,9 +12,10 @@ from eventlite.codec import Codec
 from eventlite.sqlite import SQLiteStorage
 from eventlite.store.storage import Storage
 from eventlite.testing.contracts import StorageFactory
+from tests.postgres._pg import drop_schema, new_schema, require_postgres
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageFactory]:
     """A factory of new, empty storages of one backend; everything made is closed after
     the test."""
@@ -26,7 +27,21 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
         made.append(storage)
         return storage
 
-    factories = {"sqlite": sqlite}
+    schemas: list[str] = []
+
+    def postgres(codec: Codec) -> Storage:
+        from eventlite.postgres import PostgresStorage
+
+        schemas.append(new_schema())
+        storage = PostgresStorage(url, schema=schemas[-1], codec=codec, pool_min_size=0)
+        made.append(storage)
+        return storage
+
+    if request.param == "postgres":
+        url = require_postgres()
+    factories = {"sqlite": sqlite, "postgres": postgres}
     yield factories[request.param]
     for storage in made:
         storage.close()
+    for schema in schemas:
+        drop_schema(schema)
