@@ -19,11 +19,11 @@ from ._database import Database, Synchronous, Transaction
 from .dead_letters import SQLiteDeadLetterStore
 from .events import SQLiteEventStore
 from .idempotency import SQLiteIdempotencyStore
+from .leases import SQLiteLeaseStore
 from .processes import SQLiteProcessStore
 from .projections import SQLiteProjectionStore
 from .queues import SQLiteQueueStore
 from .sagas import SQLiteSagaStore
-from .leases import SQLiteLeaseStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [

@@ -350,9 +350,10 @@ class Database:
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
-        # A failed COMMIT or an I/O error may already have ended the transaction.
-        if conn.in_transaction:
-            with suppress(sqlite3.Error):
+        # A failed COMMIT or an I/O error may already have ended the transaction, and a
+        # connection closed meanwhile has none to end (reading in_transaction raises then).
+        with suppress(sqlite3.Error):
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
     # -- schema -----------------------------------------------------------------------

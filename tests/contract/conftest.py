@@ -14,6 +14,10 @@ from eventlite.store.storage import Storage
 from eventlite.testing.contracts import StorageFactory
 from tests.postgres._pg import drop_schema, new_schema, require_postgres
 
+POSTGRES_READY = ("TestLeases",)
+"""The contract suites whose store the PostgreSQL backend implements so far (by class name
+prefix); the others skip there, saying so, until it does."""
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageFactory]:
@@ -38,6 +42,9 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
         return storage
 
     if request.param == "postgres":
+        suite = request.node.cls.__name__ if request.node.cls is not None else ""
+        if not suite.startswith(POSTGRES_READY):
+            pytest.skip(f"{suite}: its store is not implemented on PostgreSQL yet")
         url = require_postgres()
     factories = {"sqlite": sqlite, "postgres": postgres}
     yield factories[request.param]
