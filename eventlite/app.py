@@ -38,14 +38,13 @@ The read side and long-running processes hang off the same file:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, overload
 
 from .aggregate import Aggregate
@@ -70,6 +69,7 @@ from .sqlite import Database, SQLiteStorage, Synchronous, Transaction
 from .store.events import EventStore
 from .store.snapshots import SnapshotStore
 from .store.storage import Storage
+from .store.storage import Transaction as StoreTransaction
 from .unit_of_work import UnitOfWork
 
 __all__ = ["App"]
@@ -594,7 +594,7 @@ class App:
             def start_saga(event: Any, uow: UnitOfWork) -> None:
                 values = data(event) if data is not None else codec.to_dict(event)
 
-                def create(tx: Transaction | None, _events: object) -> None:
+                def create(tx: StoreTransaction, _events: object) -> None:
                     saga_id = sagas.create(definition, values)  # joins the commit's transaction
                     assert tx is not None
                     tx.on_commit(lambda: self._run_saga(saga_id))
@@ -772,14 +772,6 @@ class App:
         with self.unit_of_work() as uow:
             uow.add(aggregate)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Transaction | None]:
-        if self.database is None:
-            yield None
-        else:
-            with self.database.transaction() as tx:
-                yield tx
-
     def dispatch(self, command: Any) -> Any:
         """Run a command's handler and return its result (see :meth:`MessageBus.dispatch`)."""
         return self.bus.dispatch(command)
@@ -844,7 +836,9 @@ def _name(handler: Callable[..., Any]) -> str:
     return getattr(handler, "__qualname__", repr(handler))
 
 
-def _require_tx(tx: Transaction | None) -> Transaction:
-    if tx is None:  # pragma: no cover - durable subscribers exist only with a file
+def _require_tx(tx: StoreTransaction) -> Transaction:
+    if not isinstance(
+        tx, Transaction
+    ):  # pragma: no cover - durable subscribers exist only with a file
         raise RuntimeError("durable delivery needs the SQLite transaction")
     return tx

@@ -22,8 +22,10 @@ from . import snapshot as _snapshot
 from .aggregate import Aggregate
 from .envelope import Envelope
 from .repository import Repository
-from .sqlite._database import Transaction
+from .sqlite import Transaction as SQLiteTransaction
+from .store.claims import AlreadyClaimed, validate_claim
 from .store.events import ANY, NO_STREAM, ExpectedVersion, StreamAppend
+from .store.storage import Transaction
 
 if TYPE_CHECKING:
     from .app import App
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Aggregate)
 
-WriteHook = Callable[[Transaction | None, Sequence[Envelope]], None]
+WriteHook = Callable[[Transaction, Sequence[Envelope]], None]
 """Called inside the commit's transaction with the recorded events (None: in-memory)."""
 
 
@@ -53,6 +55,7 @@ class UnitOfWork:
         self._aggregates: dict[tuple[type[Any], str], Aggregate] = {}
         self._appends: list[StreamAppend] = []
         self._hooks: list[WriteHook] = []
+        self._claims: list[Callable[[], None]] = []
         self._active = False
         self.committed: list[Envelope] = []
         """The events recorded by the last commit, with stream, version and position."""
@@ -131,11 +134,40 @@ class UnitOfWork:
             )
         params = parameters if isinstance(parameters, dict) else tuple(parameters)
 
-        def run(tx: Transaction | None, events: Sequence[Envelope]) -> None:
-            assert tx is not None
+        def run(tx: Transaction, events: Sequence[Envelope]) -> None:
+            assert isinstance(tx, SQLiteTransaction)
             tx.execute(sql, params)
 
         self._hooks.append(run)
+
+    def claim(self, scope: str, value: str, owner: str) -> None:
+        """Claim ``value`` of ``scope`` for ``owner`` in the commit's transaction: the
+        rule that a value is unique across aggregates (a batch reference across every
+        product, an e-mail address across accounts).
+
+        Raises :class:`~eventlite.store.claims.AlreadyClaimed` (naming scope, value and
+        holder) at once when another owner already holds it, and from :meth:`commit`
+        when another owner's claim committed first; then nothing of the unit is
+        written. Claiming a value the owner holds already is a no-op. Needs a backend
+        that keeps claims (every one does; the in-memory one undoes a claim when its
+        unit of work rolls back).
+        """
+        claims = self.app.storage.claims
+        validate_claim(scope, value, owner)
+        holder = claims.holder(scope, value)
+        if holder is not None and holder != owner:
+            raise AlreadyClaimed(scope, value, holder)
+        self._claims.append(lambda: claims.claim(scope, value, owner))
+
+    def release_claim(self, scope: str, value: str, owner: str) -> None:
+        """Free ``value`` of ``scope`` at commit, if ``owner`` holds it then."""
+        claims = self.app.storage.claims
+        validate_claim(scope, value, owner)
+
+        def release() -> None:
+            claims.release(scope, value, owner)
+
+        self._claims.append(release)
 
     def on_commit_write(self, hook: WriteHook) -> None:
         """Run ``hook(tx, events)`` inside the commit's transaction, after the events are
@@ -162,12 +194,17 @@ class UnitOfWork:
             for agg in dirty
         ]
         parts.extend(self._appends)
-        if not parts and not self._hooks:
+        if not parts and not self._hooks and not self._claims:
             return []
         # Inside a transaction the caller opened, nothing is durable until the caller
         # commits, so nothing is marked saved or published before then.
-        nested = app.database is not None and app.database.in_transaction()
-        with app._transaction() as tx:
+        storage = app.storage
+        nested = storage.in_transaction()
+        with storage.transaction() as tx:
+            # claims first: a refused one stops the commit before any event is written
+            # (the in-memory store cannot take an append back)
+            for claim in self._claims:
+                claim()
             results = app.store.append_many(parts) if parts else []
             recorded = [env for result in results for env in result]
             for agg in dirty:
@@ -181,10 +218,11 @@ class UnitOfWork:
             for hook in self._hooks:
                 hook(tx, recorded)
             self.wrote = True
-            if nested and tx is not None:
+            if nested:
                 tx.on_commit(lambda: self._after_commit(dirty, recorded))
         self._appends = []
         self._hooks = []
+        self._claims = []
         if not nested:
             self._after_commit(dirty, recorded)
         return recorded
@@ -217,3 +255,4 @@ class UnitOfWork:
         self._aggregates.clear()
         self._appends = []
         self._hooks = []
+        self._claims = []

@@ -19,6 +19,7 @@ from eventlite.envelope import Envelope, current_envelope
 from eventlite.exceptions import AggregateNotFound, ConcurrencyError
 from eventlite.messages import Registry, command, event
 from eventlite.store import Snapshot
+from eventlite.store.claims import AlreadyClaimed
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()
@@ -476,3 +477,72 @@ def test_close_finishes_every_step_when_one_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="would not stop"):
         app.close()
     assert (True, True) == (app.bus.closed, app.database is not None and app.database.closed)
+
+
+# -- unique claims across aggregates ------------------------------------------------------
+
+
+def test_a_claim_commits_with_the_events(app: App) -> None:
+    """A unit of work claims an owner's e-mail address with the account's events; another
+    account asking for it is refused at once, naming the value and the holder, and its
+    unit writes nothing."""
+    with app.unit_of_work() as uow:
+        uow.add(Account.open("a1", "ann"))
+        uow.claim("email", "ann@example.com", "a1")
+    with pytest.raises(AlreadyClaimed) as info, app.unit_of_work() as uow:
+        uow.add(Account.open("a2", "ann again"))
+        uow.claim("email", "ann@example.com", "a2")
+    assert ("email", "ann@example.com", "a1") == (
+        info.value.scope,
+        info.value.value,
+        info.value.owner,
+    )
+    assert 0 == app.store.stream_version(Account.stream_id_for("a2"))
+    assert "a1" == app.storage.claims.holder("email", "ann@example.com")
+
+
+def test_a_rolled_back_unit_claims_nothing(app: App) -> None:
+    """A unit of work that fails after claiming leaves the value free."""
+    with pytest.raises(ValueError), app.unit_of_work() as uow:
+        uow.add(Account.open("a1", "ann"))
+        uow.claim("email", "ann@example.com", "a1")
+        raise ValueError("changed my mind")
+    assert None is app.storage.claims.holder("email", "ann@example.com")
+
+
+def test_racing_claims_commit_once(app: App) -> None:
+    """Eight units of work claiming one value at once: exactly one commits its events; the
+    others raise AlreadyClaimed and store nothing."""
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_account(n: int) -> None:
+        try:
+            with app.unit_of_work() as uow:
+                uow.add(Account.open(f"a{n}", "same"))
+                barrier.wait()
+                uow.claim("email", "same@example.com", f"a{n}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_account, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    holder = app.storage.claims.holder("email", "same@example.com")
+    assert 7 == len(errors) and all(isinstance(e, AlreadyClaimed) for e in errors), errors
+    stored = [n for n in range(8) if app.store.stream_version(Account.stream_id_for(f"a{n}"))]
+    assert [f"a{n}" for n in stored] == [holder]
+
+
+def test_release_claim_frees_the_value_at_commit(app: App) -> None:
+    """release_claim frees the value when the unit commits, so another owner can have it."""
+    with app.unit_of_work() as uow:
+        uow.claim("email", "x@example.com", "a1")
+    with app.unit_of_work() as uow:
+        uow.release_claim("email", "x@example.com", "a1")
+        assert "a1" == app.storage.claims.holder("email", "x@example.com")
+    with app.unit_of_work() as uow:
+        uow.claim("email", "x@example.com", "a2")
+    assert "a2" == app.storage.claims.holder("email", "x@example.com")

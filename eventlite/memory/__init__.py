@@ -6,7 +6,8 @@ raises :class:`~eventlite.exceptions.StorageError` naming the feature: those nee
 durable backend.
 
 Transactions here group commit callbacks, not writes: an append is kept at once, and a
-rollback does not take it back.
+rollback does not take it back. Unique claims are the exception: a rollback undoes them,
+since a claim left behind by a failed unit of work would refuse its value for good.
 """
 
 from __future__ import annotations
@@ -17,19 +18,38 @@ from contextlib import contextmanager
 
 from ..codec import Codec
 from ..store.storage import Storage, Transaction
+from .claims import InMemoryClaimStore
 from .events import InMemoryEventStore
 from .snapshots import InMemorySnapshotStore
 
-__all__ = ["InMemoryEventStore", "InMemorySnapshotStore", "MemoryStorage", "MemoryTransaction"]
+__all__ = [
+    "InMemoryClaimStore",
+    "InMemoryEventStore",
+    "InMemorySnapshotStore",
+    "MemoryStorage",
+    "MemoryTransaction",
+]
 
 
 class MemoryTransaction(Transaction):
     """A transaction of :class:`MemoryStorage`: its commit callbacks, nothing more."""
 
-    __slots__ = ("_callbacks",)
+    __slots__ = ("_callbacks", "_undo")
 
     def __init__(self) -> None:
         self._callbacks: list[Callable[[], None]] = []
+        self._undo: list[Callable[[], object]] = []
+
+    def on_rollback(self, undo: Callable[[], object]) -> None:
+        """Call ``undo()`` if the transaction (or the savepoint open now) rolls back;
+        undos run newest first."""
+        self._undo.append(undo)
+
+    def _roll_back(self, mark: int) -> None:
+        undos = self._undo[mark:]
+        del self._undo[mark:]
+        for undo in reversed(undos):
+            undo()
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """See :meth:`Transaction.on_commit`."""
@@ -46,6 +66,7 @@ class MemoryStorage(Storage):
         self.events: InMemoryEventStore = InMemoryEventStore(codec=codec)
         self.snapshots: InMemorySnapshotStore = InMemorySnapshotStore()
         self._local = threading.local()
+        self._claims = InMemoryClaimStore(self)
         self._listeners: tuple[Callable[[], None], ...] = ()
 
     @property
@@ -58,22 +79,36 @@ class MemoryStorage(Storage):
         """False: everything is lost with the process."""
         return False
 
+    @property
+    def claims(self) -> InMemoryClaimStore:
+        """See :attr:`Storage.claims`: a dict, undone with a rolled-back transaction."""
+        return self._claims
+
+    def current(self) -> MemoryTransaction | None:
+        """The calling thread's open transaction, or None."""
+        tx: MemoryTransaction | None = getattr(self._local, "tx", None)
+        return tx
+
     @contextmanager
     def transaction(self) -> Iterator[MemoryTransaction]:
         """See :meth:`Storage.transaction`; writes are kept at once (see the module doc)."""
         outer: MemoryTransaction | None = getattr(self._local, "tx", None)
         if outer is not None:
-            mark = len(outer._callbacks)
+            mark, undo_mark = len(outer._callbacks), len(outer._undo)
             try:
                 yield outer
             except BaseException:
                 del outer._callbacks[mark:]
+                outer._roll_back(undo_mark)
                 raise
             return
         tx = MemoryTransaction()
         self._local.tx = tx
         try:
             yield tx
+        except BaseException:
+            tx._roll_back(0)
+            raise
         finally:
             self._local.tx = None
         first_error: BaseException | None = None

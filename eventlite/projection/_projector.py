@@ -436,12 +436,13 @@ class Projector:
         threads to be woken after the commit.
         """
         entries = self._entries
-        if tx is None:
+        if tx is None or not self.storage.in_transaction():
             if any(e.mode == "inline" for e in entries.values()):
                 raise ProjectionError(
                     "<inline>",
-                    "inline projections need durable storage (a SQLite file or a database): "
-                    "this commit has no transaction to join",
+                    "inline projections are written in the commit's transaction, which must "
+                    f"be one of their own storage ({self.storage.description}: a SQLite "
+                    "file or a database); this commit has none of it to join",
                 )
             return
         if not recorded:

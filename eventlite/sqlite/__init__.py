@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from ..codec import Codec
 from ..store.storage import Storage
 from ._database import Database, Synchronous, Transaction
+from .claims import SQLiteClaimStore
 from .dead_letters import SQLiteDeadLetterStore
 from .events import SQLiteEventStore
 from .idempotency import SQLiteIdempotencyStore
@@ -28,6 +29,7 @@ from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "Database",
+    "SQLiteClaimStore",
     "SQLiteDeadLetterStore",
     "SQLiteEventStore",
     "SQLiteIdempotencyStore",
@@ -79,6 +81,7 @@ class SQLiteStorage(Storage):
         self._sagas = SQLiteSagaStore(self.database)
         self._processes = SQLiteProcessStore(self.database)
         self._leases: SQLiteLeaseStore | None = None
+        self._claims = SQLiteClaimStore(self.database)
 
     @property
     def description(self) -> str:
@@ -121,6 +124,11 @@ class SQLiteStorage(Storage):
         if self._leases is None:
             self._leases = SQLiteLeaseStore(self.database)
         return self._leases
+
+    @property
+    def claims(self) -> SQLiteClaimStore:
+        """See :attr:`Storage.claims`: the ``claims`` table."""
+        return self._claims
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""

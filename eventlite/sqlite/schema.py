@@ -328,6 +328,15 @@ def _create_leases(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_claims(db: sqlite_utils.Database) -> None:
+    # One row per claimed value: who holds it. WITHOUT ROWID: looked up only by its key.
+    db.execute(
+        "CREATE TABLE claims (scope TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL, "
+        "PRIMARY KEY (scope, value)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX claims_owner ON claims (scope, owner)")
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
@@ -336,6 +345,7 @@ MIGRATIONS: list[Migration] = [
     Migration("projection checkpoints and saga instances", _create_projections_and_sagas),
     Migration("process managers: instances and timeouts", _create_processes),
     Migration("leases: who owns each piece of background work", _create_leases),
+    Migration("unique claims across aggregates", _create_claims),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

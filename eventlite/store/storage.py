@@ -35,6 +35,7 @@ from ..exceptions import StorageError
 
 if TYPE_CHECKING:
     from .checkpoints import CheckpointStore
+    from .claims import ClaimStore
     from .dead_letters import DeadLetterStore
     from .events import EventStore
     from .idempotency import IdempotencyStore
@@ -180,6 +181,11 @@ class Storage(abc.ABC):
     def leases(self) -> LeaseStore:
         """Leases: which process owns each piece of background work."""
         raise self.unsupported("leases")
+
+    @property
+    def claims(self) -> ClaimStore:
+        """Unique values claimed by owners across aggregates."""
+        raise self.unsupported("unique claims")
 
     @property
     def projections(self) -> ProjectionStore:

@@ -9,17 +9,36 @@ from pathlib import Path
 import pytest
 
 from eventlite.codec import Codec
+from eventlite.memory import MemoryStorage
 from eventlite.sqlite import SQLiteStorage
 from eventlite.store.storage import Storage
 from eventlite.testing.contracts import StorageFactory
 from tests.postgres._pg import drop_schema, new_schema, require_postgres
 
-POSTGRES_READY = ("TestLeases",)
-"""The contract suites whose store the PostgreSQL backend implements so far (by class name
-prefix); the others skip there, saying so, until it does."""
+BACKENDS: dict[str, tuple[str, ...] | None] = {
+    "sqlite": None,
+    "postgres": ("TestLeases",),
+    "memory": ("TestClaims",),
+}
+"""Each backend, and the contract suites (test classes) it runs: None for every one. A
+backend that does not keep some kind of state (the in-memory one keeps no dead letters)
+is not run against that suite at all."""
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each contract suite on every backend that keeps its store."""
+    if "make_storage" not in metafunc.fixturenames:
+        return
+    suite = metafunc.cls.__name__ if metafunc.cls is not None else ""
+    params = [
+        pytest.param(name, marks=pytest.mark.services) if name == "postgres" else name
+        for name, suites in BACKENDS.items()
+        if suites is None or suite in suites
+    ]
+    metafunc.parametrize("make_storage", params, indirect=True)
+
+
+@pytest.fixture
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageFactory]:
     """A factory of new, empty storages of one backend; everything made is closed after
     the test."""
@@ -42,11 +61,14 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
         return storage
 
     if request.param == "postgres":
-        suite = request.node.cls.__name__ if request.node.cls is not None else ""
-        if not suite.startswith(POSTGRES_READY):
-            pytest.skip(f"{suite}: its store is not implemented on PostgreSQL yet")
         url = require_postgres()
-    factories = {"sqlite": sqlite, "postgres": postgres}
+
+    def memory(codec: Codec) -> Storage:
+        storage = MemoryStorage(codec=codec)
+        made.append(storage)
+        return storage
+
+    factories = {"sqlite": sqlite, "postgres": postgres, "memory": memory}
     yield factories[request.param]
     for storage in made:
         storage.close()

@@ -339,7 +339,7 @@ def test_inline_without_sqlite_is_refused(tmp_path: Path) -> None:
     projector.add(Ledger(), mode="inline")
     with (
         App(registry=registry) as memory_app,
-        pytest.raises(ProjectionError, match="SQLite"),
+        pytest.raises(ProjectionError, match="SQLite file or a database"),
         memory_app.unit_of_work() as uow,
     ):
         _open(uow, projector, "a1")
