@@ -517,7 +517,6 @@ class SessionOp(StatefulOp):
                             op.emit(key, other, retracted=True)
                         s[1] = max(s[1], other[1])
                         s[2] = merge(s[2], other[2])
-                        s[3] = min(s[3], other[3])
                         found.remove(other)
                     if t < s[0]:
                         s[0] = t
@@ -645,51 +644,53 @@ class JoinOp(StatefulOp):
 
     def push_left(self, key: Any, t: int, value: Any) -> None:
         """A value of the left flow."""
-        wm = self.left_wm
-        if t < wm - self.lateness:
-            self.on_late(key, t, value, wm)
-            return
-        self.seq = seq = self.seq + 1
-        self.meta_dirty = True
-        entry = [t, seq, value, False]
-        self.left.setdefault(key, []).append(entry)
-        heapq.heappush(self.left_heap, (t + self.after + self.lateness + 1, seq, key))
-        self.dirty.add(("L", key))
-        lo, hi = t - self.before, t + self.after
-        joiner = self.joiner
-        for other in self.right.get(key, ()):
-            tr = other[0]
-            if lo <= tr <= hi:
-                if not entry[3]:
-                    entry[3] = True
-                if not other[3]:
-                    other[3] = True
-                    self.dirty.add(("R", key))
-                self.downstream(key, t if t > tr else tr, joiner(value, other[2]))
+        self._arrive(key, t, value, True)
 
     def push_right(self, key: Any, t: int, value: Any) -> None:
         """A value of the right flow."""
-        wm = self.right_wm
-        if t < wm - self.lateness:
+        self._arrive(key, t, value, False)
+
+    def _arrive(self, key: Any, t: int, value: Any, is_left: bool) -> None:
+        if is_left:
+            wm, other_wm = self.left_wm, self.right_wm
+            own, own_heap, other = self.left, self.left_heap, self.right
+            back, reach = self.before, self.after
+            side, other_side = "L", "R"
+            unmatched, other_unmatched = self.emit_left, self.emit_right
+        else:
+            wm, other_wm = self.right_wm, self.left_wm
+            own, own_heap, other = self.right, self.right_heap, self.left
+            back, reach = self.after, self.before
+            side, other_side = "R", "L"
+            unmatched, other_unmatched = self.emit_right, self.emit_left
+        lateness = self.lateness
+        if t < wm - lateness:
             self.on_late(key, t, value, wm)
+            return
+        # the other side's values at times in [lo, hi] match this one
+        lo, hi = t - back, t + reach
+        joiner = self.joiner
+        matched = False
+        for entry in other.get(key, ()):
+            t2 = entry[0]
+            if lo <= t2 <= hi:
+                matched = True
+                if other_unmatched and not entry[3]:
+                    entry[3] = True
+                    self.dirty.add((other_side, key))
+                pair = joiner(value, entry[2]) if is_left else joiner(entry[2], value)
+                self.downstream(key, t if t > t2 else t2, pair)
+        # a match can come while the other side may still send values at times <= hi
+        expiry = hi + lateness + 1
+        if expiry <= other_wm:
+            if unmatched and not matched:
+                self.downstream(key, t, joiner(value, None) if is_left else joiner(None, value))
             return
         self.seq = seq = self.seq + 1
         self.meta_dirty = True
-        entry = [t, seq, value, False]
-        self.right.setdefault(key, []).append(entry)
-        heapq.heappush(self.right_heap, (t + self.before + self.lateness + 1, seq, key))
-        self.dirty.add(("R", key))
-        lo, hi = t - self.after, t + self.before
-        joiner = self.joiner
-        for other in self.left.get(key, ()):
-            tl = other[0]
-            if lo <= tl <= hi:
-                if not entry[3]:
-                    entry[3] = True
-                if not other[3]:
-                    other[3] = True
-                    self.dirty.add(("L", key))
-                self.downstream(key, t if t > tl else tl, joiner(other[2], value))
+        own.setdefault(key, []).append([t, seq, value, matched])
+        heapq.heappush(own_heap, (expiry, seq, key))
+        self.dirty.add((side, key))
 
     def advance(self) -> None:
         """Drop the buffered values no match can come for any more."""
