@@ -83,9 +83,17 @@ def ticks(when: datetime) -> int:
 
 
 def envelopes(events: Iterable[Any], first: int = 1) -> list[Envelope]:
-    """The events as stored envelopes at positions ``first``, ``first + 1``, ..."""
+    """The events as stored envelopes at positions ``first``, ``first + 1``, ... (the same
+    events always give equal envelopes: ids and timestamps come from the position)."""
     return [
-        Envelope(e, stream_id="readings", version=i, position=i)
+        Envelope(
+            e,
+            id=f"event-{i}",
+            timestamp=EPOCH + timedelta(seconds=i),
+            stream_id="readings",
+            version=i,
+            position=i,
+        )
         for i, e in enumerate(events, start=first)
     ]
 
