@@ -12,15 +12,15 @@ whether the operator ran without a pause or was rebuilt from its state in betwee
 from __future__ import annotations
 
 import heapq
-import json
 from bisect import insort
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ..codec import Codec
 from ..envelope import Envelope
 from . import _values
-from ._time import EPOCH, NEVER, ONE_US, duration_us, from_us, show, to_us
+from ._time import EPOCH, FOREVER, NEVER, ONE_US, duration_us, from_us, show, to_us
 from .aggregates import Aggregator
 from .outputs import AppendEvent, DeadLetterEvent, DeleteRow, Output, UpsertRow, WindowResult
 from .state import StreamState
@@ -39,6 +39,7 @@ Push = Callable[[Any, int, Any], None]
 META = "$meta"
 """The state key of an operator's own counters (sequence, late events)."""
 _KEY_CACHE = 100_000
+_TIME_CACHE = 10_000
 
 
 def noop(key: Any, t: int, value: Any) -> None:
@@ -60,6 +61,29 @@ def fanout(pushes: list[Push]) -> Push:
     return push
 
 
+Handler = Callable[[Envelope, Any], None]
+"""``handle(envelope, message)``: what the engine calls for each input event of a type."""
+
+
+def _ignore(env: Envelope, msg: Any) -> None:
+    pass
+
+
+def all_of(handlers: list[Handler]) -> Handler:
+    """One handler calling each of ``handlers`` in order."""
+    if not handlers:
+        return _ignore
+    if len(handlers) == 1:
+        return handlers[0]
+    chain = tuple(handlers)
+
+    def handle(env: Envelope, msg: Any) -> None:
+        for h in chain:
+            h(env, msg)
+
+    return handle
+
+
 class Run:
     """What every operator of one engine shares: the input being processed, the outputs."""
 
@@ -68,8 +92,28 @@ class Run:
         self.codec = codec
         self.outputs: list[Output] = []
         self.envelope: Envelope | None = None
-        self.position: int | None = None
+        self.idle_position: int | None = None
         self._keys: dict[Any, str] = {}
+        self._times: dict[int, datetime] = {}
+
+    def time(self, us: int) -> datetime:
+        """The datetime of a window bound, cached: many keys share the same bounds."""
+        times = self._times
+        when = times.get(us)
+        if when is None:
+            if len(times) >= _TIME_CACHE:
+                times.clear()
+            when = times[us] = from_us(us)
+        return when
+
+    @property
+    def position(self) -> int | None:
+        """The position of the input being processed; between inputs, the last one's."""
+        env = self.envelope
+        if env is None:
+            return self.idle_position
+        stored = env._stored
+        return None if stored is None else stored[2]
 
     def key_text(self, key: Any) -> str:
         """The JSON text of a key, cached: the same keys come back all the time."""
@@ -118,7 +162,12 @@ def time_reader(time: Any) -> Callable[[Envelope, Any], int]:
 
 
 class SourceOp:
-    """A source: gives each event of its types a time and a key, and keeps the watermark."""
+    """A source: gives each event of its types a time and a key, and keeps the watermark.
+
+    ``due`` is the least watermark at which one of its operators has something to close:
+    the watermark moves on nearly every event, and comparing it with ``due`` is cheaper
+    than asking each operator.
+    """
 
     def __init__(
         self,
@@ -132,12 +181,14 @@ class SourceOp:
         self.types = types
         self.key = key
         self.read_time = time_reader(time)
+        self.time_field: str | None = time if isinstance(time, str) else None
         self.punctuated = not isinstance(policy, BoundedOutOfOrderness)
         self.delay = duration_us(policy.delay, "out_of_orderness") if not self.punctuated else 0
         self.marker: type[Any] | None = None if not self.punctuated else policy.marker
         self.read_marker_time = time_reader(None if not self.punctuated else policy.time)
         self.max_time = NEVER
         self.wm = NEVER
+        self.due = FOREVER
         self.dirty = False
         self.push: Push = noop
         self.ops: list[StatefulOp] = []
@@ -148,7 +199,6 @@ class SourceOp:
         key_of = self.key
         source = self
         delay = self.delay
-        ops = self.ops
         push = self.push
 
         if self.punctuated:
@@ -162,17 +212,54 @@ class SourceOp:
 
             return handle_punctuated
 
+        if key_of is None:
+
+            def handle_unkeyed(env: Envelope, msg: Any) -> None:
+                t = read_time(env, msg)
+                push(None, t, msg)
+                if t > source.max_time:
+                    source.max_time = t
+                    source.dirty = True
+                    wm = t - delay
+                    if wm > source.wm:
+                        source.wm = wm
+                        if wm >= source.due:
+                            source.fire(wm)
+
+            return handle_unkeyed
+
+        field = self.time_field
+        if field is not None:
+
+            def handle_field(env: Envelope, msg: Any) -> None:
+                value = getattr(msg, field)
+                try:
+                    t = (value - EPOCH) // ONE_US
+                except TypeError:
+                    t = to_us(value)
+                push(key_of(msg), t, msg)
+                if t > source.max_time:
+                    source.max_time = t
+                    source.dirty = True
+                    wm = t - delay
+                    if wm > source.wm:
+                        source.wm = wm
+                        if wm >= source.due:
+                            source.fire(wm)
+
+            return handle_field
+
         def handle(env: Envelope, msg: Any) -> None:
             t = read_time(env, msg)
-            push(None if key_of is None else key_of(msg), t, msg)
+            push(key_of(msg), t, msg)
             if t > source.max_time:
                 source.max_time = t
                 source.dirty = True
                 wm = t - delay
                 if wm > source.wm:
                     source.wm = wm
-                    for op in ops:
-                        op.advance()
+                    if wm >= source.due:
+                        source.fire(wm)
 
         return handle
 
@@ -186,20 +273,29 @@ class SourceOp:
             if wm > source.wm:
                 source.wm = wm
                 source.dirty = True
-                for op in source.ops:
-                    op.advance()
+                if wm >= source.due:
+                    source.fire(wm)
 
         return handle_marker
 
+    def fire(self, wm: int) -> None:
+        """The watermark reached ``due``: let the operators that are due close things."""
+        due = FOREVER
+        for op in self.ops:
+            if wm >= op.due:
+                op.advance()
+            if op.due < due:
+                due = op.due
+        self.due = due
+
     def finish(self) -> None:
         """The input is over: move the watermark past every time."""
-        from ._time import FOREVER
-
         if self.wm < FOREVER:
             self.wm = FOREVER
             self.dirty = True
             for op in self.ops:
                 op.advance()
+            self.due = FOREVER
 
     def flush(self, state: StreamState) -> None:
         """Write the watermark if it changed."""
@@ -219,7 +315,11 @@ class SourceOp:
 
 
 class StatefulOp:
-    """What windows and joins share: a name, input watermarks, late events, flushing."""
+    """What windows and joins share: a name, input watermarks, late events, flushing.
+
+    ``due`` is the least input watermark at which the operator has something to close
+    (FOREVER when nothing): it lowers the ``due`` of its sources whenever it goes down.
+    """
 
     kind = "operator"
 
@@ -230,16 +330,28 @@ class StatefulOp:
         self.late = late
         self.sources: list[SourceOp] = []
         self.wm = NEVER
+        self.due = FOREVER
         self.seq = 0
         self.late_count = 0
         self.meta_dirty = False
         self.downstream: Push = noop
 
-    def input_wm(self, sources: list[SourceOp]) -> int:
-        """The watermark of some inputs: the least of theirs."""
+    def wm_reader(self, sources: list[SourceOp]) -> Callable[[], int]:
+        """A function giving the current watermark of some inputs: the least of theirs."""
         if len(sources) == 1:
-            return sources[0].wm
-        return min(s.wm for s in sources) if sources else NEVER
+            source = sources[0]
+            return lambda: source.wm
+        if not sources:  # pragma: no cover - every operator has a source
+            return lambda: NEVER
+        return lambda: min(s.wm for s in sources)
+
+    def lower_due(self, due: int) -> None:
+        """Something will have to close when the watermark reaches ``due``."""
+        if due < self.due:
+            self.due = due
+            for source in self.sources:
+                if due < source.due:
+                    source.due = due
 
     def advance(self) -> None:
         """An input's watermark moved: close what it allows."""
@@ -301,7 +413,8 @@ def _result_of(aggregator: Aggregator) -> Callable[[Any], Any]:
 
 
 class WindowOp(StatefulOp):
-    """Tumbling and hopping windows: each (key, start) has an accumulator until it closes."""
+    """Tumbling and hopping windows: per key, the open windows by start, each with its
+    accumulator and sequence number, until the watermark closes them."""
 
     kind = "window"
 
@@ -322,11 +435,11 @@ class WindowOp(StatefulOp):
         self.aggregator = aggregator
         self.result = _result_of(aggregator)
         self.update = update
-        # (key, start) -> [accumulator, sequence]
-        self.windows: dict[tuple[Any, int], list[Any]] = {}
+        # key -> {start: [accumulator, sequence]}
+        self.windows: dict[Any, dict[int, list[Any]]] = {}
         # (close time, sequence, key, start)
         self.heap: list[tuple[int, int, Any, int]] = []
-        self.dirty: set[tuple[Any, int]] = set()
+        self.dirty: set[Any] = set()
 
     def make_push(self) -> Push:
         """The push of this operator, with its hot path on local names."""
@@ -339,112 +452,137 @@ class WindowOp(StatefulOp):
         add = self.aggregator.add
         initial = self.aggregator.initial
         update = self.update
+        sources = self.sources
+        single = sources[0] if len(sources) == 1 else None
+        watermark = self.wm_reader(sources)
+
+        def open_window(key: Any, start: int, value: Any) -> list[Any]:
+            op.seq = seq = op.seq + 1
+            op.meta_dirty = True
+            close = start + size + lateness
+            heappush(heap, (close, seq, key, start))
+            if close < op.due:
+                op.lower_due(close)
+            return [add(initial, value), seq]
 
         if step == size:
 
             def push_tumbling(key: Any, t: int, value: Any) -> None:
-                if t < op.wm - lateness:
-                    op.on_late(key, t, value, op.wm)
+                wm = single.wm if single is not None else watermark()
+                if t < wm - lateness:
+                    op.on_late(key, t, value, wm)
                     return
                 start = t - (t - offset) % size
-                k2 = (key, start)
-                w = windows.get(k2)
-                if w is None:
-                    op.seq = seq = op.seq + 1
-                    op.meta_dirty = True
-                    w = windows[k2] = [add(initial, value), seq]
-                    heappush(heap, (start + size + lateness, seq, key, start))
+                by_start = windows.get(key)
+                found = None if by_start is None else by_start.get(start)
+                if found is not None:
+                    found[0] = add(found[0], value)
+                    w = found
+                elif by_start is None:
+                    w = open_window(key, start, value)
+                    windows[key] = {start: w}
                 else:
-                    w[0] = add(w[0], value)
-                dirty_add(k2)
+                    w = by_start[start] = open_window(key, start, value)
+                dirty_add(key)
                 if update:
                     op.emit(key, start, w[0], False)
 
             return push_tumbling
 
         def push_hopping(key: Any, t: int, value: Any) -> None:
-            if t < op.wm - lateness:
-                op.on_late(key, t, value, op.wm)
+            wm = single.wm if single is not None else watermark()
+            if t < wm - lateness:
+                op.on_late(key, t, value, wm)
                 return
+            by_start = windows.get(key)
+            if by_start is None:
+                by_start = windows[key] = {}
             last = t - (t - offset) % step
             start = last - ((size - 1) // step) * step
             while start <= last:
                 if start + size > t:
-                    k2 = (key, start)
-                    w = windows.get(k2)
+                    w = by_start.get(start)
                     if w is None:
-                        op.seq = seq = op.seq + 1
-                        op.meta_dirty = True
-                        w = windows[k2] = [add(initial, value), seq]
-                        heappush(heap, (start + size + lateness, seq, key, start))
+                        w = by_start[start] = open_window(key, start, value)
                     else:
                         w[0] = add(w[0], value)
-                    dirty_add(k2)
                     if update:
                         op.emit(key, start, w[0], False)
                 start += step
+            dirty_add(key)
 
         return push_hopping
 
     def emit(self, key: Any, start: int, acc: Any, final: bool) -> None:
         """Hand a window's result downstream."""
         end = start + self.size
-        result = WindowResult(key, from_us(start), from_us(end), self.result(acc), final)
+        time = self.run.time
+        result = WindowResult(key, time(start), time(end), self.result(acc), final)
         self.downstream(key, end - 1, result)
 
     def advance(self) -> None:
         """Close every window the watermark has passed by the lateness."""
-        wm = self.input_wm(self.sources)
-        if wm <= self.wm:
-            return
-        self.wm = wm
-        heap = self.heap
-        windows = self.windows
-        dirty = self.dirty
-        update = self.update
-        while heap and heap[0][0] <= wm:
-            _, _, key, start = heapq.heappop(heap)
-            k2 = (key, start)
-            w = windows.pop(k2)
-            dirty.add(k2)
-            if not update:
-                self.emit(key, start, w[0], True)
+        wm = self.wm_reader(self.sources)()
+        if wm > self.wm:
+            self.wm = wm
+            heap = self.heap
+            windows = self.windows
+            dirty = self.dirty
+            update = self.update
+            while heap and heap[0][0] <= wm:
+                _, _, key, start = heapq.heappop(heap)
+                by_start = windows[key]
+                w = by_start.pop(start)
+                if not by_start:
+                    del windows[key]
+                dirty.add(key)
+                if not update:
+                    self.emit(key, start, w[0], True)
+        self.due = self.heap[0][0] if self.heap else FOREVER
 
     def flush(self, state: StreamState) -> None:
-        """Write the changed windows (a closed one is deleted)."""
+        """Write the windows of every changed key (a key without any is deleted)."""
         name = self.name
         windows = self.windows
         key_text = self.run.key_text
         codec = self.run.codec
         encode = _values.encode
-        for k2 in self.dirty:
-            key, start = k2
-            skey = f"[{key_text(key)},{start}]"
-            w = windows.get(k2)
-            if w is None:
-                state.delete(name, skey)
+        put = state.put
+        for key in self.dirty:
+            by_start = windows.get(key)
+            if by_start is None:
+                state.delete(name, key_text(key))
             else:
-                state.put(name, skey, [encode(w[0], codec), w[1]])
+                put(
+                    name,
+                    key_text(key),
+                    [
+                        [start, w[0] if type(w[0]) is int else encode(w[0], codec), w[1]]
+                        for start, w in by_start.items()
+                    ],
+                )
         self.dirty.clear()
         self.flush_meta(state)
 
     def load(self, state: StreamState) -> None:
         """Rebuild the open windows from the state."""
         codec = self.run.codec
+        reach = self.size + self.lateness
         for skey, value in state.scan(self.name):
             if skey == META:
                 self.load_meta(value)
                 continue
-            raw_key, start = json.loads(skey)
-            key = _values.decode(raw_key, codec)
-            seq = value[1]
-            self.windows[(key, start)] = [_values.decode(value[0], codec), seq]
-            self.heap.append((start + self.size + self.lateness, seq, key, start))
+            key = _values.key_from_text(skey, codec)
+            by_start = self.windows[key] = {}
+            for start, acc, seq in value:
+                by_start[start] = [_values.decode(acc, codec), seq]
+                self.heap.append((start + reach, seq, key, start))
         heapq.heapify(self.heap)
+        self.due = self.heap[0][0] if self.heap else FOREVER
 
     def held(self) -> int:
         """How many windows are open."""
-        return len(self.windows)
+        return sum(map(len, self.windows.values()))
 
 
 class SessionOp(StatefulOp):
@@ -487,57 +625,71 @@ class SessionOp(StatefulOp):
         initial = self.aggregator.initial
         merge = self.merge
         update = self.update
+        watermark = self.wm_reader(self.sources)
+
+        def open_session(key: Any, t: int, value: Any) -> list[Any]:
+            op.seq = seq = op.seq + 1
+            op.meta_dirty = True
+            close = t + gap + lateness
+            heapq.heappush(heap, (close, seq, key))
+            if close < op.due:
+                op.lower_due(close)
+            return [t, t, add(initial, value), seq]
 
         def push(key: Any, t: int, value: Any) -> None:
-            if t < op.wm - lateness:
-                op.on_late(key, t, value, op.wm)
+            wm = watermark()
+            if t < wm - lateness:
+                op.on_late(key, t, value, wm)
                 return
             dirty_add(key)
             found = sessions.get(key)
             if found is None:
-                op.seq = seq = op.seq + 1
-                op.meta_dirty = True
-                s = [t, t, add(initial, value), seq]
+                s = open_session(key, t, value)
                 sessions[key] = [s]
-                heapq.heappush(heap, (t + gap + lateness, seq, key))
             else:
-                hits = [s for s in found if s[0] - gap < t < s[1] + gap]
-                if not hits:
-                    op.seq = seq = op.seq + 1
-                    op.meta_dirty = True
-                    s = [t, t, add(initial, value), seq]
-                    insort(found, s)
-                    heapq.heappush(heap, (t + gap + lateness, seq, key))
+                s = None  # the first session the event is within gap of
+                merged = False
+                for other in found:
+                    if other[0] - gap < t < other[1] + gap:
+                        if s is None:
+                            s = other
+                            if update and t < s[0]:
+                                op.emit(key, s, retracted=True)
+                        else:  # the event bridges s and other: other joins s
+                            if update:
+                                op.emit(key, other, retracted=True)
+                            s[1] = other[1]
+                            s[2] = merge(s[2], other[2])
+                            other[3] = None
+                            merged = True
+                if s is None:
+                    s = open_session(key, t, value)
+                    insort(found, s, key=_start)
                 else:
-                    s = hits[0]
-                    if update and t < s[0]:
-                        op.emit(key, s, retracted=True)
-                    for other in hits[1:]:
-                        if update:
-                            op.emit(key, other, retracted=True)
-                        s[1] = max(s[1], other[1])
-                        s[2] = merge(s[2], other[2])
-                        found.remove(other)
+                    if merged:
+                        found[:] = [x for x in found if x[3] is not None]
                     if t < s[0]:
                         s[0] = t
                     elif t > s[1]:
                         s[1] = t
                     s[2] = add(s[2], value)
             if update:
-                op.emit(key, s, final=False)
+                op.emit(key, s, final=False)  # type: ignore[arg-type]
 
         return push
 
     def emit(self, key: Any, s: list[Any], final: bool = False, retracted: bool = False) -> None:
         """Hand a session's result downstream."""
         end = s[1] + self.gap
-        result = WindowResult(key, from_us(s[0]), from_us(end), self.result(s[2]), final, retracted)
+        time = self.run.time
+        result = WindowResult(key, time(s[0]), time(end), self.result(s[2]), final, retracted)
         self.downstream(key, end - 1, result)
 
     def advance(self) -> None:
         """Close every session the watermark has passed by the lateness."""
-        wm = self.input_wm(self.sources)
+        wm = self.wm_reader(self.sources)()
         if wm <= self.wm:
+            self.due = self.heap[0][0] if self.heap else FOREVER
             return
         self.wm = wm
         heap = self.heap
@@ -563,6 +715,7 @@ class SessionOp(StatefulOp):
             self.dirty.add(key)
             if not self.update:
                 self.emit(key, s, final=True)
+        self.due = heap[0][0] if heap else FOREVER
 
     def flush(self, state: StreamState) -> None:
         """Write the sessions of every changed key."""
@@ -594,10 +747,15 @@ class SessionOp(StatefulOp):
             self.sessions[key] = found
             self.heap.extend((s[1] + reach, s[3], key) for s in found)
         heapq.heapify(self.heap)
+        self.due = self.heap[0][0] if self.heap else FOREVER
 
     def held(self) -> int:
         """How many sessions are open."""
         return sum(len(found) for found in self.sessions.values())
+
+
+def _start(session: list[Any]) -> Any:
+    return session[0]
 
 
 def _pair(left: Any, right: Any) -> Any:
@@ -633,14 +791,22 @@ class JoinOp(StatefulOp):
         self.emit_right = how == "outer"
         self.left_sources: list[SourceOp] = []
         self.right_sources: list[SourceOp] = []
+        # the watermarks expiries were last checked at
         self.left_wm = NEVER
         self.right_wm = NEVER
+        self.left_watermark: Callable[[], int] = lambda: NEVER
+        self.right_watermark: Callable[[], int] = lambda: NEVER
         self.left: dict[Any, list[list[Any]]] = {}
         self.right: dict[Any, list[list[Any]]] = {}
         # (expiry, sequence, key): a left value expires when the right watermark reaches it
         self.left_heap: list[tuple[int, int, Any]] = []
         self.right_heap: list[tuple[int, int, Any]] = []
         self.dirty: set[tuple[str, Any]] = set()
+
+    def prepare(self) -> None:
+        """Read the sides' watermarks from the sources wired to them."""
+        self.left_watermark = self.wm_reader(self.left_sources)
+        self.right_watermark = self.wm_reader(self.right_sources)
 
     def push_left(self, key: Any, t: int, value: Any) -> None:
         """A value of the left flow."""
@@ -652,13 +818,13 @@ class JoinOp(StatefulOp):
 
     def _arrive(self, key: Any, t: int, value: Any, is_left: bool) -> None:
         if is_left:
-            wm, other_wm = self.left_wm, self.right_wm
+            wm, other_wm = self.left_watermark(), self.right_watermark()
             own, own_heap, other = self.left, self.left_heap, self.right
             back, reach = self.before, self.after
             side, other_side = "L", "R"
             unmatched, other_unmatched = self.emit_left, self.emit_right
         else:
-            wm, other_wm = self.right_wm, self.left_wm
+            wm, other_wm = self.right_watermark(), self.left_watermark()
             own, own_heap, other = self.right, self.right_heap, self.left
             back, reach = self.after, self.before
             side, other_side = "R", "L"
@@ -691,11 +857,13 @@ class JoinOp(StatefulOp):
         own.setdefault(key, []).append([t, seq, value, matched])
         heapq.heappush(own_heap, (expiry, seq, key))
         self.dirty.add((side, key))
+        if expiry < self.due:
+            self.lower_due(expiry)
 
     def advance(self) -> None:
         """Drop the buffered values no match can come for any more."""
-        left_wm = self.input_wm(self.left_sources)
-        right_wm = self.input_wm(self.right_sources)
+        left_wm = self.left_watermark()
+        right_wm = self.right_watermark()
         self.wm = min(left_wm, right_wm)
         if left_wm > self.left_wm:
             self.left_wm = left_wm
@@ -703,6 +871,8 @@ class JoinOp(StatefulOp):
         if right_wm > self.right_wm:
             self.right_wm = right_wm
             self._expire(self.left_heap, self.left, "L", right_wm, self.emit_left)
+        tops = [h[0][0] for h in (self.left_heap, self.right_heap) if h]
+        self.due = min(tops) if tops else FOREVER
 
     def _expire(
         self,
@@ -764,6 +934,8 @@ class JoinOp(StatefulOp):
                 )
         heapq.heapify(self.left_heap)
         heapq.heapify(self.right_heap)
+        tops = [h[0][0] for h in (self.left_heap, self.right_heap) if h]
+        self.due = min(tops) if tops else FOREVER
 
     def held(self) -> int:
         """How many values are buffered."""
@@ -825,17 +997,17 @@ def table_sink(
             row = {"key": key, "start": value.start, "end": value.end, "value": value.value}
         else:
             row = {"key": key, "value": value}
-        if not isinstance(row, dict):
+        if type(row) is not dict:
             raise TypeError(
                 f"stream {run.stream!r}: to_table({table!r}) needs dict rows, got {row!r}"
             )
-        missing = [c for c in pk if c not in row]
-        if missing:
-            raise ValueError(
-                f"stream {run.stream!r}: a row for {table!r} lacks its primary-key "
-                f"column(s) {missing}: {row!r}"
-            )
-        if isinstance(value, WindowResult) and value.retracted:
+        for column in pk:
+            if column not in row:
+                raise ValueError(
+                    f"stream {run.stream!r}: a row for {table!r} lacks its primary-key "
+                    f"column {column!r}: {row!r}"
+                )
+        if type(value) is WindowResult and value.retracted:
             run.outputs.append(DeleteRow(table, {c: row[c] for c in pk}, run.position))
         else:
             run.outputs.append(UpsertRow(table, row, pk, run.position))

@@ -126,8 +126,8 @@ class StreamEngine:
         self._run = ops.Run(stream.name, self._codec)
         self._sources: list[ops.SourceOp] = []
         self._ops: list[ops.StatefulOp] = []
-        self._joins: dict[int, ops.JoinOp] = {}
-        self._routes: dict[type[Any], tuple[Any, ...]] = {}
+        self._by_node: dict[int, ops.StatefulOp] = {}
+        self._routes: dict[type[Any], ops.Handler] = {}
         self._position = 0
         self._position_dirty = False
         self._broken: str | None = None
@@ -135,18 +135,76 @@ class StreamEngine:
         self._load()
 
     # -- building ---------------------------------------------------------------------------
+    # Two passes: the first makes the stateful operators and tells each which sources feed
+    # it (their watermarks); the second builds the push functions, which read them.
 
     def _compile(self) -> None:
         for node in self.stream._sources:
-            source = ops.SourceOp(node.name, node.types, node.time, node.key, node.watermark)
-            self._sources.append(source)
-            source.push = self._build_children(node)
+            self._sources.append(
+                ops.SourceOp(node.name, node.types, node.time, node.key, node.watermark)
+            )
         for node, source in zip(self.stream._sources, self._sources, strict=True):
-            self._wire(node, source, None)
+            self._plan(node, source)
         for op in self._ops:
-            for source in self._sources:
-                if op in source.ops:
-                    op.sources.append(source)
+            op.sources = [s for s in self._sources if op in s.ops]
+            if isinstance(op, ops.JoinOp):
+                op.prepare()
+        for node, source in zip(self.stream._sources, self._sources, strict=True):
+            children = node.children
+            if source.key is None and len(children) == 1 and _is_key_by(children[0]):
+                # the usual source().key_by(): the source computes the key itself
+                source.key = children[0].fn  # type: ignore[attr-defined]
+                children = children[0].children
+            source.push = ops.fanout([self._build(child) for child in children])
+
+    def _plan(self, node: _Node, source: ops.SourceOp) -> None:
+        """Make the stateful operators below ``node`` and note that ``source`` feeds them."""
+        for child in node.children:
+            op: ops.StatefulOp | None = None
+            if isinstance(child, _JoinInput):
+                join = self._op(child.join)
+                assert isinstance(join, ops.JoinOp)
+                sides = join.left_sources if child.side == "left" else join.right_sources
+                if source not in sides:
+                    sides.append(source)
+                op, child = join, child.join
+            elif isinstance(child, _AggregateNode):
+                op = self._op(child)
+            if op is not None and op not in source.ops:
+                source.ops.append(op)
+            self._plan(child, source)
+
+    def _op(self, node: _AggregateNode | _JoinNode) -> ops.StatefulOp:
+        """The operator of a stateful step, made on first use."""
+        op = self._by_node.get(id(node))
+        if op is not None:
+            return op
+        run = self._run
+        if isinstance(node, _JoinNode):
+            op = ops.JoinOp(
+                run,
+                node.name,
+                node.before_us,
+                node.after_us,
+                node.how,
+                node.joiner,
+                node.lateness_us,
+                node.late,
+            )
+        else:
+            kind = ops.SessionOp if isinstance(node.window, Session) else ops.WindowOp
+            op = kind(
+                run,
+                node.name,
+                node.window,  # type: ignore[arg-type]
+                node.lateness_us,
+                node.late,
+                node.aggregator,
+                node.emit == "update",
+            )
+        self._by_node[id(node)] = op
+        self._ops.append(op)
+        return op
 
     def _build_children(self, node: _Node) -> ops.Push:
         return ops.fanout([self._build(child) for child in node.children])
@@ -154,35 +212,18 @@ class StreamEngine:
     def _build(self, node: _Node) -> ops.Push:
         run = self._run
         if isinstance(node, _FnNode):
-            nxt = self._build_children(node)
-            return _stateless(node.kind, node.fn, nxt)
+            return _stateless(node.kind, node.fn, self._build_children(node))
         if isinstance(node, _AggregateNode):
-            op: ops.WindowOp | ops.SessionOp
-            if isinstance(node.window, Session):
-                op = ops.SessionOp(
-                    run,
-                    node.name,
-                    node.window,
-                    node.lateness_us,
-                    node.late,
-                    node.aggregator,
-                    node.emit == "update",
-                )
-            else:
-                op = ops.WindowOp(
-                    run,
-                    node.name,
-                    node.window,
-                    node.lateness_us,
-                    node.late,
-                    node.aggregator,
-                    node.emit == "update",
-                )
-            op.downstream = self._build_children(node)
-            self._ops.append(op)
-            return op.make_push()
+            window = self._op(node)
+            assert isinstance(window, (ops.WindowOp, ops.SessionOp))
+            if window.downstream is ops.noop:
+                window.downstream = self._build_children(node)
+            return window.make_push()
         if isinstance(node, _JoinInput):
-            join = self._join(node.join)
+            join = self._op(node.join)
+            assert isinstance(join, ops.JoinOp)
+            if join.downstream is ops.noop:
+                join.downstream = self._build_children(node.join)
             return join.push_left if node.side == "left" else join.push_right
         if isinstance(node, _TableJoinNode):
             table = self._tables.get(node.table)
@@ -199,61 +240,29 @@ class StreamEngine:
             return ops.table_sink(run, node.table, node.row, node.pk)
         raise TypeError(f"unknown pipeline step {node!r}")  # pragma: no cover
 
-    def _join(self, node: _JoinNode) -> ops.JoinOp:
-        join = self._joins.get(id(node))
-        if join is None:
-            join = ops.JoinOp(
-                self._run,
-                node.name,
-                node.before_us,
-                node.after_us,
-                node.how,
-                node.joiner,
-                node.lateness_us,
-                node.late,
-            )
-            self._joins[id(node)] = join
-            self._ops.append(join)
-            join.downstream = self._build_children(node)
-        return join
-
-    def _wire(self, node: _Node, source: ops.SourceOp, side: str | None) -> None:
-        """Tell every stateful operator below ``node`` that ``source`` feeds it."""
-        for child in node.children:
-            op: ops.StatefulOp | None = None
-            if isinstance(child, _JoinInput):
-                join = self._joins[id(child.join)]
-                sides = join.left_sources if child.side == "left" else join.right_sources
-                if source not in sides:
-                    sides.append(source)
-                op = join
-                child = child.join
-            elif isinstance(child, _AggregateNode):
-                op = next(o for o in self._ops if o.name == child.name)
-            if op is not None and op not in source.ops:
-                source.ops.append(op)
-            self._wire(child, source, side)
-
     def _load(self) -> None:
         state = self.state
         position = state.get(STREAM_OPERATOR, "position")
         if position is not None:
             self._position = position
+            self._run.idle_position = position
         for source in self._sources:
             source.load(state)
         for op in self._ops:
             op.load(state)
         for op in self._ops:
             op.advance()  # takes the watermarks it was at; nothing closes
+        for source in self._sources:
+            source.due = min((op.due for op in source.ops), default=FOREVER)
 
-    def _route(self, cls: type[Any]) -> tuple[Any, ...]:
-        handlers: list[Any] = []
+    def _route(self, cls: type[Any]) -> ops.Handler:
+        handlers: list[ops.Handler] = []
         for source in self._sources:
             if issubclass(cls, source.types):
                 handlers.append(source.handler())
             if source.marker is not None and issubclass(cls, source.marker):
                 handlers.append(source.marker_handler())
-        found = self._routes[cls] = tuple(handlers)
+        found = self._routes[cls] = ops.all_of(handlers)
         return found
 
     # -- running ----------------------------------------------------------------------------
@@ -283,14 +292,11 @@ class StreamEngine:
                 if pos is not None and pos <= last:
                     continue
                 msg = env._message
-                handlers = routes.get(type(msg))
-                if handlers is None:
-                    handlers = self._route(type(msg))
-                if handlers:
-                    run.envelope = env
-                    run.position = pos
-                    for handle in handlers:
-                        handle(env, msg)
+                handle = routes.get(type(msg))
+                if handle is None:
+                    handle = self._route(type(msg))
+                run.envelope = env
+                handle(env, msg)
                 if pos is not None:
                     last = pos
         except Exception as exc:
@@ -302,6 +308,7 @@ class StreamEngine:
             ) from exc
         finally:
             run.envelope = None
+            run.idle_position = last or None
         if last != self._position:
             self._position = last
             self._position_dirty = True
@@ -315,7 +322,6 @@ class StreamEngine:
         self._check()
         run = self._run
         outputs = run.outputs = []
-        run.position = self._position or None
         for source in self._sources:
             source.finish()
         self._flush()
@@ -329,6 +335,7 @@ class StreamEngine:
         if pos is not None and pos > self._position:
             self._position = pos
             self._position_dirty = True
+            self._run.idle_position = pos
         self._flush()
         return Processed([], self.state.changes())
 
@@ -367,6 +374,10 @@ def _wm_time(wm: int) -> datetime | None:
     if wm >= FOREVER:
         return datetime.max.replace(tzinfo=from_us(0).tzinfo)
     return from_us(wm)
+
+
+def _is_key_by(node: _Node) -> bool:
+    return isinstance(node, _FnNode) and node.kind == "key_by"
 
 
 def _stateless(kind: str, fn: Any, nxt: ops.Push) -> ops.Push:

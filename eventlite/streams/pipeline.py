@@ -450,24 +450,25 @@ class Flow:
         table: str,
         *,
         row: Callable[[Any], Any] | None = None,
-        pk: str | tuple[str, ...] = ("key",),
+        pk: str | tuple[str, ...] | None = None,
     ) -> None:
         """Upsert ``row(value)`` (a dict) into the read-model table ``table``, whose primary
         key is ``pk``.
 
         Without ``row``, a :class:`~eventlite.streams.WindowResult` becomes ``{"key",
-        "start", "end", "value"}`` with the primary key ``("key", "start")``, and a
-        retracted one deletes its row; any other value becomes ``{"key", "value"}``.
+        "start", "end", "value"}`` and any other value ``{"key", "value"}``. ``pk``
+        defaults to ``("key", "start")`` for window results without ``row``, else
+        ``("key",)``. A retracted window result deletes its row.
         """
         if not isinstance(table, str) or not table:
             raise ValueError(f"to_table needs a table name, got {table!r}")
         if row is not None:
             _check_callable(row, "row")
+        if pk is None:
+            pk = ("key", "start") if row is None and self._results else ("key",)
         pk = (pk,) if isinstance(pk, str) else tuple(pk)
-        if not pk:
-            raise ValueError("to_table needs at least one primary-key column")
-        if row is None and self._results and pk == ("key",):
-            pk = ("key", "start")
+        if not pk or not all(isinstance(c, str) for c in pk):
+            raise ValueError(f"to_table needs primary-key column names, got {pk!r}")
         self._then(_TableSink(self.stream, table, row, pk))
         self.stream._sinks += 1
 
