@@ -4,6 +4,7 @@ never stopped: no window lost, none emitted twice, in the same order."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -148,7 +149,7 @@ def test_outputs_do_not_depend_on_batch_boundaries(events: list[Any], points: li
     inputs = envelopes(events)
     edges = [0, *sorted(points), len(inputs)]
     outputs: list[Output] = []
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         outputs += engine.process(inputs[a:b]).outputs
     outputs += engine.finish().outputs
     assert uninterrupted(stream, events) == (outputs, engine.status())
