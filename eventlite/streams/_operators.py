@@ -626,6 +626,7 @@ class SessionOp(StatefulOp):
         merge = self.merge
         update = self.update
         watermark = self.wm_reader(self.sources)
+        single = self.sources[0] if len(self.sources) == 1 else None
 
         def open_session(key: Any, t: int, value: Any) -> list[Any]:
             op.seq = seq = op.seq + 1
@@ -637,7 +638,7 @@ class SessionOp(StatefulOp):
             return [t, t, add(initial, value), seq]
 
         def push(key: Any, t: int, value: Any) -> None:
-            wm = watermark()
+            wm = single.wm if single is not None else watermark()
             if t < wm - lateness:
                 op.on_late(key, t, value, wm)
                 return
