@@ -84,7 +84,8 @@ class StreamStatus:
     position: int
     """The last input position processed (0 before any)."""
     watermarks: Mapping[str, datetime | None]
-    """Each source's watermark (None: no event yet; ``datetime.max``-like: finished)."""
+    """Each source's watermark: None before its first event, the greatest ``datetime``
+    (``datetime.max`` in UTC) once the input is finished."""
     open: Mapping[str, int]
     """Each stateful operator's open windows or buffered values."""
     late: Mapping[str, int]
@@ -117,7 +118,6 @@ class StreamEngine:
             raise ValueError(
                 f"stream {stream.name!r} has no sink: end it with to_events or to_table"
             )
-        stream._frozen = True
         self.stream = stream
         self.state: StreamState = state if state is not None else MemoryState()
         """Where the engine keeps its state."""
@@ -132,6 +132,7 @@ class StreamEngine:
         self._position_dirty = False
         self._broken: str | None = None
         self._compile()
+        stream._frozen = True
         self._load()
 
     # -- building ---------------------------------------------------------------------------
