@@ -1,4 +1,4 @@
-"""Run benchmark suites: ``python -m bench [bus|store|delivery|read|postgres ...] [--quick]``."""
+"""Run benchmark suites: ``python -m bench [bus|store|delivery|read|postgres|streams ...] [--quick]``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from ._harness import machine, print_rows
 
-SUITES = ["bus", "store", "delivery", "read", "postgres"]
+SUITES = ["bus", "store", "delivery", "read", "postgres", "streams"]
 
 
 def main(argv: list[str] | None = None) -> int:
