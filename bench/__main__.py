@@ -1,4 +1,4 @@
-"""Run benchmark suites: ``python -m bench [bus|store|delivery|read|postgres|streams ...] [--quick]``."""
+"""Run benchmark suites: ``python -m bench [SUITE ...] [--quick]``; the suites are SUITES."""
 
 from __future__ import annotations
 
