@@ -21,7 +21,7 @@ from eventlite.exceptions import (
 )
 from eventlite.messages import Registry, event
 
-from .strategies import messages
+from tests.strategies import messages
 
 registry = Registry()
 codec = Codec(registry)
