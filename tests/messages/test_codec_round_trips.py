@@ -20,7 +20,6 @@ from eventlite.exceptions import (
     UnknownMessageType,
 )
 from eventlite.messages import Registry, event
-
 from tests.strategies import messages
 
 registry = Registry()
