@@ -20,8 +20,8 @@ the field path (``lines[2].amount``), what was expected and the value found. The
 - ``list``, ``tuple`` (``tuple[X, ...]`` or fixed), ``set``, ``frozenset``, ``dict`` and the
   ``collections.abc`` ones take the concrete type the converter reads back (for instance
   ``Sequence[X]`` reads back as a ``tuple``), checked item by item; ``dict`` keys must be
-  of a type that survives as a JSON object key (``str``, ``int``, ``float``, ``bool``,
-  ``Decimal``, ``UUID``, ``date``, ``datetime``, an Enum of strings).
+  of a type that survives as a JSON object key (``str``, ``int``, ``float``, ``Decimal``,
+  ``UUID``, ``date``, ``datetime``, an Enum of strings; not ``bool``).
 - ``X | None`` takes ``None`` or an ``X``; ``None`` is refused anywhere else. Other unions
   must be readable back unambiguously: their members must be written as different JSON
   kinds (string, integer, float, boolean, array, object), or all be attrs classes that the
@@ -164,7 +164,7 @@ def check_float(value: Any, depth: int) -> None:
     if type(value) is not float:
         if type(value) is int:
             raise Invalid(
-                f"expected float (write {value}.0: an int would read back as a float)", value
+                "expected float (an int would read back as a float: write 3.0, not 3)", value
             )
         raise _wrong("float", value)
     if value - value != 0.0:
@@ -324,7 +324,8 @@ _JSON_KIND = {
     bool: "boolean",
     _NONE: "null",
 }
-_KEY_TYPES = (str, int, float, bool, Decimal, UUID, date, datetime)
+# bool is not among them: cattrs reads the key "false" back as True
+_KEY_TYPES = (str, int, float, Decimal, UUID, date, datetime)
 
 
 def _is_union(origin: Any) -> bool:
@@ -347,6 +348,7 @@ class Checks:
     def __init__(self, converter: cattrs.Converter) -> None:
         self._converter = converter
         self._cache: dict[Any, Compiled] = {}
+        self._unsupported: dict[Any, str] = {}
         self._lock = threading.RLock()
 
     def fast(self, message: Any) -> bool:
@@ -365,17 +367,34 @@ class Checks:
 
     def compile(self, tp: Any) -> Compiled:
         """The checks of a declared type (compiled once, then cached). A type the codec does
-        not support gets checks that refuse every value, saying why."""
+        not support, or a class with a field of such a type, gets checks that refuse every
+        value, saying why."""
+        compiled = self._cache.get(tp)
+        if compiled is not None:
+            return compiled
+        try:
+            return self._compiled(tp)
+        except Unsupported as exc:
+            return _refuse(str(exc))
+
+    def _compiled(self, tp: Any) -> Compiled:
+        """:meth:`compile`, but raising :class:`Unsupported`, so that a container or class
+        of an unsupported type is unsupported as a whole (cattrs could not read it back,
+        even when the value at hand, say an empty list, holds nothing of that type)."""
         compiled = self._cache.get(tp)
         if compiled is not None:
             return compiled
         with self._lock:
             compiled = self._cache.get(tp)
             if compiled is None:
+                reason = self._unsupported.get(tp)
+                if reason is not None:
+                    raise Unsupported(reason)
                 try:
                     compiled = self._build(tp)
                 except Unsupported as exc:
-                    compiled = _refuse(str(exc))
+                    self._unsupported[tp] = str(exc)
+                    raise
                 self._cache[tp] = compiled
             return compiled
 
@@ -388,7 +407,7 @@ class Checks:
             return _leaf(_NONE, _check_none)
         supertype = getattr(tp, "__supertype__", None)  # typing.NewType
         if supertype is not None:
-            return self.compile(supertype)
+            return self._compiled(supertype)
         origin = typing.get_origin(tp)
         if origin is not None:
             return self._build_generic(tp, origin, typing.get_args(tp))
@@ -441,9 +460,15 @@ class Checks:
             box[0].full(value, depth)
 
         self._cache[cls] = Compiled(forward_fast, forward_full)
-        fields = [
-            (f.name, self.compile(Any if f.type is None else f.type)) for f in attrs.fields(cls)
-        ]
+        fields = []
+        for field in attrs.fields(cls):
+            try:
+                fields.append(
+                    (field.name, self._compiled(Any if field.type is None else field.type))
+                )
+            except Unsupported as exc:
+                del self._cache[cls]
+                raise Unsupported(f"{cls.__qualname__}.{field.name}: {exc}") from None
         compiled = _class(cls, fields)
         box.append(compiled)
         return compiled
@@ -454,24 +479,24 @@ class Checks:
         if origin is typing.Literal:
             return _literal(args)
         if origin is typing.Annotated:
-            return self.compile(args[0])
+            return self._compiled(args[0])
         if origin is typing.ClassVar or origin is typing.Final:
-            return self.compile(args[0]) if args else _JSON
+            return self._compiled(args[0]) if args else _JSON
         if origin is tuple:
             if args in ((), ((),)) and tp is not tuple:
                 return _empty_tuple()
             if not args or (len(args) == 2 and args[1] is Ellipsis):
-                item = self.compile(args[0]) if args else _JSON
+                item = self._compiled(args[0]) if args else _JSON
                 return _sequence(tuple, "tuple", item)
-            return _fixed_tuple([self.compile(a) for a in args])
+            return _fixed_tuple([self._compiled(a) for a in args])
         concrete = self._concrete(tp, origin)
         if concrete in (list, tuple, set, frozenset):
             assert concrete is not None
-            item = self.compile(args[0]) if args else _JSON
+            item = self._compiled(args[0]) if args else _JSON
             return _sequence(concrete, concrete.__name__, item)
         if concrete is dict:
             key_tp, value_tp = args if args else (str, Any)
-            return _mapping(self._key(key_tp), self.compile(value_tp))
+            return _mapping(self._key(key_tp), self._compiled(value_tp))
         raise Unsupported(f"{_type_name(tp)} is not a container type the codec can write")
 
     def _concrete(self, tp: Any, origin: Any) -> type[Any] | None:
@@ -496,17 +521,17 @@ class Checks:
         else:
             ok = tp in _KEY_TYPES or getattr(tp, "__supertype__", None) in _KEY_TYPES
         if ok:
-            return self.compile(tp)
+            return self._compiled(tp)
         raise Unsupported(
             f"{_type_name(tp)} cannot be a dict key: JSON object keys are strings, so keys "
-            "must be str, int, float, bool, Decimal, UUID, date, datetime or an Enum of strings"
+            "must be str, int, float, Decimal, UUID, date, datetime or an Enum of strings"
         )
 
     def _build_union(self, tp: Any, args: tuple[Any, ...]) -> Compiled:
         members = [a for a in args if a is not _NONE]
         optional = len(members) != len(args)
         if len(members) == 1:
-            inner = self.compile(members[0])
+            inner = self._compiled(members[0])
             return _optional(inner) if optional else inner
         kinds: dict[str, Any] = {}
         classes = []
@@ -522,22 +547,21 @@ class Checks:
                         f"as a JSON {kind}"
                     )
                 kinds[kind] = member
-        if classes:
-            if "object" in kinds:
-                raise Unsupported(
-                    f"{_type_name(tp)} cannot be read back unambiguously: "
-                    f"{_type_name(kinds['object'])} and attrs classes are all JSON objects"
-                )
-            try:
-                self._converter.get_structure_hook(tp)
-            except Exception as exc:
-                raise Unsupported(
-                    f"{_type_name(tp)} cannot be read back unambiguously ({exc})"
-                ) from None
+        if classes and "object" in kinds:
+            raise Unsupported(
+                f"{_type_name(tp)} cannot be read back unambiguously: "
+                f"{_type_name(kinds['object'])} and attrs classes are all JSON objects"
+            )
+        try:
+            # without None: cattrs finds the hook of an Optional's inner union only when
+            # it first structures a value
+            self._converter.get_structure_hook(typing.Union[tuple(members)])  # noqa: UP007
+        except Exception as exc:
+            raise Unsupported(f"{_type_name(tp)} cannot be read back ({exc})") from None
         by_type: dict[type[Any], Compiled] = {}
         for member in members:
             for t in self._runtime_types(member):
-                by_type[t] = self.compile(member)
+                by_type[t] = self._compiled(member)
         return _union(_type_name(tp), by_type, optional)
 
     def _json_kinds(self, tp: Any) -> list[str]:
