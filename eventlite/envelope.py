@@ -318,15 +318,6 @@ def _fast_envelope(message: Any, key: Any) -> Envelope:
     return env
 
 
-def _pending(message: Any, key: Any = None) -> list[Any]:
-    """A pending entry for ``message`` sent in the current context (see the module doc).
-
-    The bus builds the same list inline on its hot path; make it current with
-    ``_current.set``, and :func:`current_envelope` makes its envelope when asked.
-    """
-    return [message, _current_get(), key]
-
-
 def _materialize(pending: list[Any]) -> Envelope:
     """The envelope of a pending entry, made on first call and the same on every later one.
 

@@ -229,9 +229,8 @@ def _to_decimal(owner: str) -> Callable[[Any], Any]:
             return number
         if kind is float:
             raise TypeError(
-                f"{owner}: a float cannot be a Decimal, it would bring binary rounding along "
-                f"({value!r} is {Decimal(value)!s:.40}...): pass Decimal({str(value)!r}) or "
-                f"the string {str(value)!r}"
+                f"{owner}: a float cannot be a Decimal, it would bring its binary rounding "
+                f"along: pass Decimal({str(value)!r}) or the string {str(value)!r}"
             )
         return value  # a Decimal, or a value the codec will refuse, naming the field
 
