@@ -307,7 +307,8 @@ class Envelope:
 
 def _fast_envelope(message: Any, key: Any) -> Envelope:
     """The bus's hot-path constructor: the same result as ``Envelope(message, key=key)``."""
-    parent = current_envelope()
+    current = _current_get()
+    parent = _materialize(current) if isinstance(current, list) else current
     env: Envelope = _new_obj(Envelope)
     env._ns = _time_ns()
     env._seq = _next_seq()
