@@ -139,8 +139,8 @@ def _sync_rows(quick: bool) -> list[Row]:
                 unit="µs",
                 baseline="dict bus (type -> handler)",
                 baseline_value=theirs,
-                target="ratio <= 5",
-                met=ours <= 5 * theirs,
+                target="ratio <= 3",
+                met=ours <= 3 * theirs,
             )
         )
     bus.close()

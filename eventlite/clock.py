@@ -14,17 +14,41 @@ Production code uses :class:`SystemClock`; tests pass a :class:`FakeClock` and c
 
 Times are plain ``float`` seconds since the Unix epoch (UTC), the form that is cheap to
 compare and to store in SQLite; :func:`to_datetime` turns one into an aware ``datetime``
-for display.
+for display. Every length of time eventlite takes may be given as seconds or as a
+``timedelta``; :func:`seconds` reads either.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Final, Protocol, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "to_datetime"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "seconds", "to_datetime"]
+
+
+def seconds(duration: float | timedelta, what: str = "a duration") -> float:
+    """A length of time given as seconds (int or float) or as a ``timedelta``, in seconds.
+
+    Raises ``TypeError`` for anything else (a bool included) and ``ValueError`` for a
+    negative, NaN or infinite one; ``what`` names the argument in the message::
+
+        seconds(90)                        # 90.0
+        seconds(timedelta(minutes=1.5))    # 90.0
+    """
+    if isinstance(duration, timedelta):
+        value = duration.total_seconds()
+    elif isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        value = float(duration)
+    else:
+        raise TypeError(
+            f"{what} must be a number of seconds or a timedelta, got {type(duration).__name__}"
+        )
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{what} must be a finite length of time >= 0, got {duration!r}")
+    return value
 
 
 @runtime_checkable
@@ -66,6 +90,12 @@ class FakeClock:
             if start.tzinfo is None:
                 raise ValueError("FakeClock needs an aware datetime (attach a timezone)")
             start = start.timestamp()
+        elif isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise TypeError(
+                f"FakeClock starts at epoch seconds or an aware datetime, not {start!r}"
+            )
+        if not math.isfinite(start):
+            raise ValueError(f"FakeClock needs a finite start, got {start!r}")
         self._now = float(start)
         self._lock = threading.Lock()
 
@@ -73,15 +103,16 @@ class FakeClock:
         """The time the clock was set to."""
         return self._now
 
-    def advance(self, seconds: float) -> float:
-        """Move the clock forward by ``seconds`` (``>= 0``) and return the new time.
+    def advance(self, by: float | timedelta) -> float:
+        """Move the clock forward by ``by``, seconds or a ``timedelta``, and return the new
+        time (epoch seconds).
 
-        Raises ``ValueError`` for a negative amount: time never goes backwards.
+        Raises ``ValueError`` for a negative amount (time never goes backwards) or a NaN or
+        infinite one, ``TypeError`` for anything but a number or a ``timedelta``.
         """
-        if not seconds >= 0:
-            raise ValueError(f"a clock only moves forward, got {seconds!r} seconds")
+        step = seconds(by, "FakeClock.advance()")
         with self._lock:
-            self._now += seconds
+            self._now += step
             return self._now
 
     def __repr__(self) -> str:

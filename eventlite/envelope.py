@@ -9,6 +9,15 @@ current (a ``contextvars`` variable, so it follows threads the bus starts and ``
 tasks), and every envelope made meanwhile takes its ``correlation_id`` and uses its ``id``
 as ``causation_id``. A message made with nothing current starts a new flow: its
 correlation id is its own id.
+
+The bus makes the envelope of a command, a query, or an event with only synchronous
+subscribers when something first needs it: a middleware, :func:`current_envelope`, a
+message sent or recorded by the handler, an error report. Until then the context holds a
+*pending* entry, ``[message, parent, key]``, where ``parent`` is what was current when the
+message was sent. The envelope is made from it once (its id and timestamp are taken then,
+after its parent's) and appended to it, so every context that sees the entry, copied ones
+included, gets the same envelope. Envelopes are made only in this module: the public
+constructor, the bus's pending entries, :func:`stamped` and :func:`restored`.
 """
 
 from __future__ import annotations
@@ -52,7 +61,9 @@ class Metadata:
     """Free string headers, carried unchanged to stores and brokers."""
 
 
-_current: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
+# The envelope being handled, or a pending entry ``[message, parent, key]`` (see the module
+# doc) whose envelope :func:`_materialize` makes when it is first needed.
+_current: contextvars.ContextVar[Envelope | list[Any] | None] = contextvars.ContextVar(
     "eventlite_current_envelope", default=None
 )
 _current_get = _current.get
@@ -64,7 +75,10 @@ _new_obj = object.__new__
 
 def current_envelope() -> Envelope | None:
     """The envelope of the message being handled in this context, or None."""
-    return _current_get()
+    current = _current_get()
+    if type(current) is list:
+        return _materialize(current)
+    return current  # type: ignore[return-value]  # a list was handled above
 
 
 @contextmanager
@@ -134,7 +148,7 @@ class Envelope:
         self._id = None if id is None else str(id)
         self._message = message
         if metadata is None:
-            parent = _current_get()
+            parent = current_envelope()
             self._ctx = None if parent is None else parent._child_ctx()
             self._meta = None
         else:
@@ -293,15 +307,41 @@ class Envelope:
 
 def _fast_envelope(message: Any, key: Any) -> Envelope:
     """The bus's hot-path constructor: the same result as ``Envelope(message, key=key)``."""
+    current = _current_get()
+    parent = _materialize(current) if isinstance(current, list) else current
     env: Envelope = _new_obj(Envelope)
     env._ns = _time_ns()
     env._seq = _next_seq()
     env._id = env._ts = env._meta = env._stored = None
     env._message = message
-    parent = _current_get()
     env._ctx = None if parent is None else parent._child_ctx()
     env._key = key
     return env
+
+
+def _materialize(pending: list[Any]) -> Envelope:
+    """The envelope of a pending entry, made on first call and the same on every later one.
+
+    The parent is made first, so a parent's id always sorts before its children's.
+    """
+    if len(pending) > 3:
+        env: Envelope = pending[3]
+        return env
+    parent = pending[1]
+    if type(parent) is list:
+        parent = _materialize(parent)
+    env = _new_obj(Envelope)
+    env._ns = _time_ns()
+    env._seq = _next_seq()
+    env._id = env._ts = env._meta = env._stored = None
+    env._message = pending[0]
+    env._ctx = None if parent is None else parent._child_ctx()
+    env._key = pending[2]
+    # list.append is atomic: when threads sharing a copied context race here, the first
+    # append wins and every caller returns that one.
+    pending.append(env)
+    made: Envelope = pending[3]
+    return made
 
 
 def stamped(

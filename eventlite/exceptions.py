@@ -98,12 +98,20 @@ class UnknownMessageType(MessageError):
 
 
 class MessageEncodeError(MessageError):
-    """A message could not be turned into JSON; names the type and the cause."""
+    """A message could not be turned into JSON, or holds a value that would not read back
+    as the same value of its declared type; nothing was written.
 
-    def __init__(self, type_name: str, cause: str) -> None:
+    ``type_name`` names the message type, ``path`` the field (``lines[2].amount``, or None
+    when the message as a whole is at fault) and ``cause`` what was wrong, with the
+    offending value.
+    """
+
+    def __init__(self, type_name: str, cause: str, path: str | None = None) -> None:
         self.type_name = type_name
         self.cause = cause
-        super().__init__(f"cannot encode message of type {type_name!r}: {cause}")
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__(f"cannot encode message of type {type_name!r}: {where}{cause}")
 
 
 class MessageDecodeError(MessageError):

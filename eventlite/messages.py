@@ -11,13 +11,25 @@ The decorator turns a plain class into a frozen attrs class (an attrs class is k
 is) and registers it under a stable name (the class name, or ``name=``) and a schema
 ``version=`` (1 unless given). The registry is the only place the codec looks for classes:
 nothing named by stored or received data is ever imported.
+
+Building a message checks nothing, so it costs what an attrs class costs: the codec checks
+every value against its declared type when it writes the message (see
+:mod:`eventlite.codec`). The one exception is numbers written as literals: in a class the
+decorator makes, a field declared ``Decimal`` (or ``Decimal | None``) turns an ``int`` or a
+numeric ``str`` into a ``Decimal`` and refuses a ``float`` (``TypeError``) or a string that
+is not a finite number (``ValueError``), and a field declared ``float`` turns an ``int``
+into a ``float``, so ``Deposited(5)`` holds ``Decimal('5')`` and reads back the same.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import threading
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import attrs
@@ -202,6 +214,81 @@ default_registry = Registry()
 """The registry the decorators use unless given ``registry=``."""
 
 
+def _to_decimal(owner: str) -> Callable[[Any], Any]:
+    def convert_to_decimal(value: Any) -> Any:
+        kind = type(value)
+        if kind is int:
+            return Decimal(value)
+        if kind is str:
+            try:
+                number = Decimal(value)
+            except InvalidOperation:
+                raise ValueError(f"{owner}: {value!r} is not a decimal number") from None
+            if not number.is_finite():
+                raise ValueError(f"{owner}: {value!r} is not a finite decimal number")
+            return number
+        if kind is float:
+            raise TypeError(
+                f"{owner}: a float cannot be a Decimal, it would bring its binary rounding "
+                f"along: pass Decimal({str(value)!r}) or the string {str(value)!r}"
+            )
+        return value  # a Decimal, or a value the codec will refuse, naming the field
+
+    return convert_to_decimal
+
+
+def _to_float(value: Any) -> Any:
+    if type(value) is int:
+        try:
+            number = float(value)
+        except OverflowError:
+            return value
+        if number == value:
+            return number
+    return value
+
+
+_DECIMAL_TEXT = re.compile(
+    r"(decimal\.)?Decimal|Optional\[(decimal\.)?Decimal\]|(decimal\.)?Decimal \| None"
+    r"|None \| (decimal\.)?Decimal"
+)
+
+
+def _number_kind(annotation: Any) -> type[Any] | None:
+    """``Decimal`` or ``float`` when a field so declared (or Optional) gets a converter."""
+    if isinstance(annotation, str):
+        text = annotation.strip()
+        if text == "float":
+            return float
+        return Decimal if _DECIMAL_TEXT.fullmatch(text) else None
+    if annotation is float or annotation is Decimal:
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = set(typing.get_args(annotation))
+        if args == {Decimal, type(None)}:
+            return Decimal
+    return None
+
+
+def _convert_numbers(cls: type[Any], fields: list[attrs.Attribute[Any]]) -> list[Any]:
+    """The attrs field transformer of the classes the decorators make (see the module doc)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a forward reference not resolvable yet: read the text instead
+        hints = {}
+    out: list[Any] = []
+    for field in fields:
+        kind = _number_kind(hints.get(field.name, field.type))
+        if kind is not None and field.converter is None:
+            if kind is Decimal:
+                converter = _to_decimal(f"{cls.__qualname__}.{field.name}")
+            else:
+                converter = _to_float
+            field = field.evolve(converter=converter)
+        out.append(field)
+    return out
+
+
 def _declare(
     cls: type[Any],
     kind: MessageKind,
@@ -212,7 +299,7 @@ def _declare(
     # A subclass of an attrs class is not an attrs class of its own until decorated: check
     # the class itself, or the fields it adds would be silently dropped.
     if "__attrs_attrs__" not in cls.__dict__:
-        cls = attrs.frozen(cls)
+        cls = attrs.frozen(cls, field_transformer=_convert_numbers)
     entry = (registry if registry is not None else default_registry).register(
         cls, kind, name=name, version=version
     )

@@ -24,8 +24,10 @@ to ``delayed_attempts`` *delayed* ones, the n-th after :meth:`RetryPolicy.retry_
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -38,9 +40,30 @@ def _check_max_attempts(_: Any, attribute: attrs.Attribute[int], value: int) -> 
         raise ValueError(f"max_attempts must be an int >= 1 (1 means no retry), got {value!r}")
 
 
+def _to_seconds(value: float | timedelta) -> Any:
+    # a duration as seconds; anything else is left for the validator to name
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _default_max_delay(initial: Any) -> float:
+    # 30 s, or initial when longer; a bad initial is left for its validator to name
+    if isinstance(initial, (int, float)) and not isinstance(initial, bool) and initial > 30:
+        return float(initial)
+    return 30.0
+
+
 def _non_negative(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-        raise ValueError(f"{attribute.name} must be a number of seconds >= 0, got {value!r}")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not (value >= 0 and math.isfinite(value))
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a finite number of seconds >= 0 (or a timedelta), "
+            f"got {value!r}"
+        )
 
 
 def _check_multiplier(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
@@ -62,18 +85,26 @@ def _check_jitter(_: Any, attribute: attrs.Attribute[float], value: float) -> No
 class RetryPolicy:
     """How many attempts a handler gets, and the backoff between them.
 
-    Raises ``ValueError`` when built with a field out of range. ``RetryPolicy(max_attempts=1)``
-    means "no retry"; it overrides a bus-wide default for one subscriber.
+    Lengths of time are seconds or ``timedelta``s. Raises ``ValueError`` when built with a
+    field out of range, or with a ``max_delay`` shorter than ``initial``.
+    ``RetryPolicy(max_attempts=1)`` means "no retry"; it overrides a bus-wide default for
+    one subscriber.
     """
 
     max_attempts: int = attrs.field(default=3, validator=_check_max_attempts)
     """Attempts in all, the first one included; 1 means the handler is not retried."""
-    initial: float = attrs.field(default=0.1, validator=_non_negative)
-    """Seconds to wait before the second attempt (before jitter)."""
+    initial: float = attrs.field(default=0.1, converter=_to_seconds, validator=_non_negative)
+    """Seconds (or a ``timedelta``) to wait before the second attempt (before jitter)."""
     multiplier: float = attrs.field(default=2.0, validator=_check_multiplier)
     """Each further wait is the previous one times this; 1 keeps every wait at ``initial``."""
-    max_delay: float = attrs.field(default=30.0, validator=_non_negative)
-    """No wait is longer than this many seconds, jitter included."""
+    max_delay: float = attrs.field(
+        default=attrs.Factory(lambda self: _default_max_delay(self.initial), takes_self=True),
+        converter=_to_seconds,
+        validator=_non_negative,
+    )
+    """No wait is longer than this many seconds (or ``timedelta``), jitter included. By
+    default 30 s, or ``initial`` when that is longer; a ``max_delay`` below ``initial`` is
+    refused, since the first wait could never be as long as asked."""
     jitter: float = attrs.field(default=0.1, validator=_check_jitter)
     """Spread each wait at random by up to this fraction either way (0 to 1), so consumers
     that failed together do not all retry at the same moment."""
@@ -81,6 +112,14 @@ class RetryPolicy:
     """Durable subscribers only: attempts made after the immediate ones have failed, each
     after a backoff (:meth:`retry_delay`) and scheduled as a stored row, not a sleep. 0 (the
     default) dead-letters a message as soon as its immediate attempts are spent."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_delay < self.initial:
+            raise ValueError(
+                f"max_delay ({self.max_delay:g} s) is shorter than initial ({self.initial:g} s): "
+                "no wait could be as long as the first one asked for; raise max_delay (or "
+                "leave it out: it defaults to 30 s, or to initial when that is longer)"
+            )
 
     @property
     def total_attempts(self) -> int:

@@ -25,11 +25,12 @@ class Charged:
 
 
 policies = st.builds(
-    RetryPolicy,
+    # a max_delay below initial is refused, so the cap is drawn at or above it
+    lambda initial, cap, **rest: RetryPolicy(initial=initial, max_delay=max(initial, cap), **rest),
     max_attempts=st.integers(1, 5),
     initial=st.floats(0, 10, allow_nan=False),
     multiplier=st.floats(1, 5, allow_nan=False),
-    max_delay=st.floats(0, 120, allow_nan=False),
+    cap=st.floats(0, 120, allow_nan=False),
     jitter=st.floats(0, 1, allow_nan=False),
     delayed_attempts=st.integers(0, 5),
 )

@@ -70,7 +70,10 @@ def _is_union(origin: Any) -> bool:
     return origin is typing.Union or origin is types.UnionType
 
 
-_SEQUENCES = {list, cabc.Sequence, cabc.MutableSequence}
+# What the codec reads each back as: ``Sequence[X]`` as a tuple, ``MutableSequence[X]`` as a
+# list; the codec writes only values of the type it reads back.
+_SEQUENCES = {list, cabc.MutableSequence}
+_TUPLES = {cabc.Sequence}
 _SETS = {set, cabc.MutableSet}
 _FROZENSETS = {frozenset, cabc.Set}
 _MAPPINGS = {dict, cabc.Mapping, cabc.MutableMapping}
@@ -121,6 +124,8 @@ def _for_generic(tp: Any, origin: Any, args: tuple[Any, ...]) -> st.SearchStrate
         return st.tuples(*(for_type(a) for a in args))
     if origin in _SEQUENCES:
         return st.lists(for_type(args[0]), max_size=MAX_SIZE)
+    if origin in _TUPLES:
+        return st.lists(for_type(args[0]), max_size=MAX_SIZE).map(tuple)
     if origin in _SETS:
         return st.sets(for_type(args[0]), max_size=MAX_SIZE)
     if origin in _FROZENSETS:

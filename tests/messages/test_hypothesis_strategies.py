@@ -4,6 +4,8 @@ trip through the Codec, over every field type the codec supports."""
 from __future__ import annotations
 
 import enum
+from collections.abc import MutableSequence, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, Optional
@@ -206,3 +208,22 @@ def test_generated_classes_round_trip(data: st.DataObject) -> None:
     made.register(cls, MessageKind.EVENT)
     message = data.draw(strategies.from_type(cls))
     assert message == round_trip(Codec(made), message)
+
+
+@attrs.frozen
+class Collections:
+    ordered: Sequence[int]
+    growing: MutableSequence[str]
+    members: AbstractSet[int]
+
+
+@given(strategies.from_type(Collections))
+def test_abstract_collection_fields_get_the_type_the_codec_reads_back(
+    value: Collections,
+) -> None:
+    """A Sequence field is drawn as a tuple (what the codec reads it back as), a
+    MutableSequence as a list, a Set as a frozenset: values the codec writes."""
+    made = Registry()
+    made.register(Collections, MessageKind.EVENT)
+    assert (tuple, list, frozenset) == tuple(type(v) for v in attrs.astuple(value, recurse=False))
+    assert value == round_trip(Codec(made), value)

@@ -20,8 +20,7 @@ from eventlite.exceptions import (
     UnknownMessageType,
 )
 from eventlite.messages import Registry, event
-
-from .strategies import messages
+from tests.strategies import messages
 
 registry = Registry()
 codec = Codec(registry)

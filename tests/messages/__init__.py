@@ -1,0 +1,1 @@
+"""Messages, the registry, envelopes, ids and the codec."""
