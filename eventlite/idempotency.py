@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .clock import Clock, SystemClock, to_datetime
+from .codec import _dumps
 from .exceptions import EventliteError
 from .store.idempotency import IdempotencyStore
 from .store.storage import Storage
@@ -46,7 +47,6 @@ __all__ = ["Idempotency", "IdempotencyTimeout"]
 log = logging.getLogger(__name__)
 
 _PURGE_EVERY = 60.0
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 

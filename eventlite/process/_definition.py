@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import attrs
 
 from ..codec import Codec
+from ..codec import dumps as _dumps
 from ._records import ProcessError
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ ProcessHandler = Callable[[Any, "ProcessContext[Any]"], object]
 """A handler of a process manager: ``handler(event, process)``."""
 
 _Correlate = Callable[[Any], object]
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @attrs.frozen

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from ..clock import Clock
 from ..codec import Codec
+from ..codec import dumps as _dumps
 from ..envelope import Envelope, Metadata
 from ..exceptions import MessageError
 from ..store.events import StreamAppend
@@ -23,7 +23,6 @@ __all__ = ["TimeoutFirer"]
 
 _log = logging.getLogger("eventlite.process")
 _FIRE_BATCH: Final = 500
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class TimeoutFirer:

@@ -11,13 +11,12 @@ import attrs
 
 from ..clock import to_datetime
 from ..codec import Codec
+from ..codec import dumps as _dumps
 from ..store.sagas import SagaRecord, SagaStatus, SagaStore, StepFailure
 from ._definitions import Saga, SagaData, SagaInstance
 from ._errors import SagaError
 
 __all__ = ["DataCodec", "State", "instance", "save"]
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @attrs.define

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from ..clock import Clock
+from ..codec import dumps as _dumps
 from ..store.sagas import SagaStatus, SagaStore, StepFailure
 from ..store.storage import Storage
 from ._definitions import Saga, SagaAlert, SagaInstance, SagaStep, StepContext, StepFunction
@@ -26,8 +27,6 @@ _log = logging.getLogger("eventlite.saga")
 
 DLQ_SOURCE_PREFIX: Final = "saga:"
 """Dead letters of a saga named ``n`` have the source ``saga:n``."""
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class LateCalls:

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ..codec import dumps as _dumps
 from ..store.sagas import SagaRecord, SagaStatus, SagaStore, StepFailure
 from ._database import Database, storage_error, where_equal
 
@@ -17,7 +18,6 @@ _COLUMNS = (
     "id, name, status, data, step_index, completed, compensated, compensation_errors, "
     "failed_step, error, revision, started_at, updated_at, finished_at"
 )
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _list(values: Sequence[Any]) -> str:
