@@ -69,7 +69,7 @@ class _Connection:
         self,
         url: str,
         describe: str,
-        on_channel: Callable[[Any], None],
+        on_channel: Callable[[Any, Callable[..., None]], None],
         on_closed: Callable[[], None],
     ) -> None:
         self._url = url
@@ -120,11 +120,13 @@ class _Connection:
         self.channel = channel
         channel.add_on_close_callback(self._channel_closed)
         try:
-            self._on_channel(channel)
+            self._on_channel(channel, self._setup_done)
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
             self.connection.close()
-            return
+
+    def _setup_done(self, *_: Any) -> None:
+        """Called by the setup chain once the broker answered its last step."""
         self.alive = True
         self._ready.set()
 
@@ -290,7 +292,7 @@ class RabbitMQPublisher(Publisher):
             c = _Connection(
                 self._broker.url,
                 self._broker.describe(),
-                lambda ch: ch.confirm_delivery(self._on_confirm),
+                lambda ch, done: ch.confirm_delivery(self._on_confirm, callback=done),
                 self._on_lost,
             )
             with self._cond:
@@ -416,21 +418,33 @@ class RabbitMQSubscriber(Subscriber):
         self._outstanding: set[int] = set()  # I/O thread only
         self._connect(time.monotonic() + broker.connect_timeout)
 
-    def _setup(self, channel: Any, generation: int) -> None:
+    def _setup(self, channel: Any, generation: int, done: Callable[..., None]) -> None:
+        """On the I/O thread: QoS, queue, exchange, binding, then consume, each step after
+        the broker answered the one before (so the binding exists before ``done``)."""
         broker, q = self._broker, self.group
-        channel.basic_qos(prefetch_count=self.prefetch)
-        channel.queue_declare(q, durable=True)
-        broker._remember("queue", q)
-        if self.source:
-            channel.exchange_declare(self.source, "topic", durable=True)
-            broker._remember("exchange", self.source)
-            channel.queue_bind(q, self.source, routing_key=broker.binding)
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             self._outstanding.add(method.delivery_tag)
             self._inbox.put((generation, method, props, body))
 
-        channel.basic_consume(q, on_message, auto_ack=False)
+        def consume(*_: Any) -> None:
+            channel.basic_consume(q, on_message, auto_ack=False, callback=done)
+
+        def bind(*_: Any) -> None:
+            broker._remember("exchange", self.source)
+            channel.queue_bind(q, self.source, routing_key=broker.binding, callback=consume)
+
+        def exchange(*_: Any) -> None:
+            broker._remember("queue", q)
+            if self.source:
+                channel.exchange_declare(self.source, "topic", durable=True, callback=bind)
+            else:
+                consume()
+
+        def declare(*_: Any) -> None:
+            channel.queue_declare(q, durable=True, callback=exchange)
+
+        channel.basic_qos(prefetch_count=self.prefetch, callback=declare)
 
     def _connect(self, deadline: float) -> None:
         def attempt() -> _Connection:
@@ -440,7 +454,7 @@ class RabbitMQSubscriber(Subscriber):
             c = _Connection(
                 self._broker.url,
                 self._broker.describe(),
-                lambda ch: self._setup(ch, generation),
+                lambda ch, done: self._setup(ch, generation, done),
                 lambda: None,
             )
             c.open(max(0.1, min(self._broker.connect_timeout, deadline - time.monotonic())))

@@ -1,0 +1,153 @@
+"""The brokers the bridge contract suite runs on: a new broker is a new parameter here.
+
+RabbitMQ, Redis and NATS are the machine's services (skipped with a reason where absent,
+failed under EVENTLITE_REQUIRE_SERVICES=1); Kafka (tansu) and SQS (moto) are started for
+the session. The restart tests get private Redis and NATS servers, and RabbitMQ's own
+``rabbitmqctl stop_app``/``start_app``, always started again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from eventlite.testing import brokers
+from eventlite.testing.brokers import BridgeTarget
+from eventlite.testing.services import require, require_service, tcp_open
+
+BROKERS = ["rabbitmq", "redis", "nats"]
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """An AMQP URL on a vhost of this test session (deleted afterwards) when rabbitmqctl
+    is at hand, else on the default vhost."""
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    vhost = f"eventlite-test-{uuid.uuid4().hex[:8]}"
+    made = False
+    if shutil.which("rabbitmqctl"):
+        try:
+            brokers.rabbitmqctl("add_vhost", vhost)
+            brokers.rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            made = True
+        except (subprocess.SubprocessError, OSError):
+            made = False
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost if made else '%2F'}"
+    if made:
+        try:
+            brokers.rabbitmqctl("delete_vhost", vhost)
+        except (subprocess.SubprocessError, OSError):
+            pass
+
+
+def _rabbitmq(url: str) -> BridgeTarget:
+    from eventlite.bridges.rabbitmq import RabbitMQ
+
+    return BridgeTarget(
+        broker=RabbitMQ(url),
+        prefix=brokers.unique_prefix(),
+        recipe=f"from eventlite.bridges.rabbitmq import RabbitMQ\nbroker = RabbitMQ({url!r})",
+        redelivery_wait=5.0,
+    )
+
+
+def _redis(url: str) -> BridgeTarget:
+    from eventlite.bridges.redis import RedisStreams
+
+    return BridgeTarget(
+        broker=RedisStreams(url, claim_after=1.0),
+        prefix=brokers.unique_prefix(),
+        recipe=(
+            "from eventlite.bridges.redis import RedisStreams\n"
+            f"broker = RedisStreams({url!r}, claim_after=1.0)"
+        ),
+        redelivery_wait=3.0,
+    )
+
+
+def _nats(url: str) -> BridgeTarget:
+    from eventlite.bridges.nats import JetStream
+
+    options = "ack_wait=1.0, ack_timeout=2.0"
+    return BridgeTarget(
+        broker=JetStream(url, ack_wait=1.0, ack_timeout=2.0),
+        prefix=brokers.unique_prefix(),
+        recipe=f"from eventlite.bridges.nats import JetStream\nbroker = JetStream({url!r}, {options})",
+        redelivery_wait=3.0,
+    )
+
+
+def _redis_up() -> bool:
+    import redis
+
+    return bool(redis.Redis(socket_connect_timeout=1).ping())
+
+
+@pytest.fixture(params=BROKERS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """The broker a contract test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def bridge(broker_kind: str, request: pytest.FixtureRequest) -> Iterator[BridgeTarget]:
+    """The machine's broker of this kind, under a prefix of this test, purged afterwards."""
+    if broker_kind == "rabbitmq":
+        target = _rabbitmq(request.getfixturevalue("rabbitmq_url"))
+    elif broker_kind == "redis":
+        require("Redis", _redis_up, "127.0.0.1:6379")
+        target = _redis("redis://127.0.0.1:6379/0")
+    elif broker_kind == "nats":
+        require_service("NATS", "127.0.0.1", 4222)
+        target = _nats("nats://127.0.0.1:4222")
+    else:
+        raise AssertionError(broker_kind)
+    yield target
+    target.cleanup()
+
+
+def _rabbitmq_restart() -> None:
+    try:
+        brokers.rabbitmqctl("stop_app")
+    finally:
+        brokers.rabbitmqctl("start_app")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not tcp_open("127.0.0.1", 5672):
+            time.sleep(0.1)
+        brokers.rabbitmqctl("await_startup")
+
+
+@pytest.fixture
+def restartable_bridge(
+    broker_kind: str, request: pytest.FixtureRequest
+) -> Iterator[BridgeTarget]:
+    """A broker of this kind that the test may restart: RabbitMQ through rabbitmqctl,
+    private Redis and NATS servers with persistence."""
+    if broker_kind == "rabbitmq":
+        target = _rabbitmq(request.getfixturevalue("rabbitmq_url"))
+        if shutil.which("rabbitmqctl") is None:
+            pytest.skip("rabbitmqctl is not installed: cannot restart RabbitMQ")
+        target.restart = _rabbitmq_restart
+        yield target
+        target.cleanup()
+        return
+    starters = {"redis": brokers.start_redis, "nats": brokers.start_nats}
+    try:
+        server = starters[broker_kind]()
+    except FileNotFoundError as exc:
+        require(broker_kind, lambda: False, str(exc))
+        raise
+    try:
+        if broker_kind == "redis":
+            target = _redis(f"redis://127.0.0.1:{server.port}/0")
+        else:
+            target = _nats(f"nats://127.0.0.1:{server.port}")
+        target.restart = lambda: server.restart(down_for=0.5)
+        yield target
+    finally:
+        server.stop(remove=True)
