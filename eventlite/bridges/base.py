@@ -501,7 +501,7 @@ class Broker(abc.ABC):
 
     name: ClassVar[str]
     """The broker's short name (``"rabbitmq"``, ``"kafka"``...)."""
-    features: ClassVar[Features]
+    features: Features
     """What this broker can do."""
 
     @abc.abstractmethod

@@ -66,7 +66,7 @@ class JetStream(Broker):
     """A NATS server with JetStream, by URL (``nats://[user:password@]host:4222``)."""
 
     name: ClassVar[str] = "nats"
-    features: ClassVar[Features] = Features(dedupe=True)
+    features: Features = Features(dedupe=True)
 
     def __init__(
         self,

@@ -191,7 +191,7 @@ class RabbitMQ(Broker):
     """
 
     name: ClassVar[str] = "rabbitmq"
-    features: ClassVar[Features] = Features(header_prefix="cloudEvents_")
+    features: Features = Features(header_prefix="cloudEvents_")
 
     def __init__(
         self,

@@ -69,7 +69,7 @@ class RedisStreams(Broker):
     """
 
     name: ClassVar[str] = "redis"
-    features: ClassVar[Features] = Features()
+    features: Features = Features()
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from eventlite.testing import brokers
 from eventlite.testing.brokers import BridgeTarget
 from eventlite.testing.services import require, require_service, tcp_open
 
-BROKERS = ["rabbitmq", "redis", "nats"]
+BROKERS = ["rabbitmq", "redis", "nats", "kafka", "sqs"]
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +82,57 @@ def _nats(url: str) -> BridgeTarget:
     )
 
 
+def _kafka(bootstrap: str) -> BridgeTarget:
+    from eventlite.bridges.kafka import Kafka
+
+    options = "partitions=3, session_timeout=6.0"
+    return BridgeTarget(
+        broker=Kafka(bootstrap, partitions=3, session_timeout=6.0),
+        prefix=brokers.unique_prefix(),
+        recipe=f"from eventlite.bridges.kafka import Kafka\nbroker = Kafka({bootstrap!r}, {options})",
+        redelivery_wait=15.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[brokers.ServerProcess]:
+    """A tansu broker (Kafka protocol) for the session, on memory storage."""
+    try:
+        server = brokers.start_tansu()
+    except FileNotFoundError as exc:
+        require("Kafka (tansu)", lambda: False, str(exc))
+        raise
+    yield server
+    server.stop(remove=True)
+
+
+def _sqs(endpoint: str) -> BridgeTarget:
+    from eventlite.bridges.sqs import SQS
+
+    options = (
+        f"endpoint_url={endpoint!r}, region_name='us-east-1', aws_access_key_id='test', "
+        "aws_secret_access_key='test', visibility_timeout=2"
+    )
+    return BridgeTarget(
+        broker=eval(f"SQS({options})", {"SQS": SQS}),  # noqa: S307 (our own literal)
+        prefix=brokers.unique_prefix(),
+        recipe=f"from eventlite.bridges.sqs import SQS\nbroker = SQS({options})",
+        redelivery_wait=4.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[brokers.ServerProcess]:
+    """A moto server (SQS and SNS) for the session."""
+    try:
+        server = brokers.start_moto()
+    except FileNotFoundError as exc:
+        require("SQS (moto_server)", lambda: False, str(exc))
+        raise
+    yield server
+    server.stop(remove=True)
+
+
 def _redis_up() -> bool:
     import redis
 
@@ -105,6 +156,12 @@ def bridge(broker_kind: str, request: pytest.FixtureRequest) -> Iterator[BridgeT
     elif broker_kind == "nats":
         require_service("NATS", "127.0.0.1", 4222)
         target = _nats("nats://127.0.0.1:4222")
+    elif broker_kind == "kafka":
+        server = request.getfixturevalue("tansu")
+        target = _kafka(f"127.0.0.1:{server.port}")
+    elif broker_kind == "sqs":
+        server = request.getfixturevalue("moto")
+        target = _sqs(f"http://127.0.0.1:{server.port}")
     else:
         raise AssertionError(broker_kind)
     yield target
@@ -136,6 +193,11 @@ def restartable_bridge(
         yield target
         target.cleanup()
         return
+    if broker_kind in ("kafka", "sqs"):
+        pytest.skip(
+            f"{broker_kind}: its test server (tansu, moto) keeps everything in memory, so a "
+            "restart loses it all; the restart test needs a broker with durable storage"
+        )
     starters = {"redis": brokers.start_redis, "nats": brokers.start_nats}
     try:
         server = starters[broker_kind]()
