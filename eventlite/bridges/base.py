@@ -438,7 +438,9 @@ class Subscriber(abc.ABC):
         the broker with ``requeue=False`` (dead-letter them locally first)."""
         self._settle(deliveries, lambda ds: self._nack(ds, requeue))
 
-    def _settle(self, deliveries: Sequence[Delivery], how: Callable[[list[Delivery]], None]) -> None:
+    def _settle(
+        self, deliveries: Sequence[Delivery], how: Callable[[list[Delivery]], None]
+    ) -> None:
         with self._lock:
             if self._closed:
                 raise BridgeClosed(f"{self!r} is closed")

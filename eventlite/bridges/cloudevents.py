@@ -321,8 +321,7 @@ class CloudEventCodec:
                 attributes = _strict_loads(body)
                 if not isinstance(attributes, dict):
                     raise ValueError(
-                        f"a structured CloudEvent is a JSON object, got "
-                        f"{type(attributes).__name__}"
+                        f"a structured CloudEvent is a JSON object, got {type(attributes).__name__}"
                     )
                 data_text = None
             type_name = _str_attr(attributes, "type", required=True, limit=256) or type_name
@@ -397,9 +396,7 @@ class CloudEventCodec:
         extra = _str_attr(attributes, "eventliteheaders", required=False, limit=65536)
         if extra is not None:
             parsed = _strict_loads(extra.encode())
-            if not isinstance(parsed, dict) or not all(
-                isinstance(v, str) for v in parsed.values()
-            ):
+            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
                 raise ValueError("'eventliteheaders' must be a JSON object of strings")
             headers.update(parsed)
         traceparent = _str_attr(attributes, "traceparent", required=False, limit=256)

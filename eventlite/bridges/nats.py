@@ -233,7 +233,7 @@ class JetStreamPublisher(Publisher):
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 continue
             still = []
-            for i, ack in zip(pending, acks):
+            for i, ack in zip(pending, acks, strict=True):
                 if ack is None:
                     still.append(i)
                 elif isinstance(ack, BaseException):
@@ -255,7 +255,11 @@ class JetStreamPublisher(Publisher):
                 results.append(SendResult(m, err))
             elif i in outcome:
                 ack = outcome[i]
-                coords = {"stream": ack.stream, "sequence": ack.seq, "duplicate": bool(ack.duplicate)}
+                coords = {
+                    "stream": ack.stream,
+                    "sequence": ack.seq,
+                    "duplicate": bool(ack.duplicate),
+                }
                 results.append(SendResult(m, None, coords))
             else:
                 results.append(SendResult(m, BrokerUnavailable(describe, last)))
@@ -279,9 +283,7 @@ class JetStreamPublisher(Publisher):
                 headers["Nats-Msg-Id"] = m.id
             if m.key is not None:
                 headers["Eventlite-Key"] = m.key
-            futures.append(
-                await js.publish_async(m.destination, m.body, headers=headers or None)
-            )
+            futures.append(await js.publish_async(m.destination, m.body, headers=headers or None))
         if futures:
             await asyncio.wait(futures, timeout=wait)
         out: list[Any] = []

@@ -24,11 +24,13 @@ again on the new one.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
-import builtins
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -175,10 +177,8 @@ class _Connection:
             else:
                 conn.ioloop.stop()
 
-        try:
+        with contextlib.suppress(Exception):  # the loop is gone already
             conn.ioloop.add_callback_threadsafe(shut)
-        except Exception:  # the loop is gone already
-            pass
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, timeout))
 
@@ -370,7 +370,7 @@ class RabbitMQPublisher(Publisher):
             with self._cond:
                 self._tags = {}
             try:
-                conn.call(lambda: self._publish_all(messages, pending))
+                conn.call(functools.partial(self._publish_all, messages, list(pending)))
             except _Lost as exc:
                 last_error = str(exc)
                 continue
@@ -387,8 +387,9 @@ class RabbitMQPublisher(Publisher):
                 break
             if lost:
                 last_error = conn.error
-                log.warning("%s: %s; sending %d again", self._broker.describe(), conn.error,
-                            len(pending))
+                log.warning(
+                    "%s: %s; sending %d again", self._broker.describe(), conn.error, len(pending)
+                )
         results = []
         describe = self._broker.describe()
         for i, m in enumerate(messages):
@@ -564,10 +565,8 @@ class RabbitMQSubscriber(Subscriber):
         conn = self._conn
         if conn is None:
             return
-        try:
+        with contextlib.suppress(_Lost):  # unsettled on a dead connection: delivered again
             conn.call(fn)
-        except _Lost:
-            pass  # unsettled on a dead connection: the broker delivers them again
 
     def _close(self, timeout: float) -> None:
         if self._conn is not None:

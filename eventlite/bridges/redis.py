@@ -103,9 +103,7 @@ class RedisStreams(Broker):
         """A publisher that pipelines ``XADD``."""
         return RedisStreamsPublisher(self)
 
-    def subscriber(
-        self, source: str, *, group: str, prefetch: int = 100
-    ) -> RedisStreamsSubscriber:
+    def subscriber(self, source: str, *, group: str, prefetch: int = 100) -> RedisStreamsSubscriber:
         """A consumer of stream ``source`` in consumer group ``group`` (created now)."""
         return RedisStreamsSubscriber(self, source, group, prefetch)
 
@@ -160,7 +158,7 @@ class RedisStreamsPublisher(Publisher):
                     break
                 time.sleep(min(delay, remaining))
                 continue
-            for i, reply in zip(pending, replies):
+            for i, reply in zip(pending, replies, strict=True):
                 outcome[i] = reply
             pending = []
             break
@@ -169,7 +167,9 @@ class RedisStreamsPublisher(Publisher):
         for i, m in enumerate(messages):
             reply = outcome.get(i)
             if i in pending:
-                err: BridgeError | None = BrokerUnavailable(describe, f"{type(last).__name__}: {last}")
+                err: BridgeError | None = BrokerUnavailable(
+                    describe, f"{type(last).__name__}: {last}"
+                )
                 results.append(SendResult(m, err))
             elif isinstance(reply, Exception):
                 results.append(SendResult(m, SendFailed(m.destination, m.id, str(reply))))

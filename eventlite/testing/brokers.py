@@ -125,8 +125,7 @@ class ServerProcess:
     def start(self) -> None:
         """Start the server and wait until it answers; raises ``RuntimeError`` naming its
         log when it does not within the start timeout."""
-        log = open(self.workdir / f"{self.name}.log", "ab")
-        try:
+        with open(self.workdir / f"{self.name}.log", "ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
                 stdout=log,
@@ -135,8 +134,6 @@ class ServerProcess:
                 env=self._env,
                 start_new_session=True,
             )
-        finally:
-            log.close()
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -222,7 +219,10 @@ def start_moto(port: int | None = None) -> ServerProcess:
             return bool(r.status == 200)
 
     return ServerProcess(
-        "moto", [binary, "-H", "127.0.0.1", "-p", str(port)], port, workdir=_workdir("moto"),
+        "moto",
+        [binary, "-H", "127.0.0.1", "-p", str(port)],
+        port,
+        workdir=_workdir("moto"),
         ready=ready,
     )
 

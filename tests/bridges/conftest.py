@@ -8,6 +8,7 @@ the session. The restart tests get private Redis and NATS servers, and RabbitMQ'
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -39,10 +40,8 @@ def rabbitmq_url() -> Iterator[str]:
             made = False
     yield f"amqp://guest:guest@127.0.0.1:5672/{vhost if made else '%2F'}"
     if made:
-        try:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             brokers.rabbitmqctl("delete_vhost", vhost)
-        except (subprocess.SubprocessError, OSError):
-            pass
 
 
 def _rabbitmq(url: str) -> BridgeTarget:
@@ -77,7 +76,9 @@ def _nats(url: str) -> BridgeTarget:
     return BridgeTarget(
         broker=JetStream(url, ack_wait=1.0, ack_timeout=2.0),
         prefix=brokers.unique_prefix(),
-        recipe=f"from eventlite.bridges.nats import JetStream\nbroker = JetStream({url!r}, {options})",
+        recipe=(
+            f"from eventlite.bridges.nats import JetStream\nbroker = JetStream({url!r}, {options})"
+        ),
         redelivery_wait=3.0,
     )
 
@@ -89,7 +90,9 @@ def _kafka(bootstrap: str) -> BridgeTarget:
     return BridgeTarget(
         broker=Kafka(bootstrap, partitions=3, session_timeout=6.0),
         prefix=brokers.unique_prefix(),
-        recipe=f"from eventlite.bridges.kafka import Kafka\nbroker = Kafka({bootstrap!r}, {options})",
+        recipe=(
+            f"from eventlite.bridges.kafka import Kafka\nbroker = Kafka({bootstrap!r}, {options})"
+        ),
         redelivery_wait=15.0,
     )
 
@@ -113,8 +116,15 @@ def _sqs(endpoint: str) -> BridgeTarget:
         f"endpoint_url={endpoint!r}, region_name='us-east-1', aws_access_key_id='test', "
         "aws_secret_access_key='test', visibility_timeout=2"
     )
+    broker = SQS(
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        visibility_timeout=2,
+    )
     return BridgeTarget(
-        broker=eval(f"SQS({options})", {"SQS": SQS}),  # noqa: S307 (our own literal)
+        broker=broker,
         prefix=brokers.unique_prefix(),
         recipe=f"from eventlite.bridges.sqs import SQS\nbroker = SQS({options})",
         redelivery_wait=4.0,
@@ -180,9 +190,7 @@ def _rabbitmq_restart() -> None:
 
 
 @pytest.fixture
-def restartable_bridge(
-    broker_kind: str, request: pytest.FixtureRequest
-) -> Iterator[BridgeTarget]:
+def restartable_bridge(broker_kind: str, request: pytest.FixtureRequest) -> Iterator[BridgeTarget]:
     """A broker of this kind that the test may restart: RabbitMQ through rabbitmqctl,
     private Redis and NATS servers with persistence."""
     if broker_kind == "rabbitmq":
@@ -213,3 +221,32 @@ def restartable_bridge(
         yield target
     finally:
         server.stop(remove=True)
+
+
+# Contract tests that take several seconds on a broker (Kafka's group join waits 3 s in
+# tansu, session timeouts; moto's FIFO polling) run in the slow step for that broker only.
+SLOW_ON = {
+    "kafka": {
+        "test_cloudevents_round_trip_in_both_modes",
+        "test_nack_with_requeue_delivers_again",
+        "test_nack_without_requeue_drops_it",
+        "test_settling_twice_is_ignored",
+        "test_bounded_in_flight_with_a_slow_consumer",
+        "test_two_consumers_of_one_group_share_the_work",
+        "test_unsettled_deliveries_of_a_killed_consumer_come_back",
+    },
+    "sqs": {
+        "test_order_per_key_with_several_keys_in_flight",
+        "test_two_consumers_of_one_group_share_the_work",
+    },
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of SLOW_ON slow for their broker, before ``-m`` selects."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("broker_kind") if callspec is not None else None
+        if kind in SLOW_ON and getattr(item, "originalname", "") in SLOW_ON[kind]:
+            item.add_marker(pytest.mark.slow)
