@@ -1,4 +1,4 @@
-"""Run benchmark suites: ``python -m bench [bus|store|delivery|read ...] [--quick]``."""
+"""Run benchmark suites: ``python -m bench [bus|store|delivery|read|bridges ...] [--quick]``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from ._harness import machine, print_rows
 
-SUITES = ["bus", "store", "delivery", "read"]
+SUITES = ["bus", "store", "delivery", "read", "bridges"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,9 +335,10 @@ class JetStreamSubscriber(Subscriber):
             filter_subject=self.source,
             deliver_policy=nats.js.api.DeliverPolicy.ALL,
         )
-        self._sub = await js.pull_subscribe(
-            self.source, durable=self.durable, stream=stream, config=config
-        )
+        # add_consumer creates the durable consumer or updates it (a group made earlier
+        # with another prefetch or ack_wait gets this subscriber's), then we bind to it
+        await js.add_consumer(stream, config)
+        self._sub = await js.pull_subscribe_bind(durable=self.durable, stream=stream)
 
     def _receive(self, max: int, deadline: float) -> list[Delivery]:
         wait = max_(0.05, deadline - time.monotonic())
@@ -390,9 +391,10 @@ class JetStreamSubscriber(Subscriber):
 
     def _finish(self, deliveries: list[Delivery], how: str) -> None:
         async def settle() -> None:
+            # acks are published like any message and flushed by the client's flusher;
+            # one lost with the connection means a redelivery, which the inbox drops
             for d in deliveries:
                 await getattr(d._token, how)()
-            await self._client.nc.flush(timeout=5)
 
         try:
             self._client.loop.run(settle(), 10)
