@@ -13,15 +13,15 @@ broker.
   :mod:`~eventlite.bridges.nats` (``eventlite[nats]``, nats-py),
   :mod:`~eventlite.bridges.kafka` (``eventlite[kafka]``, confluent-kafka),
   :mod:`~eventlite.bridges.sqs` (``eventlite[sqs]``, boto3).
+- :mod:`eventlite.bridges.memory`: :class:`MemoryBroker`, a broker in this process's
+  memory for tests of code built on the bridges (it passes the same contract suite).
 
 The broker classes are imported from here on first use, so ``import eventlite.bridges``
 needs no client library.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
 
 from .base import (
     Backoff,
@@ -52,6 +52,7 @@ __all__ = [
     "Features",
     "JetStream",
     "Kafka",
+    "MemoryBroker",
     "OutgoingMessage",
     "Publisher",
     "RabbitMQ",
@@ -69,15 +70,16 @@ _LAZY = {
     "RedisStreams": ".redis",
     "JetStream": ".nats",
     "Kafka": ".kafka",
+    "MemoryBroker": ".memory",
     "SQS": ".sqs",
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+    return getattr(_importlib.import_module(module, __name__), name)
 
 
 def __dir__() -> list[str]:

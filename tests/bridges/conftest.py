@@ -21,7 +21,7 @@ from eventlite.testing import brokers
 from eventlite.testing.brokers import BridgeTarget
 from eventlite.testing.services import require, require_service, tcp_open
 
-BROKERS = ["rabbitmq", "redis", "nats", "kafka", "sqs"]
+BROKERS = ["memory", "rabbitmq", "redis", "nats", "kafka", "sqs"]
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +158,11 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def bridge(broker_kind: str, request: pytest.FixtureRequest) -> Iterator[BridgeTarget]:
     """The machine's broker of this kind, under a prefix of this test, purged afterwards."""
-    if broker_kind == "rabbitmq":
+    if broker_kind == "memory":
+        from eventlite.bridges.memory import MemoryBroker
+
+        target = BridgeTarget(broker=MemoryBroker(), prefix=brokers.unique_prefix(), recipe="")
+    elif broker_kind == "rabbitmq":
         target = _rabbitmq(request.getfixturevalue("rabbitmq_url"))
     elif broker_kind == "redis":
         require("Redis", _redis_up, "127.0.0.1:6379")
@@ -201,6 +205,8 @@ def restartable_bridge(broker_kind: str, request: pytest.FixtureRequest) -> Iter
         yield target
         target.cleanup()
         return
+    if broker_kind == "memory":
+        pytest.skip("memory: nothing to restart")
     if broker_kind in ("kafka", "sqs"):
         pytest.skip(
             f"{broker_kind}: its test server (tansu, moto) keeps everything in memory, so a "
