@@ -211,10 +211,14 @@ class JetStreamPublisher(Publisher):
     def _send(self, messages: list[OutgoingMessage], deadline: float) -> list[SendResult]:
         outcome: dict[int, Any] = {}
         refused: dict[int, str] = {}
+        nc = self._client.nc
+        limit = nc.max_payload if nc is not None and nc.max_payload else None
         for i, m in enumerate(messages):
             bad = [n for n, v in m.headers.items() if _BAD_HEADER.search(n + v) or not n]
             if bad:
                 refused[i] = f"header {bad[0]!r} is empty or holds a line break"
+            elif limit is not None and len(m.body) > limit:
+                refused[i] = f"the body is {len(m.body)} bytes, over the server's {limit}"
         pending = [i for i in range(len(messages)) if i not in refused]
         last = "no PubAck before the timeout"
         for delay in self._broker.backoff.delays():

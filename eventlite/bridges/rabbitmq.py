@@ -28,9 +28,9 @@ import builtins
 import contextlib
 import functools
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -415,7 +415,10 @@ class RabbitMQSubscriber(Subscriber):
         self._broker = broker
         self._conn: _Connection | None = None
         self._generation = 0
-        self._inbox: queue.Queue[tuple[int, Any, Any, bytes]] = queue.Queue()
+        # filled by the I/O thread (deque appends are atomic); _arrived wakes a waiting
+        # receive once per burst rather than once per message
+        self._inbox: deque[tuple[int, Any, Any, bytes]] = deque()
+        self._arrived = threading.Event()
         self._outstanding: set[int] = set()  # I/O thread only
         self._connect(time.monotonic() + broker.connect_timeout)
 
@@ -426,7 +429,10 @@ class RabbitMQSubscriber(Subscriber):
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             self._outstanding.add(method.delivery_tag)
-            self._inbox.put((generation, method, props, body))
+            inbox = self._inbox
+            inbox.append((generation, method, props, body))
+            if len(inbox) == 1:
+                self._arrived.set()
 
         def consume(*_: Any) -> None:
             channel.basic_consume(q, on_message, auto_ack=False, callback=done)
@@ -477,23 +483,18 @@ class RabbitMQSubscriber(Subscriber):
                 log.warning("%s", exc)
                 return []
         out: list[Delivery] = []
-        while len(out) < max:
-            try:
-                if out:
-                    item = self._inbox.get_nowait()
-                else:
-                    item = self._inbox.get(timeout=max_(0.0, min(deadline - time.monotonic(), 0.2)))
-            except queue.Empty:
-                if out or time.monotonic() >= deadline:
-                    break
-                if self._conn is None or not self._conn.alive:
-                    break
-                continue
-            generation, method, props, body = item
-            if generation != self._generation:
-                continue  # from a dead connection: the broker delivers it again
-            out.append(self._delivery(generation, method, props, body))
-        return out
+        inbox, arrived = self._inbox, self._arrived
+        while True:
+            while inbox and len(out) < max:
+                generation, method, props, body = inbox.popleft()
+                if generation == self._generation:  # else from a dead connection: it comes again
+                    out.append(self._delivery(generation, method, props, body))
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0 or self._conn is None or not self._conn.alive:
+                return out
+            arrived.clear()
+            if not inbox:
+                arrived.wait(min(remaining, 0.2))
 
     def _delivery(self, generation: int, method: Any, props: Any, body: bytes) -> Delivery:
         headers: dict[str, str] = {}

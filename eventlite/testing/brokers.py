@@ -14,6 +14,7 @@ Every test works under its own :func:`unique_prefix` and deletes what it made
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
@@ -88,6 +89,16 @@ def rabbitmqctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProces
     )
 
 
+_running: set[ServerProcess] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    # a test run that ends without its fixtures' teardown still leaves no server behind
+    for server in list(_running):
+        server.stop(kill=True, remove=True)
+
+
 class ServerProcess:
     """A broker server started for tests: ``stop()`` ends it by its pid, ``restart()``
     starts it again with the same command (same port, same data)."""
@@ -134,6 +145,7 @@ class ServerProcess:
                 env=self._env,
                 start_new_session=True,
             )
+        _running.add(self)
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -153,6 +165,7 @@ class ServerProcess:
         ``remove``, delete its folder too."""
         p = self.process
         self.process = None
+        _running.discard(self)
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
