@@ -44,7 +44,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from .aggregate import Aggregate
@@ -97,24 +97,6 @@ _OWN_NAMES = frozenset(
         "processes",
     }
 )
-
-
-class _AppUnitOfWork(UnitOfWork):
-    """The app's unit of work: a commit that records events also writes the app's inline
-    projections in its transaction."""
-
-    app: App
-
-    def commit(self) -> list[Envelope]:
-        """See :meth:`UnitOfWork.commit`."""
-        projector = self.app._projector
-        if (
-            projector is not None
-            and projector.projections
-            and (self._appends or any(agg._pending for agg in self._aggregates.values()))
-        ):
-            self.on_commit_write(projector.hook)
-        return super().commit()
 
 
 class App:
@@ -753,9 +735,23 @@ class App:
     # -- using it -----------------------------------------------------------------------
 
     def unit_of_work(self) -> UnitOfWork:
-        """A new :class:`UnitOfWork` over this app's store and bus (whose commits also
-        write the app's inline projections)."""
-        return _AppUnitOfWork(self)
+        """A new :class:`UnitOfWork` over this app's storage: its events dated by the
+        app's clock, snapshots taken with the app's codec, inline projections written in
+        every commit that records events, and the events published on the bus after the
+        commit."""
+        projector = self._projector
+        return UnitOfWork(
+            self.storage,
+            publish=self.bus.publish_envelopes,
+            converter=self.codec.converter,
+            event_hooks=(self._write_inline,) if projector is not None else (),
+            clock=self.clock,
+        )
+
+    def _write_inline(self, tx: StoreTransaction, recorded: Sequence[Envelope]) -> None:
+        projector = self._projector
+        if projector is not None and projector.projections:
+            projector.hook(tx, recorded)
 
     def repository(self, aggregate_type: type[A]) -> Repository[A]:
         """A repository of ``aggregate_type`` outside any unit of work: ``get``/``find``

@@ -17,8 +17,10 @@
     │   ├── ConcurrencyError          an append with the wrong expected version
     │   ├── DuplicateEventError       an appended event id that is already stored
     │   ├── SchemaError               a file that is not an eventlite store, or newer
-    │   └── StorageError              the database failed underneath (wraps sqlite3)
+    │   ├── StorageError              the database failed underneath (wraps sqlite3)
+    │   └── AlreadyClaimed            (store.claims) a unique value another owner holds
     ├── AggregateNotFound             ``Repository.get`` of an id with no events
+    ├── CommandRejected               raised by a handler to refuse, keeping its events
     │
     │   defined beside the part they belong to:
     ├── DeadLetterNotFound            (dlq) no dead letter with that id
@@ -46,6 +48,7 @@ from typing import Any
 __all__ = [
     "AggregateNotFound",
     "BusClosed",
+    "CommandRejected",
     "BusError",
     "ConcurrencyError",
     "DuplicateEventError",
@@ -206,3 +209,24 @@ class AggregateNotFound(EventliteError, LookupError):
         self.aggregate_type = aggregate_type
         self.aggregate_id = aggregate_id
         super().__init__(f"{aggregate_type.__qualname__} {aggregate_id!r} not found")
+
+
+class CommandRejected(EventliteError):
+    """Raise it (or a subclass) from a handler to refuse a command and still keep what the
+    handler recorded: its unit of work commits (an ``OutOfStock`` event, say), publishes,
+    and then the exception reaches whoever dispatched the command.
+
+    Any other exception rolls the unit of work back. Subclass it for the refusals of your
+    domain::
+
+        class OutOfStock(eventlite.CommandRejected):
+            pass
+
+        @app.handles(Allocate)
+        def allocate(command: Allocate, uow: UnitOfWork) -> str:
+            product = uow.get(Product, command.sku)
+            batch = product.allocate(command.order_id, command.qty)  # records OutOfStock
+            if batch is None:
+                raise OutOfStock(f"no stock of {command.sku}")
+            return batch
+    """

@@ -55,12 +55,12 @@ class Repository(Generic[A]):
     def find(self, aggregate_id: str) -> A | None:
         """The aggregate with this id as of its last event, or None when it has none."""
         if self._uow is not None:
-            tracked = self._uow._tracked(self.aggregate_type, aggregate_id)
+            tracked = self._uow.tracked(self.aggregate_type, aggregate_id)
             if tracked is not None:
                 return tracked  # type: ignore[return-value]
         agg = self._load(aggregate_id)
         if agg is not None and self._uow is not None:
-            self._uow._track(agg)
+            self._uow.track(agg)
         return agg
 
     def get(self, aggregate_id: str) -> A:
@@ -80,7 +80,7 @@ class Repository(Generic[A]):
                 f"{type(aggregate).__qualname__}"
             )
         if self._uow is not None:
-            self._uow._track(aggregate)
+            self._uow.track(aggregate)
         elif self._save is not None:
             self._save(aggregate)
         else:

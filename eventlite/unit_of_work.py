@@ -9,26 +9,35 @@
     # (each stream expecting the version it was loaded at), snapshots and other writes in
     # the same transaction; only then are the events published on the bus.
 
-Leaving the block with an exception rolls everything back and publishes nothing.
+Leaving the block with an exception rolls everything back and publishes nothing, except
+:class:`~eventlite.exceptions.CommandRejected`: its unit commits what was recorded (the
+event that says why), then the exception goes on to the caller.
+
+The unit of work knows nothing above it: it is given a :class:`~eventlite.store.Storage`
+(transactions, the event store, snapshots, claims), a ``publish`` callable for the events
+once committed, and hooks to run in every commit that records events (the app's inline
+projections). ``UnitOfWork(storage)`` alone works, for tests and scripts.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import cattrs
 
 from . import snapshot as _snapshot
 from .aggregate import Aggregate
+from .clock import Clock
 from .envelope import Envelope
+from .exceptions import CommandRejected
 from .repository import Repository
 from .sqlite import Transaction as SQLiteTransaction
 from .store.claims import AlreadyClaimed, validate_claim
 from .store.events import ANY, NO_STREAM, ExpectedVersion, StreamAppend
-from .store.storage import Transaction
-
-if TYPE_CHECKING:
-    from .app import App
+from .store.storage import Storage, Transaction
 
 __all__ = ["UnitOfWork"]
 
@@ -37,7 +46,7 @@ log = logging.getLogger(__name__)
 A = TypeVar("A", bound=Aggregate)
 
 WriteHook = Callable[[Transaction, Sequence[Envelope]], None]
-"""Called inside the commit's transaction with the recorded events (None: in-memory)."""
+"""Called inside the commit's transaction with the recorded events."""
 
 
 class UnitOfWork:
@@ -49,9 +58,21 @@ class UnitOfWork:
     commit means another writer changed one of the streams first: nothing was written.
     """
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        """The application whose store, bus and snapshots this unit of work uses."""
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        publish: Callable[..., object] | None = None,
+        converter: cattrs.Converter | None = None,
+        event_hooks: Sequence[WriteHook] = (),
+        clock: Clock | None = None,
+    ) -> None:
+        self.storage = storage
+        """Where it writes: its transactions, event store, snapshots and claims."""
+        self._publish = publish
+        self._converter = converter
+        self._event_hooks = tuple(event_hooks)
+        self._clock = clock
         self._aggregates: dict[tuple[type[Any], str], Aggregate] = {}
         self._appends: list[StreamAppend] = []
         self._hooks: list[WriteHook] = []
@@ -69,7 +90,7 @@ class UnitOfWork:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         try:
-            if exc_type is None:
+            if exc_type is None or issubclass(exc_type, CommandRejected):
                 self.commit()
         finally:
             self.rollback()
@@ -79,12 +100,12 @@ class UnitOfWork:
 
     def repository(self, aggregate_type: type[A]) -> Repository[A]:
         """A repository of ``aggregate_type`` whose loads and adds this unit tracks."""
-        app = self.app
+        storage = self.storage
         return Repository(
             aggregate_type,
-            app.store,
-            snapshots=app.snapshots,
-            converter=app.codec.converter,
+            storage.events,
+            snapshots=storage.snapshots if self._converter is not None else None,
+            converter=self._converter,
             unit_of_work=self,
         )
 
@@ -98,9 +119,12 @@ class UnitOfWork:
 
     def add(self, aggregate: Aggregate) -> None:
         """Track a new aggregate; its pending events are appended at commit."""
-        self._track(aggregate)
+        self.track(aggregate)
 
-    def _track(self, aggregate: Aggregate) -> None:
+    def track(self, aggregate: Aggregate) -> None:
+        """Track ``aggregate`` (loaded or new): its pending events are appended at commit,
+        expecting its stream at the version it was loaded at. The seam repositories use;
+        raises ``ValueError`` when another object with the same type and id is tracked."""
         key = (type(aggregate), aggregate.id)
         known = self._aggregates.get(key)
         if known is not None and known is not aggregate:
@@ -110,7 +134,8 @@ class UnitOfWork:
             )
         self._aggregates[key] = aggregate
 
-    def _tracked(self, aggregate_type: type[Any], aggregate_id: str) -> Aggregate | None:
+    def tracked(self, aggregate_type: type[Any], aggregate_id: str) -> Aggregate | None:
+        """The tracked aggregate of this type and id, or None."""
         return self._aggregates.get((aggregate_type, aggregate_id))
 
     # -- other writes -------------------------------------------------------------------
@@ -128,9 +153,10 @@ class UnitOfWork:
 
         Raises ``RuntimeError`` on an app without a SQLite file.
         """
-        if self.app.database is None:
+        if not hasattr(self.storage, "database"):
             raise RuntimeError(
-                "uow.execute() needs an app with a SQLite file; this app keeps its events in memory"
+                f"uow.execute() runs SQL on a SQLite file; this unit writes to "
+                f"{self.storage.description}"
             )
         params = parameters if isinstance(parameters, dict) else tuple(parameters)
 
@@ -152,7 +178,7 @@ class UnitOfWork:
         that keeps claims (every one does; the in-memory one undoes a claim when its
         unit of work rolls back).
         """
-        claims = self.app.storage.claims
+        claims = self.storage.claims
         validate_claim(scope, value, owner)
         holder = claims.holder(scope, value)
         if holder is not None and holder != owner:
@@ -161,7 +187,7 @@ class UnitOfWork:
 
     def release_claim(self, scope: str, value: str, owner: str) -> None:
         """Free ``value`` of ``scope`` at commit, if ``owner`` holds it then."""
-        claims = self.app.storage.claims
+        claims = self.storage.claims
         validate_claim(scope, value, owner)
 
         def release() -> None:
@@ -183,40 +209,43 @@ class UnitOfWork:
         Returns the recorded events. Raises :class:`ConcurrencyError` (nothing written)
         when a stream moved since it was loaded.
         """
-        app = self.app
-        dirty = [agg for agg in self._aggregates.values() if agg._pending]
+        dirty = [agg for agg in self._aggregates.values() if agg.pending_events]
+        stamp = self._stamper()
         parts = [
             StreamAppend(
                 agg.stream_id,
-                list(agg._pending),
+                [stamp(e) for e in agg.pending_events],
                 agg.loaded_version if agg.loaded_version else NO_STREAM,
             )
             for agg in dirty
         ]
-        parts.extend(self._appends)
+        parts.extend(
+            StreamAppend(p.stream_id, [stamp(e) for e in p.events], p.expected_version)
+            for p in self._appends
+        )
         if not parts and not self._hooks and not self._claims:
             return []
         # Inside a transaction the caller opened, nothing is durable until the caller
         # commits, so nothing is marked saved or published before then.
-        storage = app.storage
+        storage = self.storage
         nested = storage.in_transaction()
         with storage.transaction() as tx:
             # claims first: a refused one stops the commit before any event is written
             # (the in-memory store cannot take an append back)
             for claim in self._claims:
                 claim()
-            results = app.store.append_many(parts) if parts else []
+            results = storage.events.append_many(parts) if parts else []
             recorded = [env for result in results for env in result]
-            for agg in dirty:
-                every = type(agg).snapshot_every
-                if (
-                    every
-                    and app.snapshots is not None
-                    and agg.version // every > agg.loaded_version // every
-                ):
-                    self._snapshot(agg)
+            if self._converter is not None:
+                for agg in dirty:
+                    every = type(agg).snapshot_every
+                    if every and agg.version // every > agg.loaded_version // every:
+                        self._snapshot(agg, self._converter)
             for hook in self._hooks:
                 hook(tx, recorded)
+            if recorded:
+                for hook in self._event_hooks:
+                    hook(tx, recorded)
             self.wrote = True
             if nested:
                 tx.on_commit(lambda: self._after_commit(dirty, recorded))
@@ -227,13 +256,24 @@ class UnitOfWork:
             self._after_commit(dirty, recorded)
         return recorded
 
-    def _snapshot(self, agg: Aggregate) -> None:
+    def _stamper(self) -> Callable[[Any], Any]:
+        """Wraps each message in an envelope dated by the unit's clock (envelopes given
+        by the caller keep theirs); without a clock the envelope dates itself."""
+        clock = self._clock
+        if clock is None:
+            return _same
+        at = datetime.fromtimestamp(clock.now(), tz=timezone.utc)
+
+        def stamp(event: Any) -> Any:
+            return event if isinstance(event, Envelope) else Envelope(event, timestamp=at)
+
+        return stamp
+
+    def _snapshot(self, agg: Aggregate, converter: cattrs.Converter) -> None:
         # A snapshot only speeds loading up: one that cannot be taken must not stop the
         # aggregate's events from being saved.
-        app = self.app
-        assert app.snapshots is not None
         try:
-            app.snapshots.save(_snapshot.take(agg, app.codec.converter))
+            self.storage.snapshots.save(_snapshot.take(agg, converter))
         except Exception:
             log.warning(
                 "could not snapshot %s at version %d; loading will replay its events",
@@ -246,9 +286,9 @@ class UnitOfWork:
         for agg in dirty:
             agg._mark_saved()
         self.committed = recorded
-        if recorded:
-            # durable subscribers were woken by the file's commit listener already
-            self.app.bus.publish_envelopes(*recorded)
+        if recorded and self._publish is not None:
+            # durable subscribers were woken by the storage's commit listener already
+            self._publish(*recorded)
 
     def rollback(self) -> None:
         """Forget everything tracked and not committed."""
@@ -256,3 +296,7 @@ class UnitOfWork:
         self._appends = []
         self._hooks = []
         self._claims = []
+
+
+def _same(event: Any) -> Any:
+    return event

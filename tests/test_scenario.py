@@ -11,6 +11,7 @@ import pytest
 
 from eventlite.aggregate import Aggregate, applies
 from eventlite.app import App
+from eventlite.exceptions import CommandRejected
 from eventlite.messages import Registry, command, event, query
 from eventlite.testing import ANYTHING, AggregateScenario, AppScenario, ScenarioFailed
 from eventlite.unit_of_work import UnitOfWork
@@ -361,6 +362,44 @@ def test_app_then_raises_passes_when_nothing_is_stored() -> None:
     """The handler's exception is expected, and the unit of work stored nothing."""
     error = BANK.when(Withdraw("a", Decimal(7))).then_raises(InsufficientFunds, match="< 7")
     assert "a: balance 5 < 7" == str(error)
+
+
+class Overdrawn(CommandRejected):
+    """A refusal whose event is kept."""
+
+
+@command(registry=registry)
+class Overdraw:
+    account_id: str
+    amount: Decimal
+
+
+def refusing() -> App:
+    """An app whose overdraft handler records a note of the refusal, then refuses."""
+    app = in_memory()
+
+    @app.handles(Overdraw)
+    def overdraw(command: Overdraw, uow: UnitOfWork) -> None:
+        account = uow.get(Account, command.account_id)
+        account.note(f"refused {command.amount}")
+        raise Overdrawn(f"{command.account_id} cannot go below zero")
+
+    return app
+
+
+def test_app_then_raises_with_what_was_stored() -> None:
+    """A handler refusing with CommandRejected keeps its events: then_raises(stored=...)
+    checks the exception and the events together; the default still demands none."""
+    scenario = AppScenario(refusing).given("Account-a", Opened("ann"))
+    scenario = scenario.when(Overdraw("a", Decimal(9)))
+    error = scenario.then_raises(
+        Overdrawn, match="below zero", stored={"Account-a": [Noted("refused 9")]}
+    )
+    assert "a cannot go below zero" == str(error)
+    with pytest.raises(ScenarioFailed, match="events were stored anyway"):
+        scenario.then_raises(Overdrawn)
+    with pytest.raises(ScenarioFailed, match="with Overdrawn raised"):
+        scenario.then_raises(Overdrawn, stored={"Account-a": [Noted("refused 8")]})
 
 
 def test_app_then_nothing_and_queries() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from eventlite.aggregate import Aggregate, applies
 from eventlite.app import App
+from eventlite.clock import FakeClock
 from eventlite.envelope import Envelope, current_envelope
-from eventlite.exceptions import AggregateNotFound, ConcurrencyError
+from eventlite.exceptions import AggregateNotFound, CommandRejected, ConcurrencyError
 from eventlite.messages import Registry, command, event
 from eventlite.store import Snapshot
 from eventlite.store.claims import AlreadyClaimed
@@ -546,3 +547,59 @@ def test_release_claim_frees_the_value_at_commit(app: App) -> None:
     with app.unit_of_work() as uow:
         uow.claim("email", "x@example.com", "a2")
     assert "a2" == app.storage.claims.holder("email", "x@example.com")
+
+
+# -- refusals that keep their events; the app's clock -----------------------------------
+
+
+class NotEnough(CommandRejected):
+    """A refusal of the tests' domain."""
+
+
+@command(registry=registry)
+class Overdraw:
+    account_id: str
+    amount: Decimal
+
+
+def test_a_rejected_command_keeps_and_publishes_its_events(app: App) -> None:
+    """A handler that records an event and raises CommandRejected: the caller gets the
+    exception, and the event is stored and published; any other exception stores
+    nothing."""
+    published = _published(app)
+
+    @app.handles(Overdraw)
+    def overdraw(c: Overdraw, uow: UnitOfWork) -> None:
+        account = uow.find(Account, c.account_id) or Account.open(c.account_id, "ann")
+        uow.add(account)
+        account.record(Withdrawn(Decimal(0)))
+        if c.amount > 100:
+            raise ValueError("not a refusal: rolls back")
+        raise NotEnough(f"{c.account_id} cannot pay {c.amount}")
+
+    with pytest.raises(NotEnough, match="a1 cannot pay 5"):
+        app.dispatch(Overdraw("a1", Decimal(5)))
+    assert [Opened("ann"), Withdrawn(Decimal(0))] == [
+        e.message for e in app.store.read_stream(Account.stream_id_for("a1"))
+    ]
+    assert [Opened("ann"), Withdrawn(Decimal(0))] == [e.message for e in published]
+    with pytest.raises(ValueError):
+        app.dispatch(Overdraw("a2", Decimal(500)))
+    assert 0 == app.store.stream_version(Account.stream_id_for("a2"))
+
+
+def test_events_are_dated_by_the_apps_clock(tmp_path: Path) -> None:
+    """Events a unit of work records carry the app's clock time, not the machine's."""
+    clock = FakeClock(datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc).timestamp())
+    with App(tmp_path / "clock.db", registry=registry, clock=clock) as app:
+        with app.unit_of_work() as uow:
+            uow.add(Account.open("a1", "ann"))
+            uow.append("audit", [Deposited(Decimal(1))])
+        clock.advance(60)
+        app.repository(Account).add(Account.open("a2", "bob"))
+        stamps = [e.timestamp for e in app.store.read_all()]
+    assert [
+        datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc),
+        datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc),
+        datetime(2020, 5, 17, 12, 1, tzinfo=timezone.utc),
+    ] == stamps

@@ -502,19 +502,7 @@ class AppScenario:
             raise ScenarioFailed(
                 f"{self._title}: expected {what}, but the command raised {_describe_error(error)}"
             ) from error
-        stored = _group(new)
-        if wanted != stored:
-            total = sum(len(v) for v in wanted.values())
-            lines = [
-                f"{self._title}: the stored events differ from the expected ones "
-                f"({total} expected, {len(new)} stored)"
-            ]
-            for stream in [*wanted, *(s for s in stored if s not in wanted)]:
-                want, got = wanted.get(stream, []), stored.get(stream, [])
-                same = " (as expected)" if want == got else ""
-                lines.append(f"  stream {stream!r}{same}:")
-                lines.extend("    " + line for line in _table(want, got, "stored"))
-            raise ScenarioFailed("\n".join(lines))
+        self._compare_stored(expected, new)
         return AppOutcome(result, new)
 
     def then_nothing(self) -> AppOutcome:
@@ -523,24 +511,54 @@ class AppScenario:
         __tracebackhide__ = True
         return self.then_streams({})
 
-    def then_raises(self, exception_type: type[E], match: str | None = None) -> E:
+    def then_raises(
+        self,
+        exception_type: type[E],
+        match: str | None = None,
+        *,
+        stored: Mapping[str, Sequence[Any]] | None = None,
+    ) -> E:
         """Check that the command raised ``exception_type`` (or a subclass) whose message
-        matches ``match`` (a regular expression, searched), and stored nothing.
+        matches ``match`` (a regular expression, searched), and stored nothing — or, with
+        ``stored``, exactly those events stream by stream (a handler that refuses with
+        :class:`~eventlite.exceptions.CommandRejected` keeps the event saying why).
 
         Returns the exception. Raises :class:`ScenarioFailed`.
         """
         __tracebackhide__ = True
         _, error, new = self._run()
-        stored = f"stored {_describe_events([e.message for e in new])}"
-        _check_raised(self._title, error, exception_type, match, stored)
-        if new:
-            raise ScenarioFailed(
-                f"{self._title}: {type(error).__qualname__} was raised as expected, but "
-                f"events were stored anyway: "
-                + ", ".join(f"{e.stream_id}: {e.message!r}" for e in new)
-            )
+        described = f"stored {_describe_events([e.message for e in new])}"
+        _check_raised(self._title, error, exception_type, match, described)
         assert isinstance(error, exception_type)
+        if stored is None:
+            if new:
+                raise ScenarioFailed(
+                    f"{self._title}: {type(error).__qualname__} was raised as expected, but "
+                    f"events were stored anyway: "
+                    + ", ".join(f"{e.stream_id}: {e.message!r}" for e in new)
+                )
+            return error
+        self._compare_stored(stored, new, f"with {type(error).__qualname__} raised")
         return error
+
+    def _compare_stored(
+        self, expected: Mapping[str, Sequence[Any]], new: tuple[Envelope, ...], note: str = ""
+    ) -> None:
+        __tracebackhide__ = True
+        wanted = {stream: list(events) for stream, events in expected.items() if events}
+        stored = _group(new)
+        if wanted != stored:
+            total = sum(len(v) for v in wanted.values())
+            lines = [
+                f"{self._title}: the stored events differ from the expected ones "
+                f"({total} expected, {len(new)} stored{', ' + note if note else ''})"
+            ]
+            for stream in [*wanted, *(s for s in stored if s not in wanted)]:
+                want, got = wanted.get(stream, []), stored.get(stream, [])
+                same = " (as expected)" if want == got else ""
+                lines.append(f"  stream {stream!r}{same}:")
+                lines.extend("    " + line for line in _table(want, got, "stored"))
+            raise ScenarioFailed("\n".join(lines))
 
 
 # -- outcomes of sagas and process managers ---------------------------------------------
