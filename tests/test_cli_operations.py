@@ -30,7 +30,7 @@ from eventlite.queue import Queues, WorkQueue
 from eventlite.relay import subscriber_status
 from eventlite.retry import RetryPolicy
 from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
-from eventlite.sqlite import Database
+from eventlite.sqlite import Database, SQLiteStorage
 from eventlite.sqlite.schema import APPLICATION_ID, MIGRATIONS
 
 from .test_cli import Result, digest, run
@@ -404,7 +404,7 @@ def test_subscribers_agree_with_the_library(store: Store) -> None:
     """One row per durable subscriber: checkpoint, lag, retries, dead letters, blocked
     keys; NAME keeps one; an unknown name exits 1."""
     with library(store.path) as db:
-        expected = subscriber_status(db)
+        expected = subscriber_status(SQLiteStorage(db), DeadLetterQueue(db))
     rows = [json.loads(line) for line in store.run("subscribers", "--json").lines]
     assert [
         (s.name, s.checkpoint, s.head, s.lag, s.dead_letters, list(s.blocked_keys))

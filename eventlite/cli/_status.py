@@ -12,6 +12,7 @@ import json
 from ..dlq import DeadLetterQueue, queue_source
 from ..queue import Queues
 from ..relay import subscriber_status
+from ..sqlite import SQLiteStorage
 from . import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -95,7 +96,7 @@ def subscribers(ctx: CommandContext) -> int:
     """Print each durable subscriber known to the file, by name."""
     ctx.require_table("subscriber_checkpoints", "subscriber checkpoints")
     name = ctx.args.name
-    found = subscriber_status(ctx.database, DeadLetterQueue(ctx.database), name)
+    found = subscriber_status(SQLiteStorage(ctx.database), DeadLetterQueue(ctx.database), name)
     if not found:
         raise CliError(
             f"no durable subscriber named {name!r}"

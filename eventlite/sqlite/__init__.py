@@ -16,12 +16,18 @@ from contextlib import AbstractContextManager
 from ..codec import Codec
 from ..store.storage import Storage
 from ._database import Database, Synchronous, Transaction
+from .checkpoints import SQLiteCheckpointStore
 from .events import SQLiteEventStore
+from .inbox import SQLiteInboxStore
+from .retries import SQLiteRetryStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "Database",
+    "SQLiteCheckpointStore",
     "SQLiteEventStore",
+    "SQLiteInboxStore",
+    "SQLiteRetryStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -58,6 +64,9 @@ class SQLiteStorage(Storage):
         """The file's connections and transactions."""
         self.events: SQLiteEventStore = SQLiteEventStore(self.database, codec=codec)
         self.snapshots: SQLiteSnapshotStore = SQLiteSnapshotStore(self.database)
+        self._checkpoints = SQLiteCheckpointStore(self.database)
+        self._inbox = SQLiteInboxStore(self.database)
+        self._retries = SQLiteRetryStore(self.database)
 
     @property
     def description(self) -> str:
@@ -75,6 +84,21 @@ class SQLiteStorage(Storage):
     def on_every_commit(self, listener: Callable[[], None]) -> None:
         """See :meth:`Storage.on_every_commit`."""
         self.database.on_every_commit(listener)
+
+    @property
+    def checkpoints(self) -> SQLiteCheckpointStore:
+        """Durable subscribers' checkpoints (``subscriber_checkpoints``)."""
+        return self._checkpoints
+
+    @property
+    def inbox(self) -> SQLiteInboxStore:
+        """Handled message ids per consumer (``inbox``)."""
+        return self._inbox
+
+    @property
+    def retries(self) -> SQLiteRetryStore:
+        """Delayed retries and held messages (``delivery_retries``)."""
+        return self._retries
 
     def close(self) -> None:
         """Close the event store, and the file if this object opened it."""

@@ -50,7 +50,6 @@ _ALL = f"{_SELECT} WHERE position >= ? ORDER BY position LIMIT ?"
 _RECORDS = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
 _ONE = f"{_SELECT} WHERE position = ?"
 _make_record = LogRecord._make
-EVENT_COLUMNS = _COLUMNS  # transitional: the relay's own reads until it uses read_records
 _MAX_VERSION = 1 << 62
 _MAX_GATHER_SECONDS = 0.002
 _CHUNK = 250
@@ -637,15 +636,6 @@ class SQLiteEventStore(EventStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self._db.path!r}>"
-
-
-def decode_row(codec: Codec, row: Sequence[Any]) -> Envelope:
-    """Transitional: one row decoded outside the store (the relay, until it uses
-    :meth:`SQLiteEventStore.decode`)."""
-    pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = row
-    message = codec.decoder(typ, sv)(data, pos)
-    headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
-    return restored(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
 
 def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]:
