@@ -172,9 +172,7 @@ def test_a_backlog_is_delivered_when_the_subscriber_starts(tmp_path: Path) -> No
     delivered = threading.Event()
     with App(tmp_path / "app.db", registry=registry, poll_interval=60.0) as app:
         app.store.append("o-1", [Placed(1)])
-        app.subscribe(
-            Placed, lambda e: delivered.set(), durable=True, name="s", start="beginning"
-        )
+        app.subscribe(Placed, lambda e: delivered.set(), durable=True, name="s", start="beginning")
         assert delivered.wait(10)
 
 
