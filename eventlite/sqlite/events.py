@@ -575,6 +575,15 @@ class SQLiteEventStore(EventStore):
                 raise storage_error(exc, "reading events", self._db.path) from exc
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading events", self._db.path) from exc
+        except OverflowError:
+            raise ValueError(
+                f"a number given to the read is out of range (at most 2**63 - 1): {params!r}"
+            ) from None
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"text given to the read cannot be stored, so matches nothing (a lone "
+                f"surrogate): {params!r}"
+            ) from None
         # A row holds text that is not UTF-8 (written by another program): read it again
         # with that text as bytes, so the row can be named and dead-lettered, not lost.
         # The connection is this thread's own (or this thread's write transaction's).
