@@ -58,7 +58,7 @@ class Consumer:
         self.event_type = event_type
         self.on_pass = on_pass
         self.retries = DelayedRetries(sub)
-        self.log = LogPass(sub, self.retries, relay.batch_size, relay.checkpoint_interval)
+        self.log = LogPass(sub, self.retries)
         self.redelivery = Redelivery(sub)
         self.cv = threading.Condition(threading.Lock())
         self.woken = True  # a first pass at once: the log may hold a backlog

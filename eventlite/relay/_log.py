@@ -22,13 +22,10 @@ class LogPass:
     event: skipped (not its type), handled, held behind a delayed retry or a dead letter
     of its stream, or dead-lettered (its retries spent, or it cannot be decoded)."""
 
-    def __init__(
-        self, sub: Subscriber, retries: DelayedRetries, batch_size: int, interval: float
-    ) -> None:
+    def __init__(self, sub: Subscriber, retries: DelayedRetries) -> None:
         self.sub = sub
         self.retries = retries
-        self.batch_size = batch_size
-        self.interval = interval
+        self.relay = sub.relay
 
     def flush_due(self) -> None:
         """Keep the promise on unsaved progress: write the checkpoint once ``batch_size``
@@ -36,7 +33,8 @@ class LogPass:
         cursor = self.sub.cursor
         unsaved = cursor.unsaved
         if unsaved and (
-            unsaved >= self.batch_size or time.monotonic() - cursor.flushed >= self.interval
+            unsaved >= self.relay.batch_size
+            or time.monotonic() - cursor.flushed >= self.relay.checkpoint_interval
         ):
             cursor.flush()
 
@@ -44,19 +42,17 @@ class LogPass:
         """Settle one page of events after the position; False when there was none."""
         sub = self.sub
         cursor = sub.cursor
-        records = sub.store.read_records(cursor.position, self.batch_size)
+        records = sub.store.read_records(cursor.position, self.relay.batch_size)
         if not records:
             return False
         name = sub.name
         dlq = sub.dlq
         dlq_active = dlq.count(name) > 0
         blocked: dict[str, bool] = {}
-        unsaved_limit = self.batch_size
         for record in records:
             if sub.stopping:
                 break
-            if cursor.unsaved >= unsaved_limit:
-                cursor.flush()
+            self.flush_due()  # before handling more: nothing unsaved beyond the promise
             position = record.position
             interest = sub.interested(record.type)
             if interest is False:
@@ -87,7 +83,6 @@ class LogPass:
                 dlq_active = True
                 if key is not None:
                     blocked[key] = True
-            self.flush_due()
         self.flush_due()
         return True
 
