@@ -563,6 +563,9 @@ class App:
         sagas = self.sagas
         if started_by is None and (any(x is not None for x in (data, name, retry, start))):
             raise ValueError("data=, name=, retry= and start= are for sagas with started_by=")
+        subscriber = name or f"saga-start:{definition.name}"
+        if started_by is not None:
+            self.relay.check_start(subscriber, start)
         sagas.register(definition)
         if started_by is not None:
             codec = self.codec
@@ -578,7 +581,6 @@ class App:
                 uow.on_commit_write(create)
 
             start_saga.__qualname__ = f"start saga {definition.name}"
-            subscriber = name or f"saga-start:{definition.name}"
             self.subscribe(
                 started_by, start_saga, durable=True, name=subscriber, retry=retry, start=start
             )
@@ -666,6 +668,7 @@ class App:
         relay = self.relay
         if manager.name in relay.names:
             raise ValueError(f"a durable subscriber named {manager.name!r} already exists")
+        relay.check_start(manager.name, start)
 
         def alarm(when: float) -> None:
             relay.scheduler.call_at(when, relay.wake)

@@ -22,7 +22,7 @@ from ._subscriber import DeliveryCall, Subscriber, describe
 if TYPE_CHECKING:
     from ._relay import Relay, Start
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Consumer"]
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Consumer", "start_required"]
 
 log = logging.getLogger("eventlite.relay")
 
@@ -30,6 +30,15 @@ BACKOFF_FIRST: Final = 0.05
 """Seconds a subscriber waits after its first failed pass (the storage failing)."""
 BACKOFF_MAX: Final = 5.0
 """The longest wait between two passes while the storage keeps failing."""
+
+
+def start_required(name: str, head: int) -> ValueError:
+    """The error for a subscriber new to a log that holds events, added without a start."""
+    return ValueError(
+        f"durable subscriber {name!r} is new and the log is not empty (head position "
+        f"{head}): say where it starts, start='beginning' (it is delivered every stored "
+        "event) or start='end' (only events committed from now on)"
+    )
 
 
 def backoff(failures: int) -> float:
@@ -83,12 +92,7 @@ class Consumer:
             if checkpoint is None:
                 head = store.head_position()
                 if start is None and head > 0:
-                    raise ValueError(
-                        f"durable subscriber {self.name!r} is new and the log is not empty "
-                        f"(head position {head}): say where it starts, start='beginning' "
-                        "(it is delivered every stored event) or start='end' (only events "
-                        "committed from now on)"
-                    )
+                    raise start_required(self.name, head)
                 first = head if start == "end" else 0
                 checkpoint = sub.cursor.checkpoints.create(self.name, first, sub.clock.now())
         sub.cursor.start_at(checkpoint.position)

@@ -16,7 +16,7 @@ from ..metrics import DeliveryMetrics
 from ..retry import RetryPolicy
 from ..scheduler import Scheduler
 from ..store.storage import Storage
-from ._consumer import Consumer
+from ._consumer import Consumer, start_required
 from ._status import SubscriberStatus, subscriber_status
 from ._subscriber import DeliveryCall
 
@@ -219,6 +219,15 @@ class Relay:
                 c.thread.ident for c in self._consumers.values() if c.thread.ident is not None
             )
         return sub
+
+    def check_start(self, name: str, start: Start | None) -> None:
+        """Raise the ``ValueError`` :meth:`add` would raise for a subscriber ``name`` new to a
+        log that holds events, given no ``start``: for callers that must refuse before
+        they register anything else (a saga, a process manager)."""
+        if start is None and self.storage.checkpoints.get(name) is None:
+            head = self.store.head_position()
+            if head > 0:
+                raise start_required(name, head)
 
     @property
     def names(self) -> tuple[str, ...]:
