@@ -24,15 +24,9 @@ class Placed:
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    """The file."""
-    return tmp_path / "app.db"
-
-
-@pytest.fixture
-def app(path: Path) -> Iterator[App]:
+def app(db_path: Path) -> Iterator[App]:
     """An app on a file."""
-    with App(path, registry=registry) as the_app:
+    with App(db_path, registry=registry) as the_app:
         yield the_app
 
 
@@ -108,19 +102,19 @@ def test_on_an_empty_log_no_start_is_needed(app: App) -> None:
     assert [1] == got
 
 
-def test_a_known_subscriber_needs_no_start(path: Path) -> None:
+def test_a_known_subscriber_needs_no_start(db_path: Path) -> None:
     """A subscriber the file knows resumes at its checkpoint, whatever the log holds; a
     start given then changes nothing."""
     got: list[int] = []
-    with App(path, registry=registry) as app:
+    with App(db_path, registry=registry) as app:
         app.subscribe(Placed, lambda e: got.append(e.n), durable=True, name="s")
         app.store.append("o-1", [Placed(1)])
         app.run_until_idle()
         app.store.append("o-1", [Placed(2)])
-    with App(path, registry=registry) as app:
+    with App(db_path, registry=registry) as app:
         app.subscribe(Placed, lambda e: got.append(e.n), durable=True, name="s")
         app.run_until_idle()
-    with App(path, registry=registry) as app:
+    with App(db_path, registry=registry) as app:
         app.store.append("o-1", [Placed(3)])
         app.subscribe(Placed, lambda e: got.append(e.n), durable=True, name="s", start="end")
         app.run_until_idle()

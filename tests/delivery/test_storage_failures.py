@@ -33,23 +33,17 @@ class Placed:
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    """The file."""
-    return tmp_path / "app.db"
-
-
-@pytest.fixture
-def app(path: Path) -> Iterator[App]:
+def app(db_path: Path) -> Iterator[App]:
     """An app whose writers give up on another process's lock after 50 ms."""
-    database = Database(path, busy_timeout=0.05)
+    database = Database(db_path, busy_timeout=0.05)
     store = SQLiteEventStore(database, codec=Codec(registry))
     with App(registry=registry, store=store, poll_interval=0.02) as the_app:
         yield the_app
 
 
-def _blocker(path: Path) -> sqlite3.Connection:
+def _blocker(db_path: Path) -> sqlite3.Connection:
     """Another connection to the file (as another process would hold it)."""
-    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    return sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
 
 
 def _waits(caplog: pytest.LogCaptureFixture) -> list[float]:
@@ -59,7 +53,7 @@ def _waits(caplog: pytest.LogCaptureFixture) -> list[float]:
 
 
 def test_a_plain_subscriber_runs_no_handler_again_while_the_file_is_locked(
-    app: App, path: Path, caplog: pytest.LogCaptureFixture
+    app: App, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another process holds the write lock while a plain subscriber has handled an event
     it cannot write its checkpoint for: the subscriber backs off, with growing delays up
@@ -77,7 +71,7 @@ def test_a_plain_subscriber_runs_no_handler_again_while_the_file_is_locked(
             assert gate.wait(10)
             time.sleep(0.05)  # past the checkpoint interval: the checkpoint is due now
 
-    blocker = _blocker(path)
+    blocker = _blocker(db_path)
     with caplog.at_level(logging.INFO, logger="eventlite.relay"):
         app.subscribe(Placed, handle, durable=True, name="mailer")
         app.relay.checkpoint_interval = 0.01
@@ -98,12 +92,12 @@ def test_a_plain_subscriber_runs_no_handler_again_while_the_file_is_locked(
 
 
 def test_a_dead_letter_the_file_refused_is_written_later_and_logged_once(
-    app: App, path: Path, caplog: pytest.LogCaptureFixture
+    app: App, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A handler fails while the file is locked: the dead letter cannot be written, so
     nothing says it was; the handler is not run again while the write is retried with
     back-off, and once the lock is gone the dead letter is written and logged once."""
-    blocker = _blocker(path)
+    blocker = _blocker(db_path)
     calls: list[int] = []
 
     def handle(e: Placed) -> None:
