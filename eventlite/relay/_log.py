@@ -10,7 +10,7 @@ from ..exceptions import MessageError, UnknownMessageType
 from ..store.events import LogRecord
 from ..store.storage import Transaction
 from ._retries import DelayedRetries
-from ._subscriber import Finish, Outcome, Subscriber, key_of, type_of
+from ._subscriber import Finish, Outcome, Subscriber, type_of
 
 __all__ = ["LogPass"]
 
@@ -42,9 +42,15 @@ class LogPass:
         """Settle one page of events after the position; False when there was none."""
         sub = self.sub
         cursor = sub.cursor
-        records = sub.store.read_records(cursor.position, self.relay.batch_size)
+        relay = self.relay
+        batch_size = relay.batch_size
+        records = sub.store.read_records(cursor.position, batch_size)
         if not records:
             return False
+        interval = relay.checkpoint_interval
+        monotonic = time.monotonic
+        interest_of = sub.interest.get
+        decode = sub.store.decode
         name = sub.name
         dlq = sub.dlq
         dlq_active = dlq.count(name) > 0
@@ -52,13 +58,22 @@ class LogPass:
         for record in records:
             if sub.stopping:
                 break
-            self.flush_due()  # before handling more: nothing unsaved beyond the promise
-            position = record.position
-            interest = sub.interested(record.type)
+            # Before handling more, keep the promise on unsaved progress (flush_due, inlined:
+            # this loop runs for every event of the log).
+            unsaved = cursor.position - cursor.committed
+            if unsaved and (unsaved >= batch_size or monotonic() - cursor.flushed >= interval):
+                cursor.flush()
+            position = record[0]  # the fields by index: this loop is the hot path
+            type_name = record[4]
+            interest = interest_of(type_name)
+            if interest is None:
+                interest = sub.interested(type_name)
             if interest is False:
-                cursor.advance(position)
+                cursor.position = position  # settled in memory: not this subscriber's type
                 continue
-            key = key_of(record)
+            key: str | None = record[1]
+            if type(key) is not str:
+                key = None  # such a row cannot be decoded, and holds no stream back
             if interest is None:
                 self._dead_letter_unknown(record)
                 continue
@@ -72,28 +87,28 @@ class LogPass:
                 if is_blocked:
                     self._park(record, key)
                     continue
-            env, why = sub.decode(record)
-            if env is None:
+            try:
+                env = decode(record)
+            except Exception:
+                _, why = sub.decode(record)  # the same failure, as a MessageError
                 assert why is not None
                 self._dead_letter_undecodable(record, why, key)
                 if key is not None:
                     dlq_active = blocked[key] = True
                 continue
-            if not self._deliver(env):
+            if not self._deliver(env, position):
                 dlq_active = True
                 if key is not None:
                     blocked[key] = True
         self.flush_due()
         return True
 
-    def _deliver(self, env: Envelope) -> bool:
-        """Deliver one event in log order; False when it went to the DLQ."""
+    def _deliver(self, env: Envelope, position: int) -> bool:
+        """Deliver the event at ``position`` in log order; False when it went to the DLQ."""
         sub = self.sub
         cursor = sub.cursor
-        position = env.position
-        assert position is not None
         if sub.uses_uow and sub.inbox.contains(sub.name, env.id):
-            cursor.advance(position)
+            cursor.position = position
             sub.count()
             return True
 

@@ -12,6 +12,7 @@ from ..clock import to_datetime
 from ..dlq import DeadLetter
 from ..envelope import Envelope, message_context
 from ..exceptions import MessageDecodeError, MessageError, StorageError, UnknownMessageType
+from ..metrics import DeliveryMetrics
 from ..retry import RetryPolicy
 from ..store.checkpoints import CheckpointMoved
 from ..store.events import LogRecord
@@ -28,7 +29,6 @@ __all__ = [
     "Outcome",
     "Subscriber",
     "describe",
-    "key_of",
     "type_of",
 ]
 
@@ -72,13 +72,6 @@ def type_of(record: LogRecord) -> str:
     return name if type(name) is str else repr(name)
 
 
-def key_of(record: LogRecord) -> str | None:
-    """The record's ordering key (its stream id), or None when the column holds no text
-    (such a row cannot be decoded, and holds back no stream)."""
-    key = record.stream_id
-    return key if type(key) is str else None
-
-
 def _message_id(record: LogRecord) -> str | None:
     return record.id if type(record.id) is str else None
 
@@ -119,6 +112,9 @@ class Subscriber:
         self.stopping = False
         self.pending: tuple[str, Callable[[], None]] | None = None
         self.wake: Callable[[], None] = lambda: None  # set by the consumer
+        self.count: Callable[[], None] = relay._count
+        """Count one settled message, for :meth:`Relay.drain`."""
+        self.times_handling = type(relay.metrics).handled is not DeliveryMetrics.handled
 
     # -- settling ------------------------------------------------------------------------
 
@@ -129,10 +125,6 @@ class Subscriber:
         self.pending = (what, write)
         write()
         self.pending = None
-
-    def count(self, n: int = 1) -> None:
-        """Count settled messages for :meth:`Relay.drain`."""
-        self.relay._count(n)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -193,9 +185,12 @@ class Subscriber:
             finish(tx)
             outcome.finished = True
 
+        timed = self.times_handling
+        started = 0.0
         for attempt in range(1, attempts + 1):
             outcome.finished = False
-            started = time.perf_counter()
+            if timed:
+                started = time.perf_counter()
             try:
                 with message_context(env):
                     self.call(env.message, finishing if self.uses_uow else None)
@@ -219,7 +214,8 @@ class Subscriber:
                     describe(exc),
                 )
                 continue
-            self.metric("handled", name, env, time.perf_counter() - started)
+            if timed:
+                self.metric("handled", name, env, time.perf_counter() - started)
             outcome.kind = "ok"
             return outcome
         return outcome

@@ -15,6 +15,7 @@ from ..store.checkpoints import (
     check_time,
 )
 from ._database import Database, storage_error
+from ._statements import write_one
 
 __all__ = ["SQLiteCheckpointStore"]
 
@@ -24,6 +25,8 @@ _CREATE = (
 )
 _GET = "SELECT name, position, updated_at FROM subscriber_checkpoints WHERE name = ?"
 _LIST = "SELECT name, position, updated_at FROM subscriber_checkpoints ORDER BY name"
+_WRITING = "writing a checkpoint"
+_MAX_POSITION = (1 << 63) - 1
 _MOVE = (
     "UPDATE subscriber_checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position = ?"
 )
@@ -51,12 +54,10 @@ class SQLiteCheckpointStore(CheckpointStore):
         check_name(name)
         check_position(position)
         try:
-            with self.database.transaction() as tx:
-                tx.execute(_CREATE, (name, position, check_time(at, "at")))
-                row = tx.execute(_GET, (name,)).fetchone()
+            write_one(self.database, _CREATE, (name, position, check_time(at, "at")), _WRITING)
         except UnicodeEncodeError as exc:
             raise ValueError(f"a checkpoint name must be valid Unicode text: {exc}") from None
-        return Checkpoint(*row)
+        return Checkpoint(*self._read(_GET, (name,))[0])
 
     def get(self, name: str) -> Checkpoint | None:
         """See :meth:`CheckpointStore.get`."""
@@ -69,17 +70,28 @@ class SQLiteCheckpointStore(CheckpointStore):
 
     def move(self, name: str, expected: int, position: int, at: float) -> None:
         """See :meth:`CheckpointStore.move`: one ``UPDATE ... WHERE position = expected``."""
-        check_name(name)
-        check_position(expected, "expected")
-        check_position(position)
+        if not (  # the relay's values pass at once; anything else is checked in full
+            type(name) is str
+            and name
+            and type(expected) is int
+            and type(position) is int
+            and 0 <= expected <= _MAX_POSITION
+            and 0 <= position <= _MAX_POSITION
+            and type(at) is float
+            and at - at == 0.0
+        ):
+            check_name(name)
+            check_position(expected, "expected")
+            check_position(position)
+            at = check_time(at, "at")
+        parameters = (position, at, name, expected)
         try:
-            with self.database.transaction() as tx:
-                moved = tx.execute(_MOVE, (position, check_time(at, "at"), name, expected))
-                if moved.rowcount != 1:
-                    row = tx.execute(_GET, (name,)).fetchone()
-                    raise CheckpointMoved(name, expected, None if row is None else row[1])
+            moved = write_one(self.database, _MOVE, parameters, _WRITING)
         except UnicodeEncodeError as exc:
             raise ValueError(f"a checkpoint name must be valid Unicode text: {exc}") from None
+        if moved != 1:
+            rows = self._read(_GET, (name,))
+            raise CheckpointMoved(name, expected, rows[0][1] if rows else None)
 
     def __repr__(self) -> str:
         return f"<SQLiteCheckpointStore {self.database.path!r}>"

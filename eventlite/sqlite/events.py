@@ -56,7 +56,7 @@ _STREAM_BACKWARD = (
 _ALL = f"{_SELECT} WHERE position >= ? ORDER BY position LIMIT ?"
 _RECORDS = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
 _ONE = f"{_SELECT} WHERE position = ?"
-_make_record = LogRecord._make
+_make_record = functools.partial(tuple.__new__, LogRecord)  # LogRecord._make, in C
 _MAX_VERSION = 1 << 62
 _MAX_GATHER_SECONDS = 0.002
 _CHUNK = 250
@@ -537,8 +537,8 @@ class SQLiteEventStore(EventStore):
                     hook, cls = direct if direct is not None else (None, object)
                     plan = plans[typ, sv] = (hook, cls, codec.decoder(typ, sv))
                 hook, cls, decode = plan
-                # Every column the envelope keeps must hold what the store writes; the
-                # checks are cheap, and a row that fails one is explained by _malformed.
+                # every column the envelope keeps must hold what the store writes; a row
+                # that fails is explained by _malformed (the same checks are in decode)
                 if not (
                     type(data) is str
                     and type(sid) is str
@@ -674,8 +674,7 @@ class SQLiteEventStore(EventStore):
         else:
             names = sorted(types)
             rows = self._query(_records_of(len(names)), (after, *names, limit))
-        make = _make_record
-        return [make(row) for row in rows]
+        return list(map(_make_record, rows))
 
     def record_at(self, position: int) -> LogRecord | None:
         """See :meth:`EventStore.record_at`."""
@@ -683,8 +682,32 @@ class SQLiteEventStore(EventStore):
         return _make_record(rows[0]) if rows else None
 
     def decode(self, record: LogRecord) -> Envelope:
-        """See :meth:`EventStore.decode`: the same decoding as every read of the store."""
-        return next(self._envelopes((record,)))
+        """See :meth:`EventStore.decode`: the same decoding and checks as every read of the
+        store, one record at a time (the relay's path, so it builds no generator)."""
+        pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = record
+        try:
+            # the same checks as _envelopes, inlined: the relay decodes every record here
+            if not (
+                type(typ) is str
+                and type(sv) is int
+                and type(data) is str
+                and type(sid) is str
+                and type(eid) is str
+                and type(corr) is str
+                and type(ver) is int
+                and type(ts) is int
+                and _MIN_US <= ts <= _MAX_US
+                and (caus is None or type(caus) is str)
+                and (user is None or type(user) is str)
+            ):
+                raise _Malformed()
+            message = self.codec.decoder(typ, sv)(data, pos)
+            headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
+        except (MessageDecodeError, UnknownMessageType):
+            raise
+        except Exception as exc:
+            raise _malformed(record, exc) from (None if isinstance(exc, _Malformed) else exc)
+        return restored(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
     def stream_version(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_version`."""

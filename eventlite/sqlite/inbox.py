@@ -8,6 +8,7 @@ from typing import Any
 from ..store.checkpoints import check_time
 from ..store.inbox import InboxStore, check_consumer
 from ._database import Database, storage_error
+from ._statements import write_one
 
 __all__ = ["SQLiteInboxStore"]
 
@@ -42,17 +43,19 @@ class SQLiteInboxStore(InboxStore):
 
     def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
         try:
-            with self.database.transaction() as tx:
-                return tx.execute(sql, parameters).rowcount
+            return write_one(self.database, sql, parameters, "writing the inbox")
         except UnicodeEncodeError as exc:
             raise _bad_text(exc) from None
 
     def mark(self, consumer: str, message_id: str, at: float) -> bool:
         """See :meth:`InboxStore.mark`: ``INSERT OR IGNORE``."""
-        check_consumer(consumer)
-        if not isinstance(message_id, str):
-            raise ValueError(f"a message id must be a str, got {message_id!r}")
-        return self._write(_MARK, (consumer, message_id, check_time(at, "at"))) == 1
+        if not (type(consumer) is str and consumer and type(message_id) is str):
+            check_consumer(consumer)
+            if not isinstance(message_id, str):
+                raise ValueError(f"a message id must be a str, got {message_id!r}")
+        if not (type(at) is float and at - at == 0.0):
+            at = check_time(at, "at")
+        return self._write(_MARK, (consumer, message_id, at)) == 1
 
     def contains(self, consumer: str, message_id: str) -> bool:
         """See :meth:`InboxStore.contains`."""

@@ -9,6 +9,7 @@ from typing import Any
 from ..store.checkpoints import check_position, check_time
 from ..store.retries import RetryEntry, RetryStore, storable_text
 from ._database import Database, storage_error
+from ._statements import write_one
 
 __all__ = ["SQLiteRetryStore"]
 
@@ -72,8 +73,7 @@ class SQLiteRetryStore(RetryStore):
 
     def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
         try:
-            with self.database.transaction() as tx:
-                return tx.execute(sql, parameters).rowcount
+            return write_one(self.database, sql, parameters, "writing delayed retries")
         except UnicodeEncodeError as exc:
             raise _bad_text(exc) from None
 
