@@ -180,10 +180,12 @@ class Subscriber:
         with a unit of work commits ``finish`` with its work (``outcome.finished``)."""
         outcome = Outcome()
         name = self.name
+        finishing: Finish | None = None
+        if self.uses_uow:
 
-        def finishing(tx: Transaction) -> None:
-            finish(tx)
-            outcome.finished = True
+            def finishing(tx: Transaction) -> None:
+                finish(tx)
+                outcome.finished = True
 
         timed = self.times_handling
         started = 0.0
@@ -193,7 +195,7 @@ class Subscriber:
                 started = time.perf_counter()
             try:
                 with message_context(env):
-                    self.call(env.message, finishing if self.uses_uow else None)
+                    self.call(env.message, finishing)
             except AlreadyHandled:
                 outcome.kind = "skipped"
                 return outcome
