@@ -10,7 +10,7 @@ from ..exceptions import MessageError, UnknownMessageType
 from ..store.events import LogRecord
 from ..store.storage import Transaction
 from ._retries import DelayedRetries
-from ._subscriber import Finish, Outcome, Subscriber, type_of
+from ._subscriber import AlreadyHandled, Finish, Outcome, Subscriber, type_of
 
 __all__ = ["LogPass"]
 
@@ -107,14 +107,18 @@ class LogPass:
         """Deliver the event at ``position`` in log order; False when it went to the DLQ."""
         sub = self.sub
         cursor = sub.cursor
-        if sub.uses_uow and sub.inbox.contains(sub.name, env.id):
+        if sub.uses_uow and sub.inbox_store.contains(sub.name, env.id):
             cursor.position = position
             sub.count()
             return True
 
         def finish(tx: Transaction) -> None:
-            sub.mark(env)
-            cursor.move(position)
+            # sub.mark(env) and cursor.move(position), one call each: the hottest path of a
+            # subscriber with a unit of work
+            now = sub.clock.now()
+            if not sub.inbox_store.mark(sub.name, env.id, now):
+                raise AlreadyHandled()
+            sub.checkpoints.move(sub.name, cursor.committed, position, now)
 
         outcome = sub.attempt(env, sub.policy.max_attempts, finish)
         if outcome.kind == "ok" and sub.uses_uow and not outcome.finished:

@@ -50,7 +50,7 @@ class Redelivery:
             sub.settle(f"dead letter #{entry.id}", lambda: self._fail_again(entry, why))
             return False
         sub.count()
-        if (sub.uses_uow and sub.inbox.contains(sub.name, env.id)) or not isinstance(
+        if (sub.uses_uow and sub.inbox_store.contains(sub.name, env.id)) or not isinstance(
             env.message, sub.event_type
         ):
             # Handled already, or dead-lettered raw before its type was known and not

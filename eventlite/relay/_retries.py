@@ -234,7 +234,7 @@ class DelayedRetries:
                 return True
             self._exhaust_undecodable(key, record, why)
             return False
-        if sub.uses_uow and sub.inbox.contains(sub.name, env.id):
+        if sub.uses_uow and sub.inbox_store.contains(sub.name, env.id):
             self.store.forget(sub.name, position)
             sub.count()
             return True

@@ -103,10 +103,12 @@ class Subscriber:
         self.store = relay.store
         self.retries = relay.storage.retries
         self.inbox = relay.inbox
+        self.inbox_store = relay.storage.inbox
         self.dlq = relay.dlq
         self.clock = relay.clock
         self.metrics = relay.metrics
-        self.cursor = Cursor(relay.storage.checkpoints, name, relay.clock)
+        self.checkpoints = relay.storage.checkpoints
+        self.cursor = Cursor(self.checkpoints, name, relay.clock)
         self.retry_keys: set[str] = set()  # keys with rows in the retry store
         self.interest: dict[str, bool] = {}
         self.stopping = False
@@ -172,7 +174,7 @@ class Subscriber:
     def mark(self, env: Envelope) -> None:
         """The inbox mark of ``env`` (joins the open transaction); raises
         :class:`AlreadyHandled` when it was there."""
-        if not self.inbox.mark(self.name, env.id):
+        if not self.inbox_store.mark(self.name, env.id, self.clock.now()):
             raise AlreadyHandled()
 
     def attempt(self, env: Envelope, attempts: int, finish: Finish) -> Outcome:

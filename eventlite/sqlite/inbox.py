@@ -17,6 +17,7 @@ _CONTAINS = "SELECT 1 FROM inbox WHERE subscriber = ? AND message_id = ?"
 _PURGE_ALL = "DELETE FROM inbox WHERE handled_at < ?"
 _PURGE_ONE = "DELETE FROM inbox WHERE subscriber = ? AND handled_at < ?"
 _COUNT_ALL = "SELECT count(*) FROM inbox"
+_WRITING = "writing the inbox"
 _COUNT_ONE = "SELECT count(*) FROM inbox WHERE subscriber = ?"
 
 
@@ -43,7 +44,7 @@ class SQLiteInboxStore(InboxStore):
 
     def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
         try:
-            return write_one(self.database, sql, parameters, "writing the inbox")
+            return write_one(self.database, sql, parameters, _WRITING)
         except UnicodeEncodeError as exc:
             raise _bad_text(exc) from None
 
@@ -55,7 +56,10 @@ class SQLiteInboxStore(InboxStore):
                 raise ValueError(f"a message id must be a str, got {message_id!r}")
         if not (type(at) is float and at - at == 0.0):
             at = check_time(at, "at")
-        return self._write(_MARK, (consumer, message_id, at)) == 1
+        try:  # write_one without _write: the relay marks every message it delivers
+            return write_one(self.database, _MARK, (consumer, message_id, at), _WRITING) == 1
+        except UnicodeEncodeError as exc:
+            raise _bad_text(exc) from None
 
     def contains(self, consumer: str, message_id: str) -> bool:
         """See :meth:`InboxStore.contains`."""
