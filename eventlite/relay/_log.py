@@ -17,6 +17,10 @@ __all__ = ["LogPass"]
 log = logging.getLogger("eventlite.relay")
 
 
+def _plain(tx: Transaction) -> None:
+    """The finish hook of a plain handler: never called (it has no unit of work)."""
+
+
 class LogPass:
     """Reads the log after the subscriber's position, a page at a time, and settles each
     event: skipped (not its type), handled, held behind a delayed retry or a dead letter
@@ -112,13 +116,16 @@ class LogPass:
             sub.count()
             return True
 
-        def finish(tx: Transaction) -> None:
-            # sub.mark(env) and cursor.move(position), one call each: the hottest path of a
-            # subscriber with a unit of work
-            now = sub.clock.now()
-            if not sub.inbox_store.mark(sub.name, env.id, now):
-                raise AlreadyHandled()
-            sub.checkpoints.move(sub.name, cursor.committed, position, now)
+        finish: Finish = _plain
+        if sub.uses_uow:
+
+            def finish(tx: Transaction) -> None:
+                # sub.mark(env) and cursor.move(position), one call each: the hottest path
+                # of a subscriber with a unit of work
+                now = sub.clock.now()
+                if not sub.inbox_store.mark(sub.name, env.id, now):
+                    raise AlreadyHandled()
+                sub.checkpoints.move(sub.name, cursor.committed, position, now)
 
         outcome = sub.attempt(env, sub.policy.max_attempts, finish)
         if outcome.kind == "ok" and sub.uses_uow and not outcome.finished:
@@ -131,7 +138,7 @@ class LogPass:
             if outcome.finished:
                 cursor.moved(position)
             else:
-                cursor.advance(position)
+                cursor.position = position  # settled in memory (a plain handler)
                 if outcome.kind == "skipped":
                     cursor.adopt(position)
             sub.count()
