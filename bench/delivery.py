@@ -92,7 +92,9 @@ def _deliver_backlog(app: App, name: str, n: int, uow: bool) -> float:
         plain(e)
 
     started = time.perf_counter()
-    app.subscribe(OrderPlaced, with_uow if uow else plain, durable=True, name=name)
+    app.subscribe(
+        OrderPlaced, with_uow if uow else plain, durable=True, name=name, start="beginning"
+    )
     if not done.wait(300):
         raise RuntimeError(f"{name}: the backlog was not delivered within 300 s")
     return n / (time.perf_counter() - started)

@@ -334,7 +334,7 @@ class App:
         retry: RetryPolicy | None = None,
         name: str,
         durable: Literal[True],
-        start: Start = "beginning",
+        start: Start | None = None,
     ) -> DurableSubscriber: ...
 
     def subscribe(
@@ -346,7 +346,7 @@ class App:
         retry: RetryPolicy | None = None,
         name: str | None = None,
         durable: bool = False,
-        start: Start = "beginning",
+        start: Start | None = None,
     ) -> Subscription | DurableSubscriber:
         """Subscribe ``handler`` to an event type, with its dependencies injected (a
         ``uow`` parameter gets a unit of work committed after the handler).
@@ -362,12 +362,15 @@ class App:
         happen once. ``name`` is then required and must stay the same across releases (it
         keys the checkpoint). ``retry`` (default: 3 immediate attempts) may add delayed
         attempts, then the message is dead-lettered to :attr:`dlq`. ``start`` says where a
-        new subscriber begins: the ``"beginning"`` of the log or its ``"end"``. Returns a
+        new subscriber begins: the ``"beginning"`` of the log (every stored event) or its
+        ``"end"`` (only events committed from now on); it is required when the log already
+        holds events and the subscriber is new. Returns a
         :class:`~eventlite.relay.DurableSubscriber`. Raises ``ValueError`` on an app
-        without a file, without a name, or with ``background=True``.
+        without a file, without a name, with ``background=True``, or without ``start``
+        for a new subscriber on a log that holds events.
         """
         if not durable:
-            if start != "beginning":
+            if start is not None:
                 raise ValueError("start= is for durable subscribers (durable=True)")
             return self.bus.subscribe(
                 event_type,
@@ -411,7 +414,7 @@ class App:
         retry: RetryPolicy | None = None,
         name: str | None = None,
         durable: bool = False,
-        start: Start = "beginning",
+        start: Start | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`subscribe`; returns the function unchanged."""
 
@@ -477,14 +480,14 @@ class App:
         """The relay that delivers committed events to durable subscribers, made on first
         use (its threads start with the first durable subscriber). Raises
         ``RuntimeError`` in memory."""
-        database = self._need_file("the relay")
+        self._need_file("the relay")
         relay = self._relay
         if relay is None:
             with self._relay_lock:
                 relay = self._relay
                 if relay is None:
                     relay = self._relay = Relay(
-                        database,
+                        self.storage,
                         self.codec,
                         dlq=self.dlq,
                         clock=self.clock,
@@ -548,7 +551,7 @@ class App:
         data: Callable[[Any], Any] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
-        start: Start = "end",
+        start: Start | None = None,
     ) -> Saga:
         """Register an orchestrated saga with :attr:`sagas` and return it.
 
@@ -557,18 +560,20 @@ class App:
         stores the new instance in the same transaction as the event's inbox mark, so each
         event starts exactly one, then runs it on the relay's thread. Its data is
         ``data(event)`` (default: the event's fields as a dict). ``retry`` and ``start``
-        are the subscriber's; a new one begins at the ``"end"`` of the log, so events
-        stored before the saga was wired do not start it.
+        are the subscriber's: a new subscriber on a log that holds events must say whether
+        the events stored before the saga was wired start it (``start="beginning"``) or
+        not (``start="end"``).
 
         Instances a crash interrupted are resumed by :meth:`start`. Raises ``ValueError``
         for ``data``, ``name``, ``retry`` or ``start`` without ``started_by``, and
         ``RuntimeError`` in memory.
         """
         sagas = self.sagas
-        if started_by is None and (
-            any(x is not None for x in (data, name, retry)) or start != "end"
-        ):
+        if started_by is None and (any(x is not None for x in (data, name, retry, start))):
             raise ValueError("data=, name=, retry= and start= are for sagas with started_by=")
+        subscriber = name or f"saga-start:{definition.name}"
+        if started_by is not None:
+            self.relay.check_start(subscriber, start)
         sagas.register(definition)
         if started_by is not None:
             codec = self.codec
@@ -584,7 +589,6 @@ class App:
                 uow.on_commit_write(create)
 
             start_saga.__qualname__ = f"start saga {definition.name}"
-            subscriber = name or f"saga-start:{definition.name}"
             self.subscribe(
                 started_by, start_saga, durable=True, name=subscriber, retry=retry, start=start
             )
@@ -654,7 +658,7 @@ class App:
         manager: ProcessManager[Any],
         *,
         retry: RetryPolicy | None = None,
-        start: Start = "end",
+        start: Start | None = None,
     ) -> DurableSubscriber:
         """Run a :class:`~eventlite.process.ProcessManager` (see
         ``docs/process-managers.md``): a durable subscriber named ``manager.name`` of every
@@ -662,16 +666,18 @@ class App:
         timeouts the relay fires (by :attr:`clock`, also after a restart).
 
         ``retry`` is the subscriber's policy (default: three immediate attempts, then the
-        DLQ). ``start``: where a manager new to the file begins: at the ``"end"`` of the
-        log (the default: events stored before it was wired started nothing), or at the
-        ``"beginning"``. Register the handlers of the commands it dispatches first: it
-        starts delivering at once. Raises ``ValueError`` for a name in use, a manager
-        without a starting handler, and ``RuntimeError`` in memory.
+        DLQ). ``start``: where a manager new to a log that holds events begins (required
+        then): at the ``"end"`` of the log (events stored before it was wired start
+        nothing), or at the ``"beginning"``. Register the handlers of the commands it
+        dispatches first: it starts delivering at once. Raises ``ValueError`` for a name in
+        use, a manager without a starting handler, a new manager without ``start`` on a log
+        that holds events, and ``RuntimeError`` in memory.
         """
         processes = self.processes
         relay = self.relay
         if manager.name in relay.names:
             raise ValueError(f"a durable subscriber named {manager.name!r} already exists")
+        relay.check_start(manager.name, start)
 
         def alarm(when: float) -> None:
             relay.scheduler.call_at(when, relay.wake)

@@ -1,7 +1,8 @@
 """The scheduler thread: calls functions when the clock reaches the times they were set for.
 
-Durable timers in eventlite are rows in the SQLite file (a delayed retry is a row of
-``delivery_retries`` with its ``due_at``); the row is the truth and survives a restart. The
+Durable timers in eventlite are stored rows (a delayed retry is an entry of the storage's
+:class:`~eventlite.store.retries.RetryStore` with its ``due_at``); the row is the truth and
+survives a restart. The
 :class:`Scheduler` is the alarm clock beside the rows: whoever stores a due row also asks
 the scheduler to call it back at that time, and on start-up reloads the alarms of the rows
 it finds. Nothing sleeps in a worker thread waiting for a backoff::

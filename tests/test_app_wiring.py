@@ -131,7 +131,7 @@ def test_an_inline_projection_sees_every_unit_of_work_of_the_app(app: App) -> No
     with app.unit_of_work() as uow:
         uow.append("Account-a-2", [Opened("a-2")], expected_version=NO_STREAM)
 
-    @app.subscribes(Opened, durable=True, name="closer")
+    @app.subscribes(Opened, durable=True, name="closer", start="beginning")
     def close_it(e: Opened, uow: UnitOfWork) -> None:
         uow.append(f"Account-{e.account}", [Closed(e.account)])
 

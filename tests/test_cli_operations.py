@@ -405,7 +405,7 @@ def test_subscribers_agree_with_the_library(store: Store) -> None:
     """One row per durable subscriber: checkpoint, lag, retries, dead letters, blocked
     keys; NAME keeps one; an unknown name exits 1."""
     with library(store.path) as db:
-        expected = subscriber_status(db)
+        expected = subscriber_status(SQLiteStorage(db), DeadLetterQueue(SQLiteStorage(db)))
     rows = [json.loads(line) for line in store.run("subscribers", "--json").lines]
     assert [
         (s.name, s.checkpoint, s.head, s.lag, s.dead_letters, list(s.blocked_keys))

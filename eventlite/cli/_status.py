@@ -96,7 +96,9 @@ def subscribers(ctx: CommandContext) -> int:
     """Print each durable subscriber known to the file, by name."""
     ctx.require_table("subscriber_checkpoints", "subscriber checkpoints")
     name = ctx.args.name
-    found = subscriber_status(ctx.database, DeadLetterQueue(SQLiteStorage(ctx.database)), name)
+    found = subscriber_status(
+        SQLiteStorage(ctx.database), DeadLetterQueue(SQLiteStorage(ctx.database)), name
+    )
     if not found:
         raise CliError(
             f"no durable subscriber named {name!r}"

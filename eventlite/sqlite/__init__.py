@@ -16,28 +16,34 @@ from contextlib import AbstractContextManager
 from ..codec import Codec
 from ..store.storage import Storage
 from ._database import Database, Synchronous, Transaction
+from .checkpoints import SQLiteCheckpointStore
 from .claims import SQLiteClaimStore
 from .dead_letters import SQLiteDeadLetterStore
 from .events import SQLiteEventStore
 from .idempotency import SQLiteIdempotencyStore
+from .inbox import SQLiteInboxStore
 from .leases import SQLiteLeaseStore
 from .processes import SQLiteProcessStore
 from .projections import SQLiteProjectionStore
 from .queues import SQLiteQueueStore
+from .retries import SQLiteRetryStore
 from .sagas import SQLiteSagaStore
 from .snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "Database",
+    "SQLiteCheckpointStore",
     "SQLiteClaimStore",
     "SQLiteDeadLetterStore",
     "SQLiteEventStore",
     "SQLiteIdempotencyStore",
-    "SQLiteQueueStore",
+    "SQLiteInboxStore",
+    "SQLiteLeaseStore",
     "SQLiteProcessStore",
     "SQLiteProjectionStore",
+    "SQLiteQueueStore",
+    "SQLiteRetryStore",
     "SQLiteSagaStore",
-    "SQLiteLeaseStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
     "Synchronous",
@@ -82,6 +88,9 @@ class SQLiteStorage(Storage):
         self._processes = SQLiteProcessStore(self.database)
         self._leases: SQLiteLeaseStore | None = None
         self._claims = SQLiteClaimStore(self.database)
+        self._checkpoints = SQLiteCheckpointStore(self.database)
+        self._inbox = SQLiteInboxStore(self.database)
+        self._retries = SQLiteRetryStore(self.database)
 
     @property
     def description(self) -> str:
@@ -141,6 +150,21 @@ class SQLiteStorage(Storage):
     def on_every_commit(self, listener: Callable[[], None]) -> None:
         """See :meth:`Storage.on_every_commit`."""
         self.database.on_every_commit(listener)
+
+    @property
+    def checkpoints(self) -> SQLiteCheckpointStore:
+        """Durable subscribers' checkpoints (``subscriber_checkpoints``)."""
+        return self._checkpoints
+
+    @property
+    def inbox(self) -> SQLiteInboxStore:
+        """Handled message ids per consumer (``inbox``)."""
+        return self._inbox
+
+    @property
+    def retries(self) -> SQLiteRetryStore:
+        """Delayed retries and held messages (``delivery_retries``)."""
+        return self._retries
 
     def close(self) -> None:
         """Close the event store, and the file if this object opened it."""

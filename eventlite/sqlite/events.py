@@ -9,11 +9,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from ..codec import Codec, Decoder, _loads
 from ..envelope import Envelope, restored, stamped
-from ..exceptions import ConcurrencyError, MessageDecodeError, StorageError
+from ..exceptions import (
+    ConcurrencyError,
+    MessageDecodeError,
+    MessageEncodeError,
+    StorageError,
+    UnknownMessageType,
+)
 from ..store.events import (
     DuplicateEventError,
     EventStore,
@@ -49,8 +56,7 @@ _STREAM_BACKWARD = (
 _ALL = f"{_SELECT} WHERE position >= ? ORDER BY position LIMIT ?"
 _RECORDS = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
 _ONE = f"{_SELECT} WHERE position = ?"
-_make_record = LogRecord._make
-EVENT_COLUMNS = _COLUMNS  # transitional: the relay's own reads until it uses read_records
+_make_record = functools.partial(tuple.__new__, LogRecord)  # LogRecord._make, in C
 _MAX_VERSION = 1 << 62
 _MAX_GATHER_SECONDS = 0.002
 _CHUNK = 250
@@ -215,8 +221,9 @@ class SQLiteEventStore(EventStore):
     # -- appending --------------------------------------------------------------------
 
     def _prepare(self, appends: Iterable[StreamAppend | tuple[Any, ...]]) -> list[_Part]:
-        # Encoding runs in the caller's thread, before the write lock, so a message that
-        # cannot be encoded fails only its own append.
+        # Encoding and checking run in the caller's thread, before the write lock, so a
+        # message or a value that cannot be stored fails only its own append, never the
+        # group commit it would have joined.
         codec = self.codec
         message_type = codec.message_type
         encode = codec.encode
@@ -224,23 +231,43 @@ class SQLiteEventStore(EventStore):
         ids: set[str] = set()
         count = 0
         for stream_id, envelopes, expected in normalize_appends(appends):
+            if not (stream_id.isascii() or _utf8(stream_id)):
+                raise ValueError(
+                    f"stream_id {stream_id!r} holds text that cannot be stored (a lone "
+                    "surrogate, not valid Unicode)"
+                )
             rows: list[_Row] = []
             for env in envelopes:
                 message = env.message
                 entry = message_type(message)
                 event_id = env.id
+                data = encode(message)
                 ctx = env._ctx
                 if ctx is None:
                     correlation, causation, user, headers = event_id, None, None, None
+                    plain = type(event_id) is str and event_id.isascii() and data.isascii()
                 else:
                     correlation, causation, user, h = ctx
                     headers = _dumps(dict(h)) if h else None
+                    plain = (
+                        type(event_id) is str
+                        and event_id.isascii()
+                        and data.isascii()
+                        and type(correlation) is str
+                        and correlation.isascii()
+                        and (causation is None or (type(causation) is str and causation.isascii()))
+                        and (user is None or (type(user) is str and user.isascii()))
+                        and (headers is None or headers.isascii())
+                    )
+                if not plain:
+                    # the careful look, only for rows with text beyond ASCII (or a bug)
+                    _check_row(entry.name, event_id, data, correlation, causation, user, headers)
                 rows.append(
                     (
                         event_id,
                         entry.name,
                         entry.version,
-                        encode(message),
+                        data,
                         correlation,
                         causation,
                         user,
@@ -503,44 +530,84 @@ class SQLiteEventStore(EventStore):
     # -- reading ----------------------------------------------------------------------
 
     def _envelopes(self, rows: Iterable[Sequence[Any]]) -> Iterator[Envelope]:
+        """The envelopes of stored rows. A row that cannot be decoded, whatever its shape
+        (a column of the wrong type or NULL, JSON nested too deeply, a date out of range,
+        text that is not UTF-8), raises :class:`MessageDecodeError` naming its position
+        (or :class:`UnknownMessageType` for a type name the registry lacks)."""
         codec = self.codec
         # per (type, schema version): the structuring hook and class to call inline (None
         # when the row needs upcasting), and the decoder that upcasts or names an error
         plans: dict[tuple[str, int], tuple[Any, type[Any], Decoder]] = {}
         loads = _loads
-        for pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts in rows:
-            plan = plans.get((typ, sv))
-            if plan is None:
-                direct = codec._direct(typ, sv)
-                hook, cls = direct if direct is not None else (None, object)
-                plan = plans[typ, sv] = (hook, cls, codec.decoder(typ, sv))
-            hook, cls, decode = plan
-            if hook is None:
-                message = decode(data, pos)
-            else:
-                try:
-                    message = hook(loads(data), cls)
-                except Exception:
+        for row in rows:
+            pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = row
+            try:
+                plan = plans.get((typ, sv))
+                if plan is None:
+                    if type(typ) is not str or type(sv) is not int:
+                        raise _Malformed()
+                    direct = codec._direct(typ, sv)
+                    hook, cls = direct if direct is not None else (None, object)
+                    plan = plans[typ, sv] = (hook, cls, codec.decoder(typ, sv))
+                hook, cls, decode = plan
+                # every column the envelope keeps must hold what the store writes; a row
+                # that fails is explained by _malformed (the same checks are in decode)
+                if not (
+                    type(data) is str
+                    and type(sid) is str
+                    and type(eid) is str
+                    and type(corr) is str
+                    and type(ver) is int
+                    and type(ts) is int
+                    and _MIN_US <= ts <= _MAX_US
+                    and (caus is None or type(caus) is str)
+                    and (user is None or type(user) is str)
+                ):
+                    raise _Malformed()
+                if hook is None:
                     message = decode(data, pos)
-            yield restored(
-                message,
-                eid,
-                ts,
-                corr,
-                caus,
-                user,
-                _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos),
-                sid,
-                ver,
-                pos,
-            )
+                else:
+                    try:
+                        message = hook(loads(data), cls)
+                    except Exception:
+                        message = decode(data, pos)
+                headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
+            except (MessageDecodeError, UnknownMessageType):
+                raise
+            except Exception as exc:
+                raise _malformed(row, exc) from (None if isinstance(exc, _Malformed) else exc)
+            yield restored(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         self._check_open()
+        conn = self._db.read_connection()
         try:
-            return self._db.read_connection().execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise storage_error(exc, "reading events", self._db.path) from exc
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading events", self._db.path) from exc
+        except OverflowError:
+            raise ValueError(
+                f"a number given to the read is out of range (at most 2**63 - 1): {params!r}"
+            ) from None
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"text given to the read cannot be stored, so matches nothing (a lone "
+                f"surrogate): {params!r}"
+            ) from None
+        # A row holds text that is not UTF-8 (written by another program): read it again
+        # with that text as bytes, so the row can be named and dead-lettered, not lost.
+        # The connection is this thread's own (or this thread's write transaction's).
+        factory = conn.text_factory
+        conn.text_factory = _lenient_text
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading events", self._db.path) from exc
+        finally:
+            conn.text_factory = factory
 
     def read_stream(
         self,
@@ -620,8 +687,7 @@ class SQLiteEventStore(EventStore):
         else:
             names = sorted(types)
             rows = self._query(_records_of(len(names)), (after, *names, limit))
-        make = _make_record
-        return [make(row) for row in rows]
+        return list(map(_make_record, rows))
 
     def record_at(self, position: int) -> LogRecord | None:
         """See :meth:`EventStore.record_at`."""
@@ -629,8 +695,32 @@ class SQLiteEventStore(EventStore):
         return _make_record(rows[0]) if rows else None
 
     def decode(self, record: LogRecord) -> Envelope:
-        """See :meth:`EventStore.decode`: the same decoding as every read of the store."""
-        return next(self._envelopes((record,)))
+        """See :meth:`EventStore.decode`: the same decoding and checks as every read of the
+        store, one record at a time (the relay's path, so it builds no generator)."""
+        pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = record
+        try:
+            # the same checks as _envelopes, inlined: the relay decodes every record here
+            if not (
+                type(typ) is str
+                and type(sv) is int
+                and type(data) is str
+                and type(sid) is str
+                and type(eid) is str
+                and type(corr) is str
+                and type(ver) is int
+                and type(ts) is int
+                and _MIN_US <= ts <= _MAX_US
+                and (caus is None or type(caus) is str)
+                and (user is None or type(user) is str)
+            ):
+                raise _Malformed()
+            message = self.codec.decoder(typ, sv)(data, pos)
+            headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
+        except (MessageDecodeError, UnknownMessageType):
+            raise
+        except Exception as exc:
+            raise _malformed(record, exc) from (None if isinstance(exc, _Malformed) else exc)
+        return restored(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
 
     def read_messages(
         self, after: int = 0, limit: int = 1000, types: frozenset[str] | None = None
@@ -675,22 +765,130 @@ class SQLiteEventStore(EventStore):
         return f"<SQLiteEventStore {self._db.path!r}>"
 
 
-def decode_row(codec: Codec, row: Sequence[Any]) -> Envelope:
-    """Transitional: one row decoded outside the store (the relay, until it uses
-    :meth:`SQLiteEventStore.decode`)."""
-    pos, sid, ver, eid, typ, sv, data, corr, caus, user, hdrs, ts = row
-    message = codec.decoder(typ, sv)(data, pos)
-    headers = _EMPTY if hdrs is None else _load_headers(hdrs, typ, pos)
-    return restored(message, eid, ts, corr, caus, user, headers, sid, ver, pos)
-
-
-def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]:
+def _load_headers(text: object, type_name: str, position: int) -> Mapping[str, str]:
+    if type(text) is not str:
+        raise MessageDecodeError(
+            type_name, f"the headers column holds {_describe_value(text)}, not JSON text", position
+        )
     try:
         headers = json.loads(text)
-    except ValueError as exc:
-        raise MessageDecodeError(type_name, f"invalid headers JSON: {exc}", position) from exc
+    except (ValueError, RecursionError) as exc:
+        raise MessageDecodeError(
+            type_name, f"invalid headers JSON: {type(exc).__name__}: {exc}", position
+        ) from None
     if not isinstance(headers, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise MessageDecodeError(type_name, "headers must be a JSON object of strings", position)
     return headers
+
+
+class _Malformed(Exception):
+    """A stored row has a column of the wrong type; :func:`_malformed` says which."""
+
+
+class _NotUTF8(bytes):
+    """Text of a stored row that is not valid UTF-8, read as its bytes."""
+
+
+def _lenient_text(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NotUTF8(raw)
+
+
+def _describe_value(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, _NotUTF8):
+        return "text that is not valid UTF-8"
+    if isinstance(value, bytes):
+        return f"a BLOB of {len(value)} bytes"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MIN_US: Final = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH_UTC) // timedelta(
+    microseconds=1
+)
+_MAX_US: Final = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH_UTC) // timedelta(
+    microseconds=1
+)
+# (column, index in the row, the Python type it must hold, whether NULL is allowed)
+_SHAPE: Final = (
+    ("stream_id", 1, str, False),
+    ("version", 2, int, False),
+    ("id", 3, str, False),
+    ("type", 4, str, False),
+    ("schema_version", 5, int, False),
+    ("data", 6, str, False),
+    ("correlation_id", 7, str, False),
+    ("causation_id", 8, str, True),
+    ("user_id", 9, str, True),
+    ("headers", 10, str, True),
+    ("timestamp", 11, int, False),
+)
+
+
+def _malformed(row: Sequence[Any], exc: BaseException) -> MessageDecodeError:
+    """The error for a row that failed to decode with ``exc``: the first column that does
+    not hold what the store writes, or else what the decoder raised."""
+    position = row[0]
+    type_name = row[4] if type(row[4]) is str else repr(row[4])
+    for column, index, kind, nullable in _SHAPE:
+        value = row[index]
+        if value is None and nullable:
+            continue
+        if type(value) is not kind:
+            cause = f"the {column} column holds {_describe_value(value)}"
+            return MessageDecodeError(type_name, cause, position)
+    if not _MIN_US <= row[11] <= _MAX_US:
+        cause = f"the timestamp {row[11]} is out of the range of dates (years 1 to 9999)"
+        return MessageDecodeError(type_name, cause, position)
+    if isinstance(exc, RecursionError):
+        return MessageDecodeError(type_name, "the JSON is nested too deeply to decode", position)
+    return MessageDecodeError(type_name, f"{type(exc).__name__}: {exc}", position)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_row(
+    type_name: str,
+    event_id: object,
+    data: str,
+    correlation: object,
+    causation: object,
+    user: object,
+    headers: str | None,
+) -> None:
+    """Raise :class:`MessageEncodeError` naming the first value of an event that the store
+    could not write and read back the same: text with a lone surrogate, an id that is not a
+    string."""
+    values: list[tuple[str, object, bool]] = [
+        ("the event id", event_id, False),
+        ("the message", data, False),
+        ("the correlation id", correlation, False),
+        ("the causation id", causation, True),
+        ("the user id", user, True),
+        ("the headers", headers, True),
+    ]
+    for what, value, optional in values:
+        if value is None and optional:
+            continue
+        if not isinstance(value, str):
+            raise MessageEncodeError(type_name, f"{what} must be a str, got {value!r}")
+        if not _utf8(value):
+            raise MessageEncodeError(
+                type_name,
+                f"{what} holds text that cannot be stored (a lone surrogate, not valid "
+                f"Unicode): {value!r}",
+            )

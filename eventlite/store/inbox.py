@@ -4,8 +4,50 @@ from __future__ import annotations
 
 import abc
 
-__all__ = ["InboxStore"]
+__all__ = ["InboxStore", "check_consumer"]
 
 
-class InboxStore(abc.ABC):  # noqa: B024 - the contract is being written
-    """The inbox: the message ids each consumer has handled, with their effects."""
+class InboxStore(abc.ABC):
+    """The message ids each consumer has handled, kept beside the consumer's effects.
+
+    A consumer (a durable subscriber, a bridge) marks a message id in the same transaction
+    as the effects of handling it. A redelivery of that message then finds the mark and is
+    skipped, so its effects happen once. Marks are per consumer: the same id marked by two
+    consumers is two marks.
+
+    **Transactions.** :meth:`mark` and :meth:`purge` join the calling thread's open
+    :meth:`Storage.transaction() <eventlite.store.Storage.transaction>` (as a savepoint of
+    it); outside one they commit on their own. A mark rolled back with its transaction is
+    gone. Reads see the last commit, and inside a transaction its own writes.
+
+    **Values.** Consumer names are non-empty strings, message ids strings; both are kept
+    exactly, and text that cannot be stored (a lone surrogate) raises ``ValueError``.
+    Times are epoch seconds given by the caller (the store keeps no clock). Bad arguments
+    raise ``ValueError``; the storage failing raises
+    :class:`~eventlite.exceptions.StorageError`.
+    """
+
+    @abc.abstractmethod
+    def mark(self, consumer: str, message_id: str, at: float) -> bool:
+        """Mark ``message_id`` handled by ``consumer`` at time ``at``. Returns True when
+        the mark is new; False, changing nothing, when it was there already."""
+
+    @abc.abstractmethod
+    def contains(self, consumer: str, message_id: str) -> bool:
+        """Whether ``consumer`` has marked ``message_id``."""
+
+    @abc.abstractmethod
+    def purge(self, before: float, consumer: str | None = None) -> int:
+        """Delete the marks made before time ``before`` (strictly), of one consumer or of
+        all; returns how many were deleted."""
+
+    @abc.abstractmethod
+    def count(self, consumer: str | None = None) -> int:
+        """How many marks are kept, for one consumer or for all."""
+
+
+def check_consumer(consumer: object) -> str:
+    """``consumer`` if it is a non-empty string; else ``ValueError`` (for backends)."""
+    if not isinstance(consumer, str) or not consumer:
+        raise ValueError(f"a consumer name must be a non-empty str, got {consumer!r}")
+    return consumer

@@ -88,12 +88,6 @@ POLICY = RetryPolicy(max_attempts=2, delayed_attempts=2, initial=10.0, jitter=0.
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock the tests move by hand."""
-    return FakeClock()
-
-
-@pytest.fixture
 def app(tmp_path: Path, clock: FakeClock) -> Iterator[App]:
     """An app on a file with a fake clock."""
     with App(tmp_path / "app.db", registry=registry, clock=clock) as the_app:

@@ -19,7 +19,7 @@ from eventlite.dlq import DeadLetterStatus
 from eventlite.envelope import Envelope, current_envelope
 from eventlite.messages import Registry, event
 from eventlite.metrics import CountingMetrics
-from eventlite.relay import DurableSubscriber, subscriber_status
+from eventlite.relay import DurableSubscriber, Start, subscriber_status
 from eventlite.retry import RetryPolicy
 from eventlite.sqlite import Database
 from eventlite.unit_of_work import UnitOfWork
@@ -61,7 +61,9 @@ def _db(app: App) -> Database:
     return app.database
 
 
-def _envelopes(app: App, name: str, event_type: type[Any] = Placed) -> list[Envelope]:
+def _envelopes(
+    app: App, name: str, event_type: type[Any] = Placed, start: Start | None = None
+) -> list[Envelope]:
     """Subscribe a durable recorder; returns the list it fills."""
     seen: list[Envelope] = []
 
@@ -70,7 +72,7 @@ def _envelopes(app: App, name: str, event_type: type[Any] = Placed) -> list[Enve
         assert env is not None
         seen.append(env)
 
-    app.subscribe(event_type, record, durable=True, name=name)
+    app.subscribe(event_type, record, durable=True, name=name, start=start)
     return seen
 
 
@@ -97,10 +99,10 @@ def test_subclasses_are_delivered_to_a_base_class_subscriber(app: App) -> None:
 
 
 def test_events_committed_before_subscribing_are_delivered(app: App) -> None:
-    """A new subscriber starts at the beginning of the log by default; start="end" skips
-    what was committed before it."""
+    """A new subscriber with start="beginning" is delivered what was committed before it;
+    start="end" skips it."""
     app.store.append("o-1", [Placed(1)])
-    beginning = _envelopes(app, "from-start")
+    beginning = _envelopes(app, "from-start", start="beginning")
     end: list[int] = []
     app.subscribe(Placed, lambda e: end.append(e.n), durable=True, name="late", start="end")
     app.store.append("o-1", [Placed(2)])
@@ -170,7 +172,7 @@ def test_a_backlog_is_delivered_when_the_subscriber_starts(tmp_path: Path) -> No
     delivered = threading.Event()
     with App(tmp_path / "app.db", registry=registry, poll_interval=60.0) as app:
         app.store.append("o-1", [Placed(1)])
-        app.subscribe(Placed, lambda e: delivered.set(), durable=True, name="s")
+        app.subscribe(Placed, lambda e: delivered.set(), durable=True, name="s", start="beginning")
         assert delivered.wait(10)
 
 
@@ -216,7 +218,7 @@ def test_commits_of_another_process_are_found_by_polling(tmp_path: Path) -> None
     script = (
         "import sys\n"
         "from eventlite.app import App\n"
-        "from tests.test_relay import Placed, registry\n"
+        "from tests.delivery.test_durable_subscribers import Placed, registry\n"
         "with App(sys.argv[1], registry=registry) as app:\n"
         "    app.store.append('o-9', [Placed(7), Placed(8), Placed(9)])\n"
     )
@@ -225,7 +227,7 @@ def test_commits_of_another_process_are_found_by_polling(tmp_path: Path) -> None
         subprocess.run(
             [sys.executable, "-c", script, str(path)],
             check=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
             timeout=60,
         )
         assert done.wait(10)
@@ -322,7 +324,7 @@ def test_status_and_metrics(app: App) -> None:
     status = sub.status()
     assert ("picky", 3, 3, 0) == (status.name, status.checkpoint, status.head, status.lag)
     assert (("o-2",), 2) == (status.blocked_keys, status.dead_letters)
-    assert [status] == subscriber_status(_db(app), app.dlq)
+    assert [status] == subscriber_status(app.storage, app.dlq)
     assert "picky: checkpoint 3/3 (lag 0)" in str(status)
     metrics = app.metrics
     assert isinstance(metrics, CountingMetrics)

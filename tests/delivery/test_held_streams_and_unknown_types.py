@@ -1,6 +1,6 @@
-"""Review fixes in the relay: streams left held after a release stopped part-way, stored
-events of unknown types, and the checkpoint after a unit of work that committed before an
-exception surfaced."""
+"""Held streams and unknown types: streams left held after a release stopped part-way,
+stored events of types the app does not know, and the checkpoint after a unit of work that
+committed before an exception surfaced."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from eventlite import relay as relay_module
 from eventlite.app import App
 from eventlite.clock import FakeClock
 from eventlite.dlq import DeadLetterStatus
+from eventlite.exceptions import StorageError
 from eventlite.messages import Registry, event
 from eventlite.retry import RetryPolicy
-from eventlite.sqlite._database import storage_error
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()
@@ -61,12 +60,6 @@ class Flaky:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock the tests move by hand."""
-    return FakeClock()
-
-
-@pytest.fixture
 def app(tmp_path: Path, clock: FakeClock) -> Iterator[App]:
     """An app on a file with a fake clock."""
     with App(tmp_path / "app.db", registry=registry, clock=clock) as the_app:
@@ -74,13 +67,8 @@ def app(tmp_path: Path, clock: FakeClock) -> Iterator[App]:
 
 
 def _retry_rows(app: App) -> list[tuple[Any, ...]]:
-    """The subscriber's rows in delivery_retries: (position, key, due_at is set)."""
-    assert app.database is not None
-    return (
-        app.database.read_connection()
-        .execute("SELECT position, key, due_at IS NOT NULL FROM delivery_retries ORDER BY position")
-        .fetchall()
-    )
+    """The stored delayed retries: (position, key, 1 for a head or 0 for a held message)."""
+    return [(e.position, e.key, int(e.is_head)) for e in app.storage.retries.entries()]
 
 
 # -- 1. a release that stopped part-way -------------------------------------------------
@@ -152,16 +140,16 @@ def test_followers_of_a_release_cut_by_a_storage_error_are_released_on_the_next_
     part-way; the next pass of the same process finds the stream without a head and
     releases the rest."""
     flaky = Flaky(1)
-    load = relay_module._Consumer._load
+    record_at = app.store.record_at
     broken = {3}
 
-    def flaky_load(consumer: Any, position: int) -> Any:
+    def flaky_record_at(position: int) -> Any:
         if position in broken:
             broken.discard(position)
-            raise storage_error(sqlite3.OperationalError("disk I/O error"), "test", "x")
-        return load(consumer, position)
+            raise StorageError("disk I/O error")
+        return record_at(position)
 
-    monkeypatch.setattr(relay_module._Consumer, "_load", flaky_load)
+    monkeypatch.setattr(app.store, "record_at", flaky_record_at)
     app.subscribe(Tick, flaky, durable=True, name="sub", retry=DELAYED)
     app.store.append("s", [Tick(1), Tick(2), Tick(3)])
     app.run_until_idle()

@@ -14,7 +14,7 @@ from eventlite.envelope import current_envelope
 from eventlite.inbox import Inbox
 from eventlite.messages import Registry, event
 from eventlite.retry import RetryPolicy
-from eventlite.sqlite import Database
+from eventlite.sqlite import Database, SQLiteStorage
 from eventlite.unit_of_work import UnitOfWork
 
 registry = Registry()
@@ -46,8 +46,8 @@ def _subscribe(app: App, calls: list[int]) -> None:
     def plain(event: Paid) -> None:
         calls.append(-event.n)
 
-    app.subscribe(Paid, receipt, durable=True, name="receipts")
-    app.subscribe(Paid, plain, durable=True, name="plain")
+    app.subscribe(Paid, receipt, durable=True, name="receipts", start="beginning")
+    app.subscribe(Paid, plain, durable=True, name="plain", start="beginning")
 
 
 @pytest.fixture
@@ -88,7 +88,14 @@ def test_the_mark_commits_with_the_effects_or_not_at_all(path: Path) -> None:
             uow.execute("INSERT INTO receipts VALUES ('uow', ?)", (event.n,))
             uow.execute("INSERT INTO no_such_table VALUES (1)")
 
-        app.subscribe(Paid, broken, durable=True, name="broken", retry=RetryPolicy(max_attempts=2))
+        app.subscribe(
+            Paid,
+            broken,
+            durable=True,
+            name="broken",
+            retry=RetryPolicy(max_attempts=2),
+            start="beginning",
+        )
         app.run_until_idle()
         assert app.database is not None
         assert [] == _receipts(app.database)
@@ -108,11 +115,11 @@ def test_a_mark_made_meanwhile_rolls_the_effects_back(path: Path) -> None:
         def racing(event: Paid, uow: UnitOfWork) -> None:
             env = current_envelope()
             assert env is not None
-            with database.transaction() as tx:  # the rival commits first
-                inbox.mark(tx, "racing", env.id)
+            with app.storage.transaction():  # the rival commits first
+                inbox.mark("racing", env.id)
             uow.execute("INSERT INTO receipts VALUES ('racing', ?)", (event.n,))
 
-        app.subscribe(Paid, racing, durable=True, name="racing")
+        app.subscribe(Paid, racing, durable=True, name="racing", start="beginning")
         app.run_until_idle()
         assert [] == _receipts(database)
         assert (2, 0) == (app.subscribers()[0].checkpoint, app.dlq.count())
@@ -122,15 +129,15 @@ def test_inbox_marks_per_consumer_and_purge(tmp_path: Path) -> None:
     """mark() is True once per consumer and message; contains() sees it; purge() forgets
     marks older than the given age by the clock."""
     clock = FakeClock()
-    with Database(tmp_path / "inbox.db") as database:
-        inbox = Inbox(database, clock=clock)
-        with database.transaction() as tx:
-            assert inbox.mark(tx, "a", "m1")
-            assert not inbox.mark(tx, "a", "m1")
-            assert inbox.mark(tx, "b", "m1")
+    with SQLiteStorage(tmp_path / "inbox.db") as storage:
+        inbox = Inbox(storage, clock=clock)
+        with storage.transaction():
+            assert inbox.mark("a", "m1")
+            assert not inbox.mark("a", "m1")
+            assert inbox.mark("b", "m1")
         clock.advance(100)
-        with database.transaction() as tx:
-            assert inbox.mark(tx, "a", "m2")
+        with storage.transaction():
+            assert inbox.mark("a", "m2")
         assert (True, False) == (inbox.contains("a", "m1"), inbox.contains("c", "m1"))
         assert (3, 2) == (inbox.count(), inbox.count("a"))
         assert 2 == inbox.purge(older_than=50)
@@ -149,7 +156,7 @@ def test_two_apps_running_one_subscriber_do_its_work_once(path: Path) -> None:
             def receipt(event: Paid, uow: UnitOfWork) -> None:
                 uow.execute("INSERT INTO receipts VALUES ('twice', ?)", (event.n,))
 
-            app.subscribe(Paid, receipt, durable=True, name="twice")
+            app.subscribe(Paid, receipt, durable=True, name="twice", start="beginning")
         for i in range(3, 103):
             first.store.append(f"p-{i % 7}", [Paid(i)])
         for _ in range(2):
