@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "eventlite.messages": 0,
     "eventlite.envelope": 1,
     "eventlite.codec": 1,
+    "eventlite._checks": 1,
     "eventlite.bus": 2,
     "eventlite.middleware": 2,
     "eventlite.retry": 2,

@@ -12,7 +12,7 @@ import pytest
 
 from eventlite.app import App
 from eventlite.messages import Registry, event
-from eventlite.process import Process, ProcessManager
+from eventlite.process import ProcessContext, ProcessManager
 from eventlite.saga import Saga, SagaStep, StepContext
 
 registry = Registry()
@@ -41,7 +41,7 @@ def _manager() -> ProcessManager[Any]:
     manager = ProcessManager("orders", correlate={Placed: lambda e: str(e.n)})
 
     @manager.starts(Placed)
-    def started(event: Placed, process: Process[dict[str, Any]]) -> None:
+    def started(event: Placed, process: ProcessContext[dict[str, Any]]) -> None:
         process.state["n"] = event.n
 
     return manager
