@@ -38,10 +38,10 @@ The read side and long-running processes hang off the same file:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +53,7 @@ from .clock import Clock, SystemClock
 from .codec import Codec
 from .dlq import DeadLetterQueue
 from .envelope import Envelope
-from .exceptions import ConcurrencyError
+from .exceptions import ConcurrencyError, StorageError
 from .idempotency import Idempotency
 from .memory import MemoryStorage
 from .messages import Registry, default_registry
@@ -80,6 +80,7 @@ A = TypeVar("A", bound=Aggregate)
 H = TypeVar("H", bound=Callable[..., Any])
 
 P = TypeVar("P", bound=Projection)
+T = TypeVar("T")
 
 _OWN_NAMES = frozenset(
     {
@@ -107,6 +108,10 @@ class App:
         ``eventlite[postgres]``; see ``docs/postgres.md``); None keeps them in memory (for
         tests and throwaway scripts).
     :param registry: the message registry (default: ``eventlite.default_registry``).
+    :param storage: a :class:`~eventlite.store.Storage` to use instead of the one ``db``
+        would make (a :class:`~eventlite.sqlite.SQLiteStorage` or
+        :class:`~eventlite.postgres.PostgresStorage` built with options of your own; build
+        it with a codec over the same registry). The app closes it.
     :param store: an :class:`EventStore` to use instead of the one ``db`` would make.
     :param bus: a :class:`MessageBus` to use instead of a new one.
     :param synchronous: ``"full"`` (default: every commit survives power loss) or
@@ -126,6 +131,7 @@ class App:
         db: str | os.PathLike[str] | None = None,
         *,
         registry: Registry | None = None,
+        storage: Storage | None = None,
         store: EventStore | None = None,
         bus: MessageBus | None = None,
         synchronous: Synchronous = "full",
@@ -142,15 +148,19 @@ class App:
         """Where the app's durable state lives (see :mod:`eventlite.store.storage`)."""
         self.database: Database | None = None
         """The SQLite file, or None when the app runs in memory."""
-        if store is not None:
+        if storage is not None:
+            if db is not None or store is not None:
+                raise ValueError("give the app a db path or URL, a storage or a store: one")
+            self.storage = storage
+        elif store is not None:
             database = getattr(store, "database", None)
-            storage: Storage = (
+            wrapping: Storage = (
                 SQLiteStorage(database, codec=self.codec)
                 if isinstance(database, Database)
                 else MemoryStorage(codec=self.codec)
             )
-            storage.events = store
-            self.storage = storage
+            wrapping.events = store
+            self.storage = wrapping
         elif db is None:
             self.storage = MemoryStorage(codec=self.codec)
         elif isinstance(db, str) and db.startswith(("postgresql://", "postgres://")):
@@ -179,22 +189,48 @@ class App:
         self._projector: Projector | None = None
         self._sagas: SagaOrchestrator | None = None
         self._processes: ProcessManagers | None = None
-        if self.database is not None:
-            self._dlq = DeadLetterQueue(self.storage, self.codec, clock=self.clock)
-            self._idempotency = Idempotency(self.storage, clock=self.clock)
-            self._queues = Queues(self.storage, self.codec, dlq=self._dlq, clock=self.clock)
-            self._projector = Projector(
-                self.storage, self.codec, clock=self.clock, poll_interval=poll_interval
+        self._missing: dict[str, StorageError] = {}
+        if self.storage.durable:
+            # A backend may keep only some stores: what it lacks is None here, and asking
+            # for it raises the backend's error naming the feature.
+            self._dlq = self._part(
+                "dlq", DeadLetterQueue, self.storage, self.codec, clock=self.clock
             )
-            self._projector.start()  # nothing to run yet: projections launch as they are added
-            self._sagas = SagaOrchestrator(
-                self.storage, self.codec, dlq=self._dlq, clock=self.clock
+            self._idempotency = self._part(
+                "idempotency", Idempotency, self.storage, clock=self.clock
             )
-            self._processes = ProcessManagers(self.storage, self.codec, clock=self.clock)
+            if self._dlq is not None:
+                self._queues = self._part(
+                    "queues", Queues, self.storage, self.codec, dlq=self._dlq, clock=self.clock
+                )
+            self._projector = self._part(
+                "projector",
+                Projector,
+                self.storage,
+                self.codec,
+                clock=self.clock,
+                poll_interval=poll_interval,
+            )
+            if self._projector is not None:
+                self._projector.start()  # nothing runs yet: projections launch as added
+            if self._dlq is not None:
+                self._sagas = self._part(
+                    "sagas",
+                    SagaOrchestrator,
+                    self.storage,
+                    self.codec,
+                    dlq=self._dlq,
+                    clock=self.clock,
+                )
+            self._processes = self._part(
+                "processes", ProcessManagers, self.storage, self.codec, clock=self.clock
+            )
         self._relay: Relay | None = None
         self._saga_starts: dict[str, tuple[type[Any], str]] = {}
         self._relay_lock = threading.Lock()
         self._started = False
+        self._closed = False
+        self._stop_requested = threading.Event()
         self._resumers: list[threading.Thread] = []
         self._dependencies: dict[str, Any] = {
             "app": self,
@@ -204,13 +240,16 @@ class App:
             "registry": self.registry,
             "clock": self.clock,
         }
-        if self.database is not None:
-            self._dependencies["dlq"] = self._dlq
-            self._dependencies["idempotency"] = self._idempotency
-            self._dependencies["projector"] = self._projector
-            self._dependencies["sagas"] = self._sagas
-            self._dependencies["processes"] = self._processes
-            self.database.on_every_commit(self._notify_commit)
+        if self.storage.durable:
+            parts = {
+                "dlq": self._dlq,
+                "idempotency": self._idempotency,
+                "projector": self._projector,
+                "sagas": self._sagas,
+                "processes": self._processes,
+            }
+            self._dependencies.update({k: v for k, v in parts.items() if v is not None})
+            self.storage.on_every_commit(self._notify_commit)
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -306,7 +345,10 @@ class App:
             kwargs = {n: deps[n] for n in wanted if n != "uow" and n in deps}
             if not uses_uow:
                 return handler(message, **kwargs)
-            with self.unit_of_work() as uow:
+            # The whole handling is one transaction: commands the handler dispatches join
+            # it (their units of work become savepoints), so their effects commit with
+            # the handler's, its inbox mark and its checkpoint, or not at all.
+            with self.storage.transaction(), self.unit_of_work() as uow:
                 if finish is not None:
                     uow.on_commit_write(lambda tx, _events: finish(_require_tx(tx)))
                 return handler(message, uow=uow, **kwargs)
@@ -384,11 +426,11 @@ class App:
                 "a durable subscriber runs on the relay's thread; background=True is for bus "
                 "subscribers"
             )
-        if self.database is None:
+        if not self.storage.durable:
             raise ValueError(
-                "durable subscribers need an app with a SQLite file (App('app.db')): their "
-                "checkpoint, inbox and retries are kept there; an in-memory app has only bus "
-                "subscribers"
+                "durable subscribers need durable storage (App('app.db') or a database URL): "
+                "their checkpoint, inbox and retries are kept there; an in-memory app has "
+                "only bus subscribers"
             )
         if not name:
             raise ValueError(
@@ -435,18 +477,28 @@ class App:
 
     # -- durable delivery -----------------------------------------------------------------
 
-    def _need_file(self, what: str) -> Database:
-        if self.database is None:
+    def _part(self, name: str, make: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return make(*args, **kwargs)
+        except StorageError as exc:
+            self._missing[name] = exc
+            return None
+
+    def _need_file(self, what: str, part: str | None = None) -> Storage:
+        if not self.storage.durable:
             raise RuntimeError(
-                f"{what} needs an app with a SQLite file (App('app.db')); this app keeps "
-                "everything in memory"
+                f"{what} needs durable storage (App('app.db') or a database URL); this app "
+                "keeps everything in memory"
             )
-        return self.database
+        missing = self._missing.get(part or "", None)
+        if missing is not None:
+            raise StorageError(str(missing))
+        return self.storage
 
     @property
     def dlq(self) -> DeadLetterQueue:
         """The dead-letter queue in the app's file. Raises ``RuntimeError`` in memory."""
-        self._need_file("the dead-letter queue")
+        self._need_file("the dead-letter queue", "dlq")
         assert self._dlq is not None
         return self._dlq
 
@@ -454,7 +506,7 @@ class App:
     def idempotency(self) -> Idempotency:
         """Idempotency keys in the app's file (``app.idempotency.run(key, fn)``). Raises
         ``RuntimeError`` in memory."""
-        self._need_file("idempotency keys")
+        self._need_file("idempotency keys", "idempotency")
         assert self._idempotency is not None
         return self._idempotency
 
@@ -463,7 +515,7 @@ class App:
         """The app's work queues by name (:class:`~eventlite.queue.Queues`), with the app's
         codec, clock and dead-letter queue; the CLI's ``queues`` lists them. Raises
         ``RuntimeError`` in memory."""
-        self._need_file("work queues")
+        self._need_file("work queues", "queues")
         assert self._queues is not None
         return self._queues
 
@@ -507,7 +559,7 @@ class App:
     def subscribers(self) -> list[SubscriberStatus]:
         """The status of every durable subscriber of the file: name, checkpoint, lag,
         blocked keys, retries and dead letters. Empty in memory."""
-        if self.database is None:
+        if not self.storage.durable:
             return []
         return self.relay.subscribers()
 
@@ -518,7 +570,7 @@ class App:
         """The :class:`~eventlite.projection.Projector` of the app's file (started with the
         app: projections run as soon as they are added). Raises ``RuntimeError`` in
         memory."""
-        self._need_file("projections")
+        self._need_file("projections", "projector")
         assert self._projector is not None
         return self._projector
 
@@ -539,7 +591,7 @@ class App:
     def sagas(self) -> SagaOrchestrator:
         """The :class:`~eventlite.saga.SagaOrchestrator` of the app's file, with the app's
         dead-letter queue and clock. Raises ``RuntimeError`` in memory."""
-        self._need_file("sagas")
+        self._need_file("sagas", "sagas")
         assert self._sagas is not None
         return self._sagas
 
@@ -649,7 +701,7 @@ class App:
         """The :class:`~eventlite.process.ProcessManagers` of the app's file: their
         instances and timeouts (``app.processes.get(name, key)``). Raises ``RuntimeError``
         in memory."""
-        self._need_file("process managers")
+        self._need_file("process managers", "processes")
         assert self._processes is not None
         return self._processes
 
@@ -786,25 +838,75 @@ class App:
         """Publish events on the bus without storing them (see :meth:`MessageBus.publish`)."""
         self.bus.publish(*events, key=key)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> list[str]:
         """Stop the relay (after the message it is handling: durable subscribers, process
         managers, sagas started by events), the sagas (after their current step; the next
         :meth:`start` resumes them) and the tracking projections, finish the bus's
-        background work, then close the store and the file."""
+        background work, then close the store and the file.
+
+        Returns within ``timeout`` seconds, whatever the handlers do: a thread still
+        busy by then is abandoned (it is a daemon thread: it dies with the process), and
+        the returned list — empty after a clean close — names each thing left behind; it
+        is also logged as an error. The file stays consistent: a transaction a stuck
+        handler still holds is rolled back by SQLite when the process ends, and what it
+        was delivering is delivered again after a restart. Idempotent (a second call
+        returns ``[]``).
+        """
+        if self._closed:
+            return []
+        self._closed = True
+        deadline = time.monotonic() + max(0.0, timeout)
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        abandoned: list[str] = []
         # Sagas first: a saga started by an event runs on the relay's thread, and told to
         # stop it ends after its current step instead of holding the relay up. Every step
         # runs even if an earlier one fails, so no thread is left behind an error.
         steps: list[Callable[[], object]] = []
         if self._sagas is not None:
             steps.append(self._sagas.close)
-        if self._relay is not None:
-            steps.append(self._close_relay)
-        steps.extend(functools.partial(t.join, 10.0) for t in self._resumers)
+        relay = self._relay
+        if relay is not None:
+
+            def close_relay() -> None:
+                if not relay.close(remaining()):
+                    busy = [n for n, alive in relay.threads().items() if alive]
+                    abandoned.append(
+                        "durable subscribers still handling a message (delivered again "
+                        f"after a restart): {', '.join(busy) or 'unknown'}"
+                    )
+
+            steps.append(close_relay)
+        for thread in self._resumers:
+
+            def join_resumer(thread: threading.Thread = thread) -> None:
+                thread.join(remaining())
+                if thread.is_alive():
+                    abandoned.append("resuming sagas (the next start() resumes them)")
+
+            steps.append(join_resumer)
         if self._projector is not None:
-            steps.append(self._projector.close)
-        steps += [self.bus.close, self.store.close]
-        if self.database is not None:
-            steps.append(self.database.close)
+            projector = self._projector
+            steps.append(lambda: projector.close(remaining()))
+
+        def close_bus() -> None:
+            if not self.bus.close(remaining()):
+                abandoned.append("background bus subscribers still running")
+
+        steps += [close_bus, self.store.close]
+        database = self.database
+        if database is not None:
+
+            def close_database() -> None:
+                if not database.close(timeout=remaining()):
+                    abandoned.append(
+                        f"a write transaction still open on {database.path} (rolled back "
+                        "when the process ends)"
+                    )
+
+            steps.append(close_database)
         elif self.storage.durable:
             steps.append(self.storage.close)
         first_error: BaseException | None = None
@@ -816,18 +918,62 @@ class App:
                     first_error = exc
                 else:
                     log.exception("closing the app: a further step failed")
+        if abandoned:
+            log.error(
+                "closing the app took longer than %s s; left behind: %s",
+                timeout,
+                "; ".join(abandoned),
+            )
         if first_error is not None:
             raise first_error
+        return abandoned
 
-    def _close_relay(self) -> None:
-        assert self._relay is not None
-        if not self._relay.close():
-            log.error(
-                "the relay did not stop in time; a delivery still running may fail to "
-                "record its outcome and be delivered again after a restart"
-            )
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def run_forever(
+        self,
+        *,
+        signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+        timeout: float = 10.0,
+    ) -> None:
+        """Run the app as a service: :meth:`start` it, then block until one of ``signals``
+        arrives (SIGTERM from a process manager, SIGINT from Ctrl-C) or :meth:`stop` is
+        called, then :meth:`close` it within ``timeout`` seconds.
+
+        Call it from the main thread (only it can receive signals); the signal handlers
+        it installs are put back as they were when it returns. Raises ``RuntimeError``
+        from another thread or on a closed app.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("run_forever() handles signals, so it must run in the main thread")
+        if self._closed:
+            raise RuntimeError("the app is closed")
+        stop = self._stop_requested
+
+        def on_signal(signum: int, frame: object) -> None:
+            log.info("%s received: closing the app", signal.Signals(signum).name)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+        try:
+            self.start()
+            while not stop.wait(0.25):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close(timeout)
+
+    def stop(self) -> None:
+        """Make :meth:`run_forever` return (after closing the app); from any thread."""
+        self._stop_requested.set()
 
     def __enter__(self) -> App:
+        if self._closed:
+            raise RuntimeError("the app is closed: make a new one")
         return self
 
     def __exit__(self, *exc_info: object) -> None:

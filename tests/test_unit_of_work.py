@@ -471,7 +471,7 @@ def test_close_finishes_every_step_when_one_fails(tmp_path: Path) -> None:
     app = App(tmp_path / "c.db", registry=registry)
     projector = app.projector
 
-    def broken_close() -> None:
+    def broken_close(timeout: float | None = None) -> None:
         raise RuntimeError("projector would not stop")
 
     projector.close = broken_close  # type: ignore[method-assign]

@@ -229,8 +229,9 @@ class _ReadOnlyDatabase(Database):
         """Whether the connection is closed (it belongs to the command's context)."""
         return False
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> bool:
         """Nothing to do: the command's context closes the connection."""
+        return True
 
     def __repr__(self) -> str:
         return f"<read-only Database {self.path!r}>"

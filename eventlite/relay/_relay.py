@@ -239,6 +239,11 @@ class Relay:
         added (a process manager's event type stands for all the types it handles)."""
         return [(c.name, c.event_type) for c in self._consumers.values()]
 
+    def threads(self) -> dict[str, bool]:
+        """Each subscriber's name and whether its thread is alive (after :meth:`close`,
+        an alive one is still busy with a message)."""
+        return {c.name: c.thread.is_alive() for c in self._consumers.values()}
+
     # -- running ----------------------------------------------------------------------
 
     def wake(self) -> None:

@@ -457,23 +457,35 @@ class Database:
         if self._closed:
             raise StorageError(f"{self.path}: the database is closed")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> bool:
         """Wait for the running write transaction, then close every connection.
 
-        Idempotent. Must not be called from inside a transaction.
+        With ``timeout``, wait at most that many seconds: if a transaction is still open
+        then (a handler stuck inside it), the database is marked closed (new transactions
+        are refused), the readers are closed, the write connection is left to the thread
+        that holds it (SQLite rolls its transaction back when the process ends), and
+        False is returned. True otherwise. Idempotent. Must not be called from inside a
+        transaction.
         """
         if self.in_transaction():
             raise StorageError("cannot close the database inside one of its transactions")
-        with self._write_lock:
-            if self._closed:
-                return
+        locked = self._write_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+        try:
+            if self._closed and locked:
+                return True
             self._closed = True
             with self._readers_lock:
                 readers = list(self._readers)
                 self._readers = weakref.WeakSet()
             for slot in readers:
-                slot.conn.close()
-            self._conn.close()
+                with suppress(sqlite3.Error):
+                    slot.conn.close()
+            if locked:
+                self._conn.close()
+            return locked
+        finally:
+            if locked:
+                self._write_lock.release()
 
     def __enter__(self) -> Database:
         return self

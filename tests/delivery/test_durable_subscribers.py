@@ -274,9 +274,9 @@ def test_durable_handlers_get_dependencies_and_a_unit_of_work(app: App) -> None:
 def test_configuration_errors(tmp_path: Path) -> None:
     """Durable subscribers need a file, a name, a name of their own, and no background."""
     with App(registry=registry) as memory:
-        with pytest.raises(ValueError, match="SQLite file"):
+        with pytest.raises(ValueError, match="durable storage"):
             memory.subscribe(Placed, print, durable=True, name="s")
-        with pytest.raises(RuntimeError, match="SQLite file"):
+        with pytest.raises(RuntimeError, match="durable storage"):
             memory.dlq  # noqa: B018
         assert [] == memory.subscribers()
     with App(tmp_path / "app.db", registry=registry) as app:

@@ -460,7 +460,7 @@ def test_bad_definitions_are_refused(tmp_path: Path) -> None:
         app.subscribe(Paid, lambda e: None, durable=True, name="p")
         with pytest.raises(ValueError, match="already exists"):
             app.process_manager(pm)
-    with App(registry=registry) as memory, pytest.raises(RuntimeError, match="SQLite file"):
+    with App(registry=registry) as memory, pytest.raises(RuntimeError, match="durable storage"):
         memory.process_manager(pm)
     with App(tmp_path / "other.db", registry=registry) as app:
         app.process_manager(pm)

@@ -314,11 +314,11 @@ def test_an_app_in_memory_has_no_read_side(tmp_path: Path) -> None:
     they raise RuntimeError naming what needs a file."""
     with App(registry=registry) as memory:
         for what in ("projector", "sagas", "processes"):
-            with pytest.raises(RuntimeError, match="SQLite file"):
+            with pytest.raises(RuntimeError, match="durable storage"):
                 getattr(memory, what)
-        with pytest.raises(RuntimeError, match="SQLite file"):
+        with pytest.raises(RuntimeError, match="durable storage"):
             memory.projection(Accounts())
-        with pytest.raises(RuntimeError, match="SQLite file"):
+        with pytest.raises(RuntimeError, match="durable storage"):
             memory.saga(SagaLog().saga())
         memory.start()
         memory.run_until_idle()
