@@ -347,7 +347,13 @@ class Checks:
 
     def __init__(self, converter: cattrs.Converter) -> None:
         self._converter = converter
+        # Read without the lock: only finished checks are ever published here.
         self._cache: dict[Any, Compiled] = {}
+        # Checks being compiled (by the thread holding the lock), published to _cache all
+        # together once the outermost compilation is done: a class may refer to itself, or
+        # to a class that refers back to it, through forwarders that work only then.
+        self._building: dict[Any, Compiled] = {}
+        self._depth = 0
         self._unsupported: dict[Any, str] = {}
         self._lock = threading.RLock()
 
@@ -385,17 +391,25 @@ class Checks:
         if compiled is not None:
             return compiled
         with self._lock:
-            compiled = self._cache.get(tp)
-            if compiled is None:
-                reason = self._unsupported.get(tp)
-                if reason is not None:
-                    raise Unsupported(reason)
-                try:
-                    compiled = self._build(tp)
-                except Unsupported as exc:
-                    self._unsupported[tp] = str(exc)
-                    raise
-                self._cache[tp] = compiled
+            compiled = self._cache.get(tp) or self._building.get(tp)
+            if compiled is not None:
+                return compiled
+            reason = self._unsupported.get(tp)
+            if reason is not None:
+                raise Unsupported(reason)
+            self._depth += 1
+            try:
+                compiled = self._build(tp)
+                self._building[tp] = compiled
+            except Unsupported as exc:
+                self._unsupported[tp] = str(exc)
+                raise
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    built, self._building = self._building, {}
+                    if tp in built:  # the outermost compilation succeeded
+                        self._cache.update(built)
             return compiled
 
     # -- building --------------------------------------------------------------------------
@@ -459,7 +473,7 @@ class Checks:
         def forward_full(value: Any, depth: int) -> None:
             box[0].full(value, depth)
 
-        self._cache[cls] = Compiled(forward_fast, forward_full)
+        self._building[cls] = Compiled(forward_fast, forward_full)
         fields = []
         for field in attrs.fields(cls):
             try:
@@ -467,7 +481,7 @@ class Checks:
                     (field.name, self._compiled(Any if field.type is None else field.type))
                 )
             except Unsupported as exc:
-                del self._cache[cls]
+                self._building.pop(cls, None)
                 raise Unsupported(f"{cls.__qualname__}.{field.name}: {exc}") from None
         compiled = _class(cls, fields)
         box.append(compiled)
