@@ -17,7 +17,16 @@ from tests.postgres._pg import drop_schema, new_schema, require_postgres
 
 BACKENDS: dict[str, tuple[str, ...] | None] = {
     "sqlite": None,
-    "postgres": ("TestLeases",),
+    "postgres": (
+        "TestClaims",
+        "TestDeadLetters",
+        "TestIdempotency",
+        "TestLeases",
+        "TestProcesses",
+        "TestProjections",
+        "TestQueues",
+        "TestSagas",
+    ),
     "memory": ("TestClaims",),
 }
 """Each backend, and the contract suites (test classes) it runs: None for every one. A
