@@ -13,7 +13,7 @@ from eventlite.memory import MemoryStorage
 from eventlite.sqlite import SQLiteStorage
 from eventlite.store.storage import Storage
 from eventlite.testing.contracts import StorageFactory
-from tests.postgres._pg import drop_schema, new_schema, require_postgres
+from tests.postgres._pg import recycled_storage, require_postgres
 
 BACKENDS: dict[str, tuple[str, ...] | None] = {
     "sqlite": None,
@@ -59,13 +59,8 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
         made.append(storage)
         return storage
 
-    schemas: list[str] = []
-
     def postgres(codec: Codec) -> Storage:
-        from eventlite.postgres import PostgresStorage
-
-        schemas.append(new_schema())
-        storage = PostgresStorage(url, schema=schemas[-1], codec=codec, pool_min_size=0)
+        storage = recycled_storage(url, codec)  # its schema is emptied when it is closed
         made.append(storage)
         return storage
 
@@ -81,5 +76,3 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
     yield factories[request.param]
     for storage in made:
         storage.close()
-    for schema in schemas:
-        drop_schema(schema)

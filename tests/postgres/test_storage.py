@@ -123,7 +123,7 @@ def test_older_schema_is_migrated(open_storage: Open, pg_url: str, schema: str) 
     storage.events.append("a", [Noted(n=1)])
     storage.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE {schema}.leases")
+        conn.execute(f"DROP TABLE {schema}.claims")  # what the last step creates
         conn.execute(f"UPDATE {schema}.eventlite_schema SET version = version - 1")
     again = open_storage()
     assert SCHEMA_VERSION == again.database.schema_version
