@@ -201,7 +201,7 @@ class PostgresReadModel:
             return found  # type: ignore[no-any-return]
         rows = self._run(
             "reading a read-model table's columns",
-            "SELECT a.attname, coalesce(array_position(i.indkey::int2[], a.attnum), 0) "
+            "SELECT a.attname, coalesce(array_position(i.indkey::int2[], a.attnum), -1) "
             "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid "
             "AND i.indisprimary WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 "
             "AND NOT a.attisdropped ORDER BY a.attnum",
@@ -210,7 +210,7 @@ class PostgresReadModel:
         if not rows:
             raise sqlite_utils.db.NoTable(f"no read-model table named {name!r}")
         columns = [r[0] for r in rows]
-        pks = [r[0] for r in sorted((r for r in rows if r[1]), key=lambda r: r[1])]
+        pks = [r[0] for r in sorted((r for r in rows if r[1] >= 0), key=lambda r: r[1])]
         self._cache[name] = (pks, columns)
         return pks, columns
 
@@ -391,14 +391,49 @@ class PostgresTable:
         """:meth:`upsert` every row of ``records``."""
         keys = self._keys(pk)
         target = ", ".join(quote(k) for k in keys)
+        batches: dict[tuple[str, ...], list[list[Any]]] = {}
+        for record in records:
+            names = tuple(record)
+            missing = [k for k in keys if k not in record]
+            if missing:
+                raise ValueError(f"an upsert into {self.name!r} needs its key {missing}")
+            batches.setdefault(names, []).append([_value(record[n]) for n in names])
+        for names, rows in batches.items():
+            cols = ", ".join(quote(n) for n in names)
+            marks = ", ".join(["%s"] * len(names))
+            changed = [n for n in names if n not in keys]
+            if not changed:
+                sql = (
+                    f"INSERT INTO {self._quoted} ({cols}) VALUES ({marks}) "
+                    f"ON CONFLICT ({target}) DO NOTHING"
+                )
+                params = rows
+            else:
+                # An existing row is updated in place, so the columns not given are left
+                # as they are (a NOT NULL one included); only a new row is inserted.
+                sets = ", ".join(f"{quote(n)} = %s" for n in changed)
+                where = " AND ".join(f"{quote(k)} = %s" for k in keys)
+                excluded = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in changed)
+                sql = (
+                    f"WITH updated AS (UPDATE {self._quoted} SET {sets} WHERE {where} "
+                    f"RETURNING 1) INSERT INTO {self._quoted} ({cols}) SELECT {marks} "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM updated) "
+                    f"ON CONFLICT ({target}) DO UPDATE SET {excluded}"
+                )
+                index = {n: i for i, n in enumerate(names)}
+                params = [
+                    [row[index[n]] for n in changed] + [row[index[k]] for k in keys] + row
+                    for row in rows
+                ]
 
-        def clause(names: tuple[str, ...]) -> str:
-            sets = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in keys)
-            if not sets:
-                return f" ON CONFLICT ({target}) DO NOTHING"
-            return f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+            def upsert(conn: psycopg.Connection[Any], sql: str = sql, rows: Any = params) -> None:
+                with conn.cursor() as cursor:
+                    if len(rows) == 1:
+                        cursor.execute(sql.encode(), rows[0])
+                    else:
+                        cursor.executemany(sql.encode(), rows)
 
-        self._write_all(records, clause, "upserting rows")
+            self.db.database.run("upserting rows", upsert, repeat=False)
         return self
 
     def _where_pk(self, pk_values: Any) -> tuple[str, list[Any]]:
