@@ -283,13 +283,7 @@ class PostgresDatabase:
                 with self.connection() as conn:
                     return work(conn)
             except psycopg.Error as exc:
-                if (
-                    repeat
-                    and attempt == 1
-                    and not in_tx
-                    and self._lost(exc)
-                    and not self._closed
-                ):
+                if repeat and attempt == 1 and not in_tx and self._lost(exc) and not self._closed:
                     continue
                 raise self.error(exc, action) from exc
         raise AssertionError("unreachable")  # pragma: no cover

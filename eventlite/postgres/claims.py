@@ -78,7 +78,8 @@ class PostgresClaimStore(ClaimStore):
         rows = self.database.run(
             "reading claims",
             lambda conn: conn.execute(
-                'SELECT value FROM claims WHERE scope = %s AND owner = %s ORDER BY value COLLATE "C"',
+                "SELECT value FROM claims WHERE scope = %s AND owner = %s "
+                'ORDER BY value COLLATE "C"',
                 (scope, owner),
             ).fetchall(),
         )

@@ -444,8 +444,7 @@ class PostgresDeadLetterStore(DeadLetterStore):
     def sources(self) -> dict[str, int]:
         """See :meth:`DeadLetterStore.sources`."""
         rows = self._read(
-            "SELECT source, count(*) FROM dead_letters GROUP BY source "
-            'ORDER BY source COLLATE "C"'
+            'SELECT source, count(*) FROM dead_letters GROUP BY source ORDER BY source COLLATE "C"'
         )
         return {row[0]: int(row[1]) for row in rows}
 

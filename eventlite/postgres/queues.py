@@ -312,9 +312,7 @@ class PostgresQueueStore(QueueStore):
                     )
         return out, failed
 
-    def _lock_group(
-        self, tx: PostgresTransaction, queue: str, group: str, held: set[str]
-    ) -> bool:
+    def _lock_group(self, tx: PostgresTransaction, queue: str, group: str, held: set[str]) -> bool:
         """Take the group's lock inside a receive: waiting for it only when no other group
         lock is held yet (so receives never wait in a circle); False when it is busy."""
         if group in held:
@@ -547,8 +545,9 @@ class PostgresQueueStore(QueueStore):
             seq, count, group = self._holder(tx.conn, queue, receipt, lock=True)
             if count >= max_receives:
                 row = _row(
-                    tx.execute(f"SELECT {_ROW} FROM queue_messages WHERE seq = %s", (seq,))
-                    .fetchall()[0]
+                    tx.execute(
+                        f"SELECT {_ROW} FROM queue_messages WHERE seq = %s", (seq,)
+                    ).fetchall()[0]
                 )
                 if failure is None:
                     failure = Failure.of(
@@ -590,7 +589,9 @@ class PostgresQueueStore(QueueStore):
             seq, _, _ = self._holder(tx.conn, queue, receipt, lock=True)
             tx.execute("UPDATE queue_messages SET visible_at = %s WHERE seq = %s", (until, seq))
 
-    def _held(self, receipts: Iterable[str], queue: str) -> tuple[list[tuple[int, int, str]], set[str]]:
+    def _held(
+        self, receipts: Iterable[str], queue: str
+    ) -> tuple[list[tuple[int, int, str]], set[str]]:
         """The receipts that parse, as (seq, count, receipt), and those that do not."""
         parsed: list[tuple[int, int, str]] = []
         bad: set[str] = set()

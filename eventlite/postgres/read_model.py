@@ -222,7 +222,7 @@ class PostgresReadModel:
         projection at once would otherwise race in the catalog)."""
         with self.database.transaction() as tx:
             tx.lock([self.database.lock_key("read-model-ddl")])
-            tx.execute(sql.encode())
+            tx.execute(sql)
         self._forget(name)
 
     def __repr__(self) -> str:
@@ -338,9 +338,7 @@ class PostgresTable:
 
             self.db.database.run(action, insert, repeat=False)
 
-    def _on_conflict(
-        self, replace: bool, ignore: bool, pk: str | Sequence[str] | None
-    ) -> Any:
+    def _on_conflict(self, replace: bool, ignore: bool, pk: str | Sequence[str] | None) -> Any:
         if ignore:
             return lambda names: " ON CONFLICT DO NOTHING"
         if not replace:
@@ -380,7 +378,9 @@ class PostgresTable:
         self._write_all(records, self._on_conflict(replace, ignore, pk), "inserting rows")
         return self
 
-    def upsert(self, record: Mapping[str, Any], pk: str | Sequence[str] | None = None) -> PostgresTable:
+    def upsert(
+        self, record: Mapping[str, Any], pk: str | Sequence[str] | None = None
+    ) -> PostgresTable:
         """Insert the row, or update the columns it gives of the row with its primary key
         (``pk``: the table's own by default)."""
         return self.upsert_all([record], pk=pk)
@@ -467,7 +467,9 @@ class PostgresTable:
         """Delete the row with this primary key; raises :class:`NotFoundError` when there
         is none."""
         where, params = self._where_pk(pk_values)
-        if not self.db._rowcount("deleting a row", f"DELETE FROM {self._quoted} WHERE {where}", params):
+        if not self.db._rowcount(
+            "deleting a row", f"DELETE FROM {self._quoted} WHERE {where}", params
+        ):
             raise NotFoundError(f"no row of {self.name!r} has primary key {pk_values!r}")
         return self
 

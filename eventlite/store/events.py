@@ -274,6 +274,7 @@ class EventStore(abc.ABC):
         already shuts out every other writer (SQLite, memory); PostgreSQL takes the log's
         append lock, and raises :class:`StorageError` outside a transaction.
         """
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

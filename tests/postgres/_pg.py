@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import uuid
@@ -79,10 +80,8 @@ _lock = threading.Lock()
 
 def _drop_recycled() -> None:
     for schema in sorted(_made):
-        try:
+        with contextlib.suppress(Exception):  # the server may be gone: nothing to clean
             drop_schema(schema)
-        except Exception:  # the server may be gone by now: nothing to clean up then
-            pass
 
 
 def recycled_storage(url: str, codec: Codec, **kwargs: Any) -> PostgresStorage:

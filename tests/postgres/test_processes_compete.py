@@ -3,6 +3,7 @@ racing for the same values."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 from collections import defaultdict
 from typing import Any
@@ -66,11 +67,11 @@ def test_competing_consumers_never_share_a_message(storage: PostgresStorage, pg_
     for body, rows in handouts.items():
         rows.sort(key=lambda r: r[1])  # by receive count: the order the store handed out
         assert list(range(1, len(rows) + 1)) == [r[1] for r in rows], body
-        for before, after in zip(rows, rows[1:]):
+        for before, after in itertools.pairwise(rows):
             assert after[2] >= before[2] + visibility, (body, before, after)
         assert 1 == sum(1 for r in rows if r[5]), (body, rows)
     for members in groups.values():
-        for before, after in zip(members, members[1:]):
+        for before, after in itertools.pairwise(members):
             acked = next(r for r in handouts[before] if r[5])
             first = handouts[after][0]
             assert acked[4] <= first[3], (before, after)
