@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,28 @@ BACKENDS: dict[str, tuple[str, ...] | None] = {
 """Each backend, and the contract suites (test classes) it runs: None for every one. A
 backend that does not keep some kind of state (the in-memory one keeps no dead letters)
 is not run against that suite at all."""
+
+
+EXAMPLES: dict[str, float] = {"postgres": 1 / 3}
+"""The share of each suite's state-machine examples a backend runs (1 when not named):
+a PostgreSQL call is a round trip to the server, some ten times a SQLite call, so its
+machines run a third of the examples (as TestPostgresStore does); set
+EVENTLITE_CONTRACT_EXAMPLES=all to run every one (a soak run)."""
+
+
+@pytest.fixture(autouse=True)
+def _examples_per_backend(request: pytest.FixtureRequest) -> None:
+    """Scale ``state_machine_examples`` of the running suite by :data:`EXAMPLES`."""
+    callspec = getattr(request.node, "callspec", None)
+    backend = callspec.params.get("make_storage") if callspec is not None else None
+    share = EXAMPLES.get(backend, 1.0) if isinstance(backend, str) else 1.0
+    if share == 1.0 or request.instance is None:
+        return
+    if os.environ.get("EVENTLITE_CONTRACT_EXAMPLES") == "all":
+        return
+    examples = getattr(request.instance, "state_machine_examples", None)
+    if isinstance(examples, int):
+        request.instance.state_machine_examples = max(5, round(examples * share))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
