@@ -18,14 +18,28 @@ from ..store.storage import Storage
 from ._database import PostgresDatabase, PostgresTransaction
 from ._listener import LogListener
 from ._url import is_postgres_url, mask_url
+from .claims import PostgresClaimStore
+from .dead_letters import PostgresDeadLetterStore
 from .events import PostgresEventStore
+from .idempotency import PostgresIdempotencyStore
 from .leases import PostgresLeaseStore
+from .processes import PostgresProcessStore
+from .projections import PostgresProjectionStore
+from .queues import PostgresQueueStore
+from .sagas import PostgresSagaStore
 from .snapshots import PostgresSnapshotStore
 
 __all__ = [
+    "PostgresClaimStore",
     "PostgresDatabase",
+    "PostgresDeadLetterStore",
     "PostgresEventStore",
+    "PostgresIdempotencyStore",
     "PostgresLeaseStore",
+    "PostgresProcessStore",
+    "PostgresProjectionStore",
+    "PostgresQueueStore",
+    "PostgresSagaStore",
     "PostgresSnapshotStore",
     "PostgresStorage",
     "PostgresTransaction",
@@ -76,6 +90,13 @@ class PostgresStorage(Storage):
         self.events: PostgresEventStore = PostgresEventStore(self.database, codec=codec)
         self.snapshots: PostgresSnapshotStore = PostgresSnapshotStore(self.database)
         self._leases = PostgresLeaseStore(self.database)
+        self._dead_letters = PostgresDeadLetterStore(self.database)
+        self._queues = PostgresQueueStore(self.database)
+        self._idempotency = PostgresIdempotencyStore(self.database)
+        self._projections = PostgresProjectionStore(self.database)
+        self._sagas = PostgresSagaStore(self.database)
+        self._processes = PostgresProcessStore(self.database)
+        self._claims = PostgresClaimStore(self.database)
         self._listener = LogListener(self.database)
 
     @property
@@ -92,6 +113,44 @@ class PostgresStorage(Storage):
     def leases(self) -> PostgresLeaseStore:
         """Leases in the schema (see :class:`PostgresLeaseStore`)."""
         return self._leases
+
+    @property
+    def dead_letters(self) -> PostgresDeadLetterStore:
+        """See :attr:`Storage.dead_letters`: the ``dead_letters`` table, each line of
+        entries written under its own advisory lock."""
+        return self._dead_letters
+
+    @property
+    def queues(self) -> PostgresQueueStore:
+        """See :attr:`Storage.queues`: ``queue_messages`` and ``queue_dedup``, received
+        with ``FOR UPDATE SKIP LOCKED``."""
+        return self._queues
+
+    @property
+    def idempotency(self) -> PostgresIdempotencyStore:
+        """See :attr:`Storage.idempotency`: the ``idempotency_keys`` table."""
+        return self._idempotency
+
+    @property
+    def projections(self) -> PostgresProjectionStore:
+        """See :attr:`Storage.projections`: the ``projections`` table; read models are
+        tables of the same schema."""
+        return self._projections
+
+    @property
+    def sagas(self) -> PostgresSagaStore:
+        """See :attr:`Storage.sagas`: the ``sagas`` table."""
+        return self._sagas
+
+    @property
+    def processes(self) -> PostgresProcessStore:
+        """See :attr:`Storage.processes`: ``process_instances`` and ``process_timeouts``."""
+        return self._processes
+
+    @property
+    def claims(self) -> PostgresClaimStore:
+        """See :attr:`Storage.claims`: the ``claims`` table."""
+        return self._claims
 
     def transaction(self) -> AbstractContextManager[PostgresTransaction]:
         """See :meth:`Storage.transaction`: ``BEGIN`` on one pooled connection."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,12 +33,22 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-__all__ = ["PostgresDatabase", "PostgresTransaction"]
+__all__ = ["PostgresDatabase", "PostgresTransaction", "where_equal"]
 
 T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _LOCK_KEY = "eventlite-schema:"
+
+
+def where_equal(**columns: object) -> tuple[str, list[Any]]:
+    """`` WHERE a = %s AND b = %s`` over the columns whose value is not None, with its
+    parameters; ``("", [])`` when every value is None. Column names come from the caller's
+    code, never from data."""
+    names = [name for name, value in columns.items() if value is not None]
+    if not names:
+        return "", []
+    return " WHERE " + " AND ".join(f"{n} = %s" for n in names), [columns[n] for n in names]
 
 
 def _require_psycopg() -> None:
@@ -76,6 +86,21 @@ class PostgresTransaction(Transaction):
     def on_commit(self, callback: Callable[[], None]) -> None:
         """See :meth:`Transaction.on_commit`."""
         self._callbacks.append(callback)
+
+    def lock(self, keys: Iterable[int]) -> None:
+        """Take the transaction-level advisory locks ``keys`` (see
+        :meth:`PostgresDatabase.lock_key`), smallest first, so that two transactions
+        locking overlapping sets never wait for each other in a circle; held until the
+        outermost commit or rollback."""
+        ordered = sorted(set(keys))
+        if len(ordered) == 1:
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (ordered[0],))
+        elif ordered:
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::int8[]) WITH ORDINALITY "
+                "AS u(k, n) ORDER BY n",
+                (ordered,),
+            )
 
 
 class PostgresDatabase:
@@ -240,12 +265,15 @@ class PostgresDatabase:
         finally:
             self._putconn(conn)
 
-    def run(self, action: str, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def run(
+        self, action: str, work: Callable[[psycopg.Connection[Any]], T], *, repeat: bool = True
+    ) -> T:
         """``work(conn)`` on :meth:`connection`, its errors as :class:`StorageError`.
 
         Outside a transaction a call that meets a lost connection (one the server closed
         while it sat in the pool) runs once more on a new one: use it for reads and for
-        single statements that are safe to repeat.
+        single statements that are safe to repeat; pass ``repeat=False`` for a statement
+        that must not run twice (the server may have committed it before the loss).
         """
         import psycopg
 
@@ -255,10 +283,19 @@ class PostgresDatabase:
                 with self.connection() as conn:
                     return work(conn)
             except psycopg.Error as exc:
-                if attempt == 1 and not in_tx and self._lost(exc) and not self._closed:
+                if repeat and attempt == 1 and not in_tx and self._lost(exc) and not self._closed:
                     continue
                 raise self.error(exc, action) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def lock_key(self, *parts: str) -> int:
+        """The advisory lock key (a signed 64-bit integer) of ``parts`` in this schema:
+        advisory locks are shared by the whole database, so the schema is part of the
+        key. Different parts may share a key (a hash): they then wait for each other,
+        which is never wrong, only slower."""
+        text = "\x1f".join((self.schema, *parts))
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
 
     # -- transactions -----------------------------------------------------------------
 

@@ -595,6 +595,23 @@ class PostgresEventStore(EventStore):
             "the network may still commit it: read the stream to be sure"
         )
 
+    def lock_log(self) -> None:
+        """See :meth:`EventStore.lock_log`: the log's advisory lock, the one every append
+        takes, held by the calling thread's transaction until it ends."""
+        self._check_open()
+        tx = self._db.current()
+        if tx is None:
+            raise StorageError(
+                f"{self._db.description}: lock_log() holds the log's lock until a commit, "
+                "so it must be called inside storage.transaction()"
+            )
+        import psycopg
+
+        try:
+            tx.lock([self._db.log_lock])
+        except psycopg.Error as exc:
+            raise self._db.error(exc, "locking the log") from exc
+
     # -- reading ----------------------------------------------------------------------
 
     def _envelopes(self, rows: Iterable[Sequence[Any]]) -> Iterator[Envelope]:

@@ -280,6 +280,183 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        "dead letters and work queues",
+        (
+            # Identity columns: a dead letter id shown to an operator, and a queue row's
+            # seq inside a receipt, are never handed out again after the row is deleted.
+            # A message is kept as its bytes (message_is_text: it was a str, UTF-8 here),
+            # since a text column cannot hold NUL characters and a message may.
+            """
+            CREATE TABLE dead_letters (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                source text NOT NULL,
+                key text,
+                queue_group text,
+                status text NOT NULL,
+                message bytea NOT NULL,
+                message_is_text boolean NOT NULL,
+                type_name text,
+                message_id text,
+                position bigint,
+                error_type text,
+                error_message text,
+                traceback text,
+                attempts integer NOT NULL,
+                first_failed_at double precision,
+                last_failed_at double precision,
+                created_at double precision NOT NULL
+            )
+            """,
+            "CREATE INDEX dead_letters_key ON dead_letters (source, key, id)",
+            "CREATE INDEX dead_letters_status ON dead_letters (source, status, id)",
+            # visible_at is NULL for a message waiting behind the head of its FIFO group
+            """
+            CREATE TABLE queue_messages (
+                seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                queue text NOT NULL,
+                id text NOT NULL,
+                body bytea NOT NULL,
+                body_is_text boolean NOT NULL,
+                queue_group text,
+                not_before double precision NOT NULL,
+                visible_at double precision,
+                expires_at double precision,
+                sent_at double precision NOT NULL,
+                receives integer NOT NULL DEFAULT 0,
+                in_flight boolean NOT NULL DEFAULT false,
+                error_type text,
+                error_message text,
+                traceback text,
+                first_failed_at double precision,
+                last_failed_at double precision
+            )
+            """,
+            "CREATE INDEX queue_messages_ready ON queue_messages (queue, visible_at, seq) "
+            "WHERE visible_at IS NOT NULL",
+            "CREATE INDEX queue_messages_group ON queue_messages (queue, queue_group, seq) "
+            "WHERE queue_group IS NOT NULL",
+            "CREATE INDEX queue_messages_expiry ON queue_messages (queue, expires_at) "
+            "WHERE expires_at IS NOT NULL",
+            "CREATE INDEX queue_messages_sent ON queue_messages (queue, sent_at)",
+            """
+            CREATE TABLE queue_dedup (
+                queue text NOT NULL,
+                dedup_id text NOT NULL,
+                message_id text NOT NULL,
+                until double precision NOT NULL,
+                PRIMARY KEY (queue, dedup_id)
+            )
+            """,
+            "CREATE INDEX queue_dedup_until ON queue_dedup (queue, until)",
+        ),
+    ),
+    Migration(
+        "idempotency keys",
+        (
+            """
+            CREATE TABLE idempotency_keys (
+                key text PRIMARY KEY,
+                state text NOT NULL,
+                result text,
+                owner text NOT NULL,
+                started_at double precision NOT NULL,
+                lease_until double precision,
+                expires_at double precision
+            )
+            """,
+            "CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at)",
+        ),
+    ),
+    Migration(
+        "projection checkpoints and saga instances",
+        (
+            """
+            CREATE TABLE projections (
+                name text PRIMARY KEY,
+                mode text NOT NULL,
+                position bigint NOT NULL,
+                status text NOT NULL,
+                error text,
+                updated_at double precision NOT NULL,
+                rebuilt_at double precision
+            )
+            """,
+            """
+            CREATE TABLE sagas (
+                id text PRIMARY KEY,
+                name text NOT NULL,
+                status text NOT NULL,
+                data text NOT NULL,
+                step_index integer NOT NULL,
+                completed text NOT NULL,
+                compensated text NOT NULL,
+                compensation_errors text NOT NULL,
+                failed_step text,
+                error text,
+                revision bigint NOT NULL,
+                started_at double precision NOT NULL,
+                updated_at double precision NOT NULL,
+                finished_at double precision
+            )
+            """,
+            "CREATE INDEX sagas_status ON sagas (status, name)",
+        ),
+    ),
+    Migration(
+        "process managers: instances and timeouts",
+        (
+            """
+            CREATE TABLE process_instances (
+                process text NOT NULL,
+                key text NOT NULL,
+                status text NOT NULL,
+                state text NOT NULL,
+                revision bigint NOT NULL,
+                started_at double precision NOT NULL,
+                updated_at double precision NOT NULL,
+                finished_at double precision,
+                PRIMARY KEY (process, key)
+            )
+            """,
+            "CREATE INDEX process_instances_status ON process_instances (process, status)",
+            """
+            CREATE TABLE process_timeouts (
+                id text PRIMARY KEY,
+                process text NOT NULL,
+                key text NOT NULL,
+                name text,
+                type text NOT NULL,
+                schema_version integer NOT NULL,
+                data text NOT NULL,
+                correlation_id text NOT NULL,
+                causation_id text,
+                due_at double precision NOT NULL,
+                fired_at double precision,
+                created_at double precision NOT NULL
+            )
+            """,
+            "CREATE INDEX process_timeouts_due ON process_timeouts (process, due_at) "
+            "WHERE fired_at IS NULL",
+            "CREATE INDEX process_timeouts_key ON process_timeouts (process, key)",
+            "CREATE UNIQUE INDEX process_timeouts_name ON process_timeouts (process, key, name) "
+            "WHERE name IS NOT NULL",
+        ),
+    ),
+    Migration(
+        "unique claims across aggregates",
+        (
+            """
+            CREATE TABLE claims (
+                scope text NOT NULL,
+                value text NOT NULL,
+                owner text NOT NULL,
+                PRIMARY KEY (scope, value)
+            )
+            """,
+            "CREATE INDEX claims_owner ON claims (scope, owner)",
+        ),
+    ),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

@@ -409,6 +409,12 @@ class Projector:
         finished = False
         try:
             with self.storage.transaction():
+                if entry.mode == "inline":
+                    # Appenders apply an inline projection in their own transactions (the
+                    # hook), from the checkpoint they read: none may commit while this
+                    # batch moves it, nor between the head read below and the hand-over
+                    # to live (on SQLite the write transaction shuts them out already).
+                    events.lock_log()
                 current = store.get(entry.name)
                 if current is None or current.position != position:
                     return (current.position if current else position), head, False
@@ -497,6 +503,8 @@ class Projector:
         self._outside_transactions()
         with entry.lock:
             with self.storage.transaction():
+                if entry.mode == "inline":
+                    self._events.lock_log()  # no hook of a commit meanwhile sees it live
                 db = self._store.read_model()
                 projection.reset(db)
                 projection.setup(db)

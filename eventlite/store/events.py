@@ -263,6 +263,19 @@ class EventStore(abc.ABC):
     def head_position(self) -> int:
         """The position of the last committed event; 0 for an empty store."""
 
+    def lock_log(self) -> None:
+        """Keep every other writer, in any process, from appending to the log until the
+        calling thread's open ``storage.transaction()`` ends: the head read after this
+        call stays the head until that commit (or rollback). A follower that must hand
+        over at the head without a commit slipping in between (a projection going live
+        after a rebuild) calls it first in its transaction.
+
+        The default does nothing, which is right for a backend whose write transaction
+        already shuts out every other writer (SQLite, memory); PostgreSQL takes the log's
+        append lock, and raises :class:`StorageError` outside a transaction.
+        """
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the store's resources; idempotent. Afterwards every call raises

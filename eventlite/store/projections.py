@@ -99,7 +99,10 @@ class ProjectionStore(abc.ABC):
         """The backend's read-model helper, handed to projection handlers and query code:
         bound to the calling thread's open transaction when there is one (its writes join
         it), else to a reader that sees the last commit. SQLite: a
-        ``sqlite_utils.Database``."""
+        ``sqlite_utils.Database``; other backends offer at least the portable part of its
+        API (tables' ``create``, ``insert``, ``upsert``, ``update``, ``delete``, ``get``,
+        ``rows_where``, ``count_where``..., with sqlite-utils' ``NotFoundError``; see
+        ``docs/projections.md``), so a projection keeping to it runs on every backend."""
 
     @abc.abstractmethod
     def reserved_tables(self) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,16 +14,47 @@ from eventlite.memory import MemoryStorage
 from eventlite.sqlite import SQLiteStorage
 from eventlite.store.storage import Storage
 from eventlite.testing.contracts import StorageFactory
-from tests.postgres._pg import drop_schema, new_schema, require_postgres
+from tests.postgres._pg import recycled_storage, require_postgres
 
 BACKENDS: dict[str, tuple[str, ...] | None] = {
     "sqlite": None,
-    "postgres": ("TestLeases",),
+    "postgres": (
+        "TestClaims",
+        "TestDeadLetters",
+        "TestIdempotency",
+        "TestLeases",
+        "TestProcesses",
+        "TestProjections",
+        "TestQueues",
+        "TestSagas",
+    ),
     "memory": ("TestClaims",),
 }
 """Each backend, and the contract suites (test classes) it runs: None for every one. A
 backend that does not keep some kind of state (the in-memory one keeps no dead letters)
 is not run against that suite at all."""
+
+
+EXAMPLES: dict[str, float] = {"postgres": 1 / 3}
+"""The share of each suite's state-machine examples a backend runs (1 when not named):
+a PostgreSQL call is a round trip to the server, some ten times a SQLite call, so its
+machines run a third of the examples (as TestPostgresStore does); set
+EVENTLITE_CONTRACT_EXAMPLES=all to run every one (a soak run)."""
+
+
+@pytest.fixture(autouse=True)
+def _examples_per_backend(request: pytest.FixtureRequest) -> None:
+    """Scale ``state_machine_examples`` of the running suite by :data:`EXAMPLES`."""
+    callspec = getattr(request.node, "callspec", None)
+    backend = callspec.params.get("make_storage") if callspec is not None else None
+    share = EXAMPLES.get(backend, 1.0) if isinstance(backend, str) else 1.0
+    if share == 1.0 or request.instance is None:
+        return
+    if os.environ.get("EVENTLITE_CONTRACT_EXAMPLES") == "all":
+        return
+    examples = getattr(request.instance, "state_machine_examples", None)
+    if isinstance(examples, int):
+        request.instance.state_machine_examples = max(5, round(examples * share))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -50,13 +82,8 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
         made.append(storage)
         return storage
 
-    schemas: list[str] = []
-
     def postgres(codec: Codec) -> Storage:
-        from eventlite.postgres import PostgresStorage
-
-        schemas.append(new_schema())
-        storage = PostgresStorage(url, schema=schemas[-1], codec=codec, pool_min_size=0)
+        storage = recycled_storage(url, codec)  # its schema is emptied when it is closed
         made.append(storage)
         return storage
 
@@ -72,5 +99,3 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
     yield factories[request.param]
     for storage in made:
         storage.close()
-    for schema in schemas:
-        drop_schema(schema)

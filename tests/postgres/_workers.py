@@ -105,3 +105,81 @@ def report(out: Any, name: str, fn: Any, *args: Any) -> None:
         out.put((name, fn(*args)))
     except BaseException as exc:
         out.put((name, f"error: {type(exc).__name__}: {exc}"))
+
+
+def _body(body: str | bytes) -> str:
+    return body.decode() if isinstance(body, bytes) else body
+
+
+def consume(url: str, schema: str, visibility: float, start: Any, seconds: float) -> list[Any]:
+    """Compete for the messages of queue ``jobs`` until it is empty (or ``seconds``
+    passed): ack each, except the first receive of every 7th message, which is dropped
+    as if its consumer died. One row per handout: (body, receive count, the ``now`` it
+    was received at, when the receive call returned, when the ack began or None, whether
+    the ack held)."""
+    from eventlite.store.queues import StaleReceipt
+
+    storage = _open(url, schema)
+    queue = storage.queues
+    log: list[Any] = []
+    start.wait(60)
+    end = time.time() + seconds
+    while time.time() < end:
+        now = time.time()
+        got, _ = queue.receive(
+            "jobs",
+            _body,
+            max=4,
+            now=now,
+            visibility_timeout=visibility,
+            max_receives=1000,
+            ttl=None,
+            dead_letters=False,
+        )
+        returned = time.time()
+        if not got:
+            if queue.count("jobs") == 0:
+                break
+            time.sleep(0.005)
+            continue
+        for body, receipt, count, _ in got:
+            if count == 1 and int(body) % 7 == 0:
+                log.append((body, count, now, returned, None, False))
+                continue
+            acking = time.time()
+            try:
+                queue.ack("jobs", receipt)
+                held = True
+            except StaleReceipt:  # its visibility ran out meanwhile: another has it now
+                held = False
+            log.append((body, count, now, returned, acking, held))
+    storage.close()
+    return log
+
+
+def claim_values(url: str, schema: str, worker: int, values: list[str], start: Any) -> list[str]:
+    """Claim each value for owner ``w<worker>`` in a transaction that also creates the
+    owner's stream for it; the values won."""
+    import random
+
+    from eventlite.store.claims import AlreadyClaimed
+    from eventlite.store.events import NO_STREAM
+
+    storage = _open(url, schema)
+    order = list(values)
+    random.Random(worker).shuffle(order)
+    won: list[str] = []
+    start.wait(60)
+    for value in order:
+        try:
+            with storage.transaction():
+                storage.claims.claim("email", value, f"w{worker}")
+                storage.events.append(
+                    f"user-w{worker}-{value}", [Noted(n=worker)], expected_version=NO_STREAM
+                )
+                time.sleep(0.001)  # a longer window for a competing claim
+            won.append(value)
+        except AlreadyClaimed:
+            pass
+    storage.close()
+    return won

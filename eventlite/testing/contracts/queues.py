@@ -457,10 +457,12 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
         def _in_flight(self, m: _Message) -> bool:
             return m.in_flight and m.visible_at is not None and m.visible_at > self.now
 
-        def _holder(self, receipt: tuple[str, str, int]) -> _Message | None:
-            _, message_id, count = receipt
+        def _holder(self, receipt: tuple[str, int, int]) -> _Message | None:
+            # By the model's seq, not the message id: a dead letter requeued comes back
+            # with its id but as a new message, which an old receipt does not hold.
+            _, seq, count = receipt
             for m in self.messages:
-                if m.id == message_id and m.receives == count and m.in_flight:
+                if m.seq == seq and m.receives == count and m.in_flight:
                     return m
             return None
 
@@ -514,6 +516,7 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
             for group in sorted({m.group for m in expired if m.group is not None}):
                 self._promote(group)
             expected: list[tuple[str, int, str | None]] = []
+            handed: list[int] = []
             while len(expected) < max:
                 ready = [
                     m for m in self.messages if m.visible_at is not None and m.visible_at <= now
@@ -529,6 +532,7 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
                 m.in_flight = True
                 m.visible_at = now + VISIBILITY
                 expected.append((m.id, m.receives, m.group))
+                handed.append(m.seq)
             got, _ = self.store.receive(
                 "q",
                 identity,
@@ -540,10 +544,15 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
                 dead_letters=True,
             )
             assert expected == [(value, count, group) for value, _, count, group in got]
-            return multiple(*[(receipt, value, count) for value, receipt, count, _ in got])
+            return multiple(
+                *[
+                    (receipt, seq, count)
+                    for (_, receipt, count, _), seq in zip(got, handed, strict=True)
+                ]
+            )
 
         @rule(receipt=receipts)
-        def ack(self, receipt: tuple[str, str, int]) -> None:
+        def ack(self, receipt: tuple[str, int, int]) -> None:
             holder = self._holder(receipt)
             if holder is None:
                 with pytest.raises(StaleReceipt):
@@ -554,7 +563,7 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
             self._promote(holder.group)
 
         @rule(chosen=st.lists(receipts, max_size=4))
-        def ack_many(self, chosen: list[tuple[str, str, int]]) -> None:
+        def ack_many(self, chosen: list[tuple[str, int, int]]) -> None:
             any_stale = False
             for receipt in chosen:
                 holder = self._holder(receipt)
@@ -571,7 +580,7 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
                 assert not any_stale
 
         @rule(receipt=receipts, delay=st.sampled_from([0, 3]), with_error=st.booleans())
-        def nack(self, receipt: tuple[str, str, int], delay: float, with_error: bool) -> None:
+        def nack(self, receipt: tuple[str, int, int], delay: float, with_error: bool) -> None:
             holder = self._holder(receipt)
             error = failure() if with_error else None
 
@@ -603,7 +612,7 @@ def _queue_machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
                 holder.visible_at = self.now + delay
 
         @rule(receipt=receipts, seconds=st.sampled_from([5, 20]))
-        def extend(self, receipt: tuple[str, str, int], seconds: float) -> None:
+        def extend(self, receipt: tuple[str, int, int], seconds: float) -> None:
             holder = self._holder(receipt)
             if holder is None:
                 with pytest.raises(StaleReceipt):
