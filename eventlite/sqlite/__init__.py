@@ -26,6 +26,7 @@ from .projections import SQLiteProjectionStore
 from .queues import SQLiteQueueStore
 from .sagas import SQLiteSagaStore
 from .snapshots import SQLiteSnapshotStore
+from .streams import SQLiteStreamStateStore
 
 __all__ = [
     "Database",
@@ -40,6 +41,7 @@ __all__ = [
     "SQLiteLeaseStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
+    "SQLiteStreamStateStore",
     "Synchronous",
     "Transaction",
 ]
@@ -82,6 +84,7 @@ class SQLiteStorage(Storage):
         self._processes = SQLiteProcessStore(self.database)
         self._leases: SQLiteLeaseStore | None = None
         self._claims = SQLiteClaimStore(self.database)
+        self._streams = SQLiteStreamStateStore(self.database)
 
     @property
     def description(self) -> str:
@@ -129,6 +132,11 @@ class SQLiteStorage(Storage):
     def claims(self) -> SQLiteClaimStore:
         """See :attr:`Storage.claims`: the ``claims`` table."""
         return self._claims
+
+    @property
+    def streams(self) -> SQLiteStreamStateStore:
+        """See :attr:`Storage.streams`: ``stream_processors`` and ``stream_processor_state``."""
+        return self._streams
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""
