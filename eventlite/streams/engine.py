@@ -325,11 +325,13 @@ class StreamEngine:
         self._flush()
         return Processed(outputs, self.state.changes())
 
-    def skip(self, envelope: Envelope) -> Processed:
-        """Move past ``envelope`` without processing it (a runner does this for an event
-        that failed and went to the dead-letter queue)."""
+    def skip(self, envelope: Envelope | int) -> Processed:
+        """Move past ``envelope`` (or up to a position) without processing it: a runner
+        does this for an event that failed and went to the dead-letter queue, and to
+        move the checkpoint past events of other types it did not read. A position at or
+        below the current one changes nothing."""
         self._check()
-        pos = envelope.position
+        pos = envelope if isinstance(envelope, int) else envelope.position
         if pos is not None and pos > self._position:
             self._position = pos
             self._position_dirty = True
@@ -369,6 +371,15 @@ class StreamEngine:
             watermarks={s.name: _wm_time(s.wm) for s in self._sources},
             open={op.name: op.held() for op in self._ops},
             late={op.name: op.late_count for op in self._ops},
+        )
+
+    def _progress(self) -> tuple[dict[str, int | None], dict[str, int], dict[str, int]]:
+        """The watermarks (µs, None before any event), open windows and late counts: the
+        summary a runner stores with each batch."""
+        return (
+            {s.name: (None if s.wm <= NEVER else s.wm) for s in self._sources},
+            {op.name: op.held() for op in self._ops},
+            {op.name: op.late_count for op in self._ops},
         )
 
 

@@ -258,6 +258,23 @@ class Stream:
         self._sources.append(node)
         return Flow(node)
 
+    def tables(self) -> list[str]:
+        """The read-model tables its :meth:`Flow.to_table` sinks write, sorted."""
+        found: set[str] = set()
+        todo: list[_Node] = list(self._sources)
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, _TableSink):
+                found.add(node.table)
+            todo.extend(node.children)
+            if isinstance(node, _JoinInput):
+                todo.append(node.join)
+        return sorted(found)
+
     def operator_names(self) -> list[str]:
         """The names of the sources and stateful steps: the operators of its state."""
         return sorted(self._names - {STREAM_OPERATOR})
