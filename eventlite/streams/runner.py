@@ -662,6 +662,10 @@ class StreamRunner:
         live = complete and entry.rebuilding
         try:
             appended = self._commit(entry, engine, items, outputs, failed, position, end, live)
+        except _Moved:
+            # Another writer saved first: drop this batch and continue from its state.
+            entry.engine = None
+            return _Step(position, head, False, 0)
         except LeaseLost as exc:
             # Another process took the stream over meanwhile: its commits win.
             entry.engine = None

@@ -1,0 +1,131 @@
+"""The durable runner against the engine: whatever batches the events are stored in and
+read in, and wherever the runner restarts, the store ends with what the engine computes
+over the same events in one go: the same appended events in the same order, the same
+table rows, the same dead letters, the same late counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventlite.streams import (
+    DeleteRow,
+    Session,
+    Stream,
+    StreamRunner,
+    Tumbling,
+    dead_letter_source,
+)
+
+from .conftest import Other, Reading, arrivals, at, batches, codec, us
+from .durable import (
+    append_batches,
+    fresh_storage,
+    inputs,
+    model,
+    model_dead,
+    model_events,
+    model_rows,
+    stored_dead,
+    stored_events,
+    stored_rows,
+)
+from .pipelines import TABLES, everything
+
+TABLE_NAMES = ("hopping", "sessions", "pairs", "names")
+OUTPUT_TYPES = ("test.streams.Total", "test.streams.Late")
+INPUT_TYPES = ("test.streams.Reading", "test.streams.Other")
+
+RUNS = st.lists(
+    st.tuples(st.integers(0, 12), st.sampled_from(["catch up", "catch up", "restart"])),
+    max_size=8,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    events=arrivals(jitter=12, kinds=(Reading, Other)),
+    runs=RUNS,
+    batch_size=st.integers(1, 9),
+)
+def test_the_runner_stores_what_the_engine_computes(
+    events: list[Any], runs: list[tuple[int, str]], batch_size: int
+) -> None:
+    """Random events at random times, stored in random batches, processed by the runner
+    in batches of a random size between the appends, with restarts from the committed
+    state (a new runner object, as after a crash) now and then: the events it appended,
+    its rows, its dead letters and its late counts are the engine's over all the events."""
+    with fresh_storage() as storage:
+
+        def runner() -> StreamRunner:
+            made = StreamRunner(storage, codec, batch_size=batch_size, owner="test")
+            made.add(everything(), tables=TABLES)
+            return made
+
+        current = runner()
+        done = 0
+        for size, action in [*runs, (len(events), "catch up")]:
+            append_batches(storage, [events[done : done + size]])
+            done += size
+            if action == "restart":
+                current = runner()  # the old one is dropped as a crash would
+            current.catch_up()
+        outputs = model(everything(), inputs(storage, INPUT_TYPES), TABLES)
+        assert model_events(outputs) == stored_events(
+            storage, OUTPUT_TYPES, dead_letter_source("everything")
+        )
+        assert model_rows(outputs) == stored_rows(storage, TABLE_NAMES)
+        assert [(p, "LateEvent") for p, _ in model_dead(outputs)] == stored_dead(
+            storage, "everything"
+        )
+        (status,) = current.status()
+        assert (storage.events.head_position(), 0) == (status.position, status.lag)
+        if events:  # a stream that never ran a batch has no summary yet
+            assert _late_counts(everything(), inputs(storage, INPUT_TYPES)) == status.late
+
+
+def _late_counts(stream: Stream, envelopes: list[Any]) -> dict[str, int]:
+    from eventlite.streams import MemoryState, StreamEngine
+
+    engine = StreamEngine(stream, MemoryState(), codec=codec, tables=TABLES)
+    engine.process(envelopes)
+    return dict(engine.status().late)
+
+
+def test_events_of_other_types_move_the_checkpoint() -> None:
+    """A stream whose types are not in a batch still moves its checkpoint to the head, so
+    its lag says how far it is from what it has to read, not from the log."""
+    stream = Stream("only-others")
+    stream.source(Other, time=at).window(Tumbling(us(10))).count().to_table("others")
+    with fresh_storage() as storage:
+        runner = StreamRunner(storage, codec, batch_size=2)
+        runner.add(stream)
+        append_batches(storage, [[Reading(i, "a", i, 1) for i in range(5)]])
+        assert 0 == runner.catch_up()
+        (status,) = runner.status()
+        assert (5, 5, 0) == (status.position, status.head, status.lag)
+
+
+def test_rows_merge_and_deletes_apply_in_order_within_a_batch() -> None:
+    """A session that grows, merges and is retracted inside one batch leaves the table as
+    applying its row outputs one by one would (emit="update": upserts and deletes)."""
+    stream = Stream("sessions")
+    (
+        stream.source(Reading, time=at, out_of_orderness=us(50))
+        .key_by(lambda r: r.key)
+        .window(Session(us(6)))
+        .sum(lambda r: r.value, emit="update")
+        .to_table("s")
+    )
+    events = [Reading(1, "a", 10, 1), Reading(2, "a", 20, 2), Reading(3, "a", 15, 4)]
+    with fresh_storage() as storage:
+        runner = StreamRunner(storage, codec)
+        runner.add(stream)
+        append_batches(storage, [events])
+        runner.catch_up()
+        outputs = model(stream, inputs(storage, INPUT_TYPES))
+        assert 1 == sum(1 for o in outputs if isinstance(o, DeleteRow))
+        assert model_rows(outputs) == stored_rows(storage, ["s"])
+        assert 1 == len(stored_rows(storage, ["s"])["s"])
