@@ -11,12 +11,21 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from ..envelope import Envelope, Metadata
 from .outputs import AppendEvent, DeleteRow, UpsertRow
 
-__all__ = ["empty_tables", "event_id", "output_envelopes", "row_writes", "write_rows"]
+__all__ = [
+    "empty_tables",
+    "event_id",
+    "output_envelopes",
+    "row_problem",
+    "row_writes",
+    "write_rows",
+]
 
 _NAMESPACE = uuid.UUID("6c1f2f0e-7a55-4f63-9a3d-53a2d51e5c7a")
 """The namespace of the ids of events streams append (UUIDv5)."""
@@ -70,6 +79,43 @@ def output_envelopes(
         else:
             parts.append((sid, [env]))
     return parts
+
+
+_CELLS = (
+    str,
+    int,
+    float,
+    bool,
+    type(None),
+    bytes,
+    datetime,
+    date,
+    time,
+    timedelta,
+    Decimal,
+    uuid.UUID,
+    list,
+    dict,
+    tuple,
+)
+"""What a column may hold: what the read model stores (containers as JSON text)."""
+
+
+def row_problem(out: UpsertRow | DeleteRow) -> str | None:
+    """Why the read model cannot store this row, or None when it can: a column name that
+    is not a non-empty str, a value of a type it does not store, a primary-key column
+    holding None (which never matches a row)."""
+    cells = out.row if isinstance(out, UpsertRow) else out.key
+    for column, cell in cells.items():
+        if type(column) is not str or not column:
+            return f"the column name {column!r} is not a non-empty str"
+        if not isinstance(cell, _CELLS):
+            return f"column {column!r} holds a {type(cell).__name__}, which a table cannot store"
+    pk = out.pk if isinstance(out, UpsertRow) else tuple(out.key)
+    for column in pk:
+        if cells.get(column) is None:
+            return f"its primary-key column {column!r} holds None"
+    return None
 
 
 RowWrite = tuple[bool, "dict[str, Any] | None", tuple[str, ...], tuple[Any, ...]]

@@ -647,7 +647,7 @@ class StreamRunner:
         items, end, complete, bad = self._read(entry, position, head)
         failed: list[tuple[Envelope | LogRecord, BaseException]] = []
         try:
-            outputs = engine.process(items).outputs
+            outputs = self._run(engine, items)
         except StreamError:
             entry.engine = None
             engine, outputs, failure = self._isolate(entry, items)
@@ -681,6 +681,32 @@ class StreamRunner:
         # What it appended moved the head: look once more, so the checkpoint passes it.
         return _Step(end, head, complete and not appended, appended)
 
+    def _run(self, engine: StreamEngine, items: Sequence[Envelope]) -> list[Output]:
+        """``engine.process(items)``, and a check that the store can take every output:
+        an event the codec cannot encode, or a row the read model cannot store, raises
+        :class:`StreamError` at the input that made it, as a failing function does."""
+        outputs = engine.process(items).outputs
+        encode = self.codec.encode
+        name = engine.stream.name
+        for out in outputs:
+            kind = type(out)
+            problem: str | None = None
+            cause: BaseException | None = None
+            if kind is UpsertRow or kind is DeleteRow:
+                problem = _writes.row_problem(out)  # type: ignore[arg-type]
+                if problem is not None:
+                    problem = f"a row for {out.table!r} cannot be stored: {problem}"  # type: ignore[union-attr]
+                    cause = TypeError(problem)
+            elif kind is AppendEvent:
+                try:
+                    encode(out.message).encode("utf-8")  # type: ignore[union-attr]
+                except Exception as exc:
+                    problem = f"its event cannot be stored: {type(exc).__name__}: {exc}"
+                    cause = exc
+            if problem is not None:
+                raise StreamError(name, problem, out.position) from cause
+        return outputs
+
     def _isolate(
         self, entry: _Entry, items: Sequence[Envelope]
     ) -> tuple[StreamEngine, list[Output], tuple[Envelope, BaseException] | None]:
@@ -691,7 +717,7 @@ class StreamRunner:
         engine = self._engine(entry)
         for index, env in enumerate(items):
             try:
-                engine.process([env])
+                self._run(engine, [env])
             except StreamError as exc:
                 error = exc.__cause__ if exc.__cause__ is not None else exc
                 _log.warning(
@@ -703,12 +729,12 @@ class StreamRunner:
                 )
                 entry.engine = None
                 engine = self._engine(entry)  # the committed state again
-                outputs = engine.process(items[:index]).outputs
+                outputs = self._run(engine, items[:index])
                 return engine, outputs, (env, error)
         # It went through this time (a function that fails now and then): start over.
         entry.engine = None
         engine = self._engine(entry)
-        return engine, engine.process(items).outputs, None
+        return engine, self._run(engine, items), None
 
     def _commit(
         self,

@@ -19,7 +19,7 @@ from eventlite.streams import (
     dead_letter_source,
 )
 
-from .conftest import Other, Reading, arrivals, at, batches, codec, us
+from .conftest import Other, Reading, arrivals, at, codec, us
 from .durable import (
     append_batches,
     fresh_storage,
