@@ -392,7 +392,7 @@ class StreamRunner:
         self._check_open()
         entry = _Entry(stream, tables or {})
         # Building an engine checks the pipeline (and freezes it) before anything is stored.
-        StreamEngine(stream, _NoState(), codec=self.codec, tables=entry.tables)
+        blank = StreamEngine(stream, _NoState(), codec=self.codec, tables=entry.tables)
         written = stream.tables()
         if written:
             clash = sorted(set(written) & self.storage.projections.reserved_tables())
@@ -403,7 +403,12 @@ class StreamRunner:
         with self._lock:
             if entry.name in self._entries:
                 raise ValueError(f"a stream named {entry.name!r} was already added")
-            self._store.register(entry.name, self.clock.now())
+            now = self.clock.now()
+            record = self._store.register(entry.name, now)
+            if not (record.watermarks or record.open or record.late):
+                # A new stream: its status names its sources and operators from the start.
+                summary = StreamProgress(record.position, *blank._progress())
+                self._store.save(entry.name, {}, summary, expected=record.position, now=now)
             self._entries = {**self._entries, entry.name: entry}
             started = self._started
         if started:
@@ -856,7 +861,7 @@ class StreamRunner:
             try:
                 self._hold(entry)
             except _NotOwner as exc:
-                holder = exc.holder.owner if exc.holder is not None else "another process"
+                holder = repr(exc.holder.owner) if exc.holder is not None else "another runner"
                 raise StreamError(name, f"cannot rebuild: {holder} runs it") from None
             with self.storage.transaction():
                 self._check_lease(entry)
