@@ -802,6 +802,8 @@ class App:
         while True:
             relay = self._relay
             before = relay.work_done if relay is not None else 0
+            streams = self._streams
+            appended = streams.appended if streams is not None else 0
             resuming = [t for t in self._resumers if t.is_alive()]
             for thread in resuming:
                 thread.join(remaining())
@@ -812,14 +814,15 @@ class App:
             if relay is not None and not relay.drain(remaining()):
                 remaining()
                 raise TimeoutError("a durable subscriber stopped before settling its events")
-            streams = self._streams
-            appended = streams.catch_up() if streams is not None and streams.streams else 0
+            if streams is not None and streams.streams:
+                streams.catch_up()
             projector = self._projector
             if projector is not None and projector.projections:
                 projector.catch_up()
             idle_bus = all(s.pending == 0 for s in self.bus.worker_stats())
             idle_relay = relay is None or relay.work_done == before
-            if idle_bus and not resuming and idle_relay and not appended:
+            idle_streams = streams is None or streams.appended == appended
+            if idle_bus and not resuming and idle_relay and idle_streams:
                 return
 
     # -- using it -----------------------------------------------------------------------

@@ -363,6 +363,15 @@ class StreamRunner:
         self._started = False
         self._closed = False
         self._unwatch: Callable[[], None] | None = None
+        self._appended = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def appended(self) -> int:
+        """How many events this runner's streams have appended to the log so far (by
+        their threads or by :meth:`catch_up`): it grows whenever their outputs may give
+        other followers of the log work."""
+        return self._appended
 
     @property
     def streams(self) -> dict[str, Stream]:
@@ -680,6 +689,9 @@ class StreamRunner:
             entry.engine = None
             raise
         engine.state.flush()
+        if appended:
+            with self._count_lock:
+                self._appended += appended
         if live:
             entry.rebuilding = False
             entry.dead = None
