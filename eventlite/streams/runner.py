@@ -886,6 +886,26 @@ class StreamRunner:
         entry.wake.set()
         return position
 
+    def _finish(self, name: str) -> None:
+        """Catch stream ``name`` up, then end its input: every watermark passes all time,
+        every window closes and its results are written (for tests and scenarios: a live
+        stream never finishes, and events processed after this are late)."""
+        entry = self._entry(name)
+        self._outside_transactions()
+        with entry.lock:
+            self._catch_up(entry)
+            engine = self._engine(entry)
+            outputs = engine.finish().outputs
+            position = engine.position
+            try:
+                appended = self._commit(entry, engine, [], outputs, [], position, position, False)
+            except BaseException:
+                entry.engine = None
+                raise
+            engine.state.flush()
+            with self._count_lock:
+                self._appended += appended
+
     # -- reading ------------------------------------------------------------------------
 
     def status(self, name: str | None = None) -> list[StreamRunStatus]:
