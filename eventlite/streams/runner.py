@@ -307,7 +307,9 @@ class StreamRunner:
     ``lease_ttl`` is how long (seconds) a process keeps a stream's lease without renewing
     it: when a process dies, another one takes its streams over after that; ``owner``
     names this runner in the leases (default: host, process id and a random part).
-    ``clock`` dates the status rows, nothing else.
+    ``clock`` dates the status rows, nothing else. ``batch_size``, ``poll_interval``,
+    ``lease_ttl`` and ``owner`` are also attributes, which an app's runner
+    (``app.streams``) may have set before its streams are added.
     """
 
     def __init__(
