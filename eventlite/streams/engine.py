@@ -269,6 +269,16 @@ class StreamEngine:
     # -- running ----------------------------------------------------------------------------
 
     @property
+    def reads_envelopes(self) -> bool:
+        """Whether the stream needs whole envelopes: a source (or a punctuation marker)
+        timed by the envelope's timestamp, or a late policy that dead-letters the input.
+        When it does not, :meth:`process_messages` takes ``(position, message)`` pairs,
+        which a log reader hands out more cheaply."""
+        return any(s.enveloped for s in self._sources) or any(
+            op.late == "dead_letter" for op in self._ops
+        )
+
+    @property
     def position(self) -> int:
         """The last input position processed (0 before any): the stream's checkpoint."""
         return self._position
@@ -306,6 +316,44 @@ class StreamEngine:
             raise StreamError(self.stream.name, f"{type(exc).__name__}: {exc}", position) from exc
         finally:
             run.envelope = None
+            run.idle_position = last or None
+        if last != self._position:
+            self._position = last
+            self._position_dirty = True
+        self._flush()
+        return Processed(outputs, self.state.changes())
+
+    def process_messages(self, items: Iterable[tuple[int, Any]]) -> Processed:
+        """:meth:`process` for a stream that does not :attr:`read envelopes
+        <reads_envelopes>`: ``items`` are ``(position, message)`` pairs in position order
+        (what ``EventStore.read_messages`` returns). The same outputs as :meth:`process`
+        over the envelopes of those events. Raises ``TypeError`` for a stream that reads
+        envelopes, and :class:`StreamError` as :meth:`process` does."""
+        if self.reads_envelopes:
+            raise TypeError(
+                f"stream {self.stream.name!r} reads envelopes (a time from the envelope, or "
+                "late events dead-lettered): give process() the envelopes"
+            )
+        self._check()
+        run = self._run
+        outputs = run.outputs = []
+        routes = self._routes
+        last = self._position
+        pos: int | None = None
+        try:
+            for pos, msg in items:
+                if pos <= last:
+                    continue
+                handle = routes.get(type(msg))
+                if handle is None:
+                    handle = self._route(type(msg))
+                run.idle_position = pos
+                handle(None, msg)  # type: ignore[arg-type]
+                last = pos
+        except Exception as exc:
+            self._broken = f"it failed at position {pos}"
+            raise StreamError(self.stream.name, f"{type(exc).__name__}: {exc}", pos) from exc
+        finally:
             run.idle_position = last or None
         if last != self._position:
             self._position = last

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import attrs
 
@@ -213,6 +213,11 @@ class _StoredState(StreamState):
         self._pending = {}
 
 
+Item = Envelope | tuple[int, Any]
+"""An input as the runner reads it: an envelope, or ``(position, message)`` for a stream
+whose engine needs no envelopes."""
+
+
 class _Moved(Exception):
     """The checkpoint moved under a batch (another writer saved first): roll it back."""
 
@@ -243,6 +248,7 @@ class _Entry:
         "dead",
         "engine",
         "lease",
+        "light",
         "lock",
         "name",
         "rebuilding",
@@ -266,6 +272,8 @@ class _Entry:
         # The engine, its state as of the last commit; None: build it from the store.
         self.engine: StreamEngine | None = None
         self.rebuilding = False
+        # Whether the engine takes (position, message) pairs instead of envelopes.
+        self.light = False
         # While rebuilding: ids of the inputs already in the dead-letter queue.
         self.dead: set[str] | None = None
         self.lease: Lease | None = None
@@ -601,6 +609,7 @@ class StreamRunner:
                 f"{record.position}: the store was changed behind the runner's back",
             )
         entry.rebuilding = record.state == REBUILDING
+        entry.light = not engine.reads_envelopes
         entry.dead = self._dead_ids(entry.name) if entry.rebuilding else None
         entry.engine = engine
         return engine
@@ -614,23 +623,28 @@ class StreamRunner:
 
     def _read(
         self, entry: _Entry, after: int, until: int
-    ) -> tuple[list[Envelope], int, bool, tuple[LogRecord, Exception] | None]:
-        """The next batch above ``after`` and up to ``until``: ``(envelopes, end,
-        complete, bad)``; ``end`` is the position the batch brings the stream to,
-        ``complete`` whether it reaches ``until``, ``bad`` a record that cannot be decoded
-        (the batch ends there) and why.
+    ) -> tuple[list[Item], int, bool, tuple[LogRecord, Exception] | None]:
+        """The next batch above ``after`` and up to ``until``: ``(items, end, complete,
+        bad)``; ``end`` is the position the batch brings the stream to, ``complete``
+        whether it reaches ``until``, ``bad`` a record that cannot be decoded (the batch
+        ends there) and why.
 
-        The whole batch is decoded by the store's bulk reader; only when that meets a
-        record it cannot decode is the batch read again record by record, to keep what
-        comes before it and name it.
+        Items are ``(position, message)`` pairs when the engine needs no envelopes (the
+        cheaper read), else envelopes. The store decodes the whole batch at once; only
+        when that meets a record it cannot decode is the batch read again record by
+        record (as envelopes), to keep what comes before it and name it.
         """
         names = entry.type_names(self.codec)
         if not names:
             return [], until, True, None
         limit = self.batch_size
         events = self._events
+        items: list[Item]
         try:
-            items = list(events.read_all(after + 1, limit, names))
+            if entry.light:
+                items = list(events.read_messages(after, limit, names))
+            else:
+                items = list(events.read_all(after + 1, limit, names))
         except (MessageDecodeError, UnknownMessageType):
             items = []
             end = after
@@ -645,7 +659,7 @@ class StreamRunner:
             return items, end, False, None
         last = _position(items[-1]) if items else after
         if last > until:
-            items = [env for env in items if _position(env) <= until]
+            items = [item for item in items if _position(item) <= until]
         # A short page saw every matching event up to ``until``, and so did one that went
         # past it; a full page ends at its last event.
         if last > until or len(items) < limit:
@@ -661,17 +675,15 @@ class StreamRunner:
         if position >= head and not entry.rebuilding:
             return _Step(position, head, True, 0)
         items, end, complete, bad = self._read(entry, position, head)
-        failed: list[tuple[Envelope | LogRecord, BaseException]] = []
+        failed: list[tuple[Item | LogRecord, BaseException]] = []
         try:
             outputs = self._run(engine, items)
         except StreamError:
             entry.engine = None
             engine, outputs, failure = self._isolate(entry, items)
             if failure is not None:
-                failing = failure[0]
                 failed.append(failure)
-                assert failing.position is not None
-                end, complete, bad = failing.position, False, None
+                end, complete, bad = _position(failure[0]), False, None
         if bad is not None:
             failed.append(bad)
         engine.skip(end)
@@ -700,11 +712,14 @@ class StreamRunner:
         # What it appended moved the head: look once more, so the checkpoint passes it.
         return _Step(end, head, complete and not appended, appended)
 
-    def _run(self, engine: StreamEngine, items: Sequence[Envelope]) -> list[Output]:
-        """``engine.process(items)``, and a check that the store can take every output:
-        an event the codec cannot encode, or a row the read model cannot store, raises
+    def _run(self, engine: StreamEngine, items: Sequence[Item]) -> list[Output]:
+        """Process ``items``, and check that the store can take every output: an event
+        the codec cannot encode, or a row the read model cannot store, raises
         :class:`StreamError` at the input that made it, as a failing function does."""
-        outputs = engine.process(items).outputs
+        if items and type(items[0]) is tuple:
+            outputs = engine.process_messages(items).outputs  # type: ignore[arg-type]
+        else:
+            outputs = engine.process(items).outputs  # type: ignore[arg-type]
         encode = self.codec.encode
         name = engine.stream.name
         for out in outputs:
@@ -727,29 +742,29 @@ class StreamRunner:
         return outputs
 
     def _isolate(
-        self, entry: _Entry, items: Sequence[Envelope]
-    ) -> tuple[StreamEngine, list[Output], tuple[Envelope, BaseException] | None]:
+        self, entry: _Entry, items: Sequence[Item]
+    ) -> tuple[StreamEngine, list[Output], tuple[Item, BaseException] | None]:
         """A function of the pipeline failed somewhere in ``items`` (or left a value its
         state cannot keep): find the first event it fails on by running them one at a
         time from the committed state, then process what comes before that one. Returns
         the engine, the outputs of those events, and the failing event with its error."""
         engine = self._engine(entry)
-        for index, env in enumerate(items):
+        for index, item in enumerate(items):
             try:
-                self._run(engine, [env])
+                self._run(engine, [item])
             except StreamError as exc:
                 error = exc.__cause__ if exc.__cause__ is not None else exc
                 _log.warning(
                     "stream %r: the event at position %s failed and goes to the "
                     "dead-letter queue: %s",
                     entry.name,
-                    env.position,
+                    _position(item),
                     exc,
                 )
                 entry.engine = None
                 engine = self._engine(entry)  # the committed state again
                 outputs = self._run(engine, items[:index])
-                return engine, outputs, (env, error)
+                return engine, outputs, (item, error)
         # It went through this time (a function that fails now and then): start over.
         entry.engine = None
         engine = self._engine(entry)
@@ -759,9 +774,9 @@ class StreamRunner:
         self,
         entry: _Entry,
         engine: StreamEngine,
-        items: Sequence[Envelope],
+        items: Sequence[Item],
         outputs: Sequence[Output],
-        failed: Sequence[tuple[Envelope | LogRecord, BaseException]],
+        failed: Sequence[tuple[Item | LogRecord, BaseException]],
         expected: int,
         end: int,
         live: bool,
@@ -780,12 +795,16 @@ class StreamRunner:
                 refused.append(out)
         watermarks, open_, late = engine._progress()
         progress = StreamProgress(engine.position, watermarks, open_, late)
+        # The inputs whose envelopes the writes need: the metadata of appended events, the
+        # dead letters (pairs read without envelopes are read again, whole).
+        wanted = {a.position if a.position is not None else end for a in appends}
+        wanted.update(what[0] for what, _ in failed if _is_pair(what))
+        inputs = self._envelopes(items, wanted)
         storage = self.storage
         appended = 0
         with storage.transaction():
             self._check_lease(entry)
             if appends:
-                inputs = {e.position: e for e in items if e.position is not None}
                 parts = _writes.output_envelopes(
                     entry.name, appends, inputs, dead_letter_source(entry.name), end
                 )
@@ -795,7 +814,10 @@ class StreamRunner:
             for dead in refused:
                 self._dead_letter(entry, dead.envelope, LateEvent(dead.reason))
             for what, error in failed:
-                self._dead_letter(entry, what, error)
+                if _is_pair(what):
+                    position = what[0]
+                    what = inputs.get(position) or self._events.record_at(position) or what
+                self._dead_letter(entry, what, error)  # type: ignore[arg-type]
             saved = self._store.save(
                 entry.name,
                 engine.state.changes(),
@@ -807,6 +829,24 @@ class StreamRunner:
             if not saved:
                 raise _Moved
         return appended
+
+    def _envelopes(self, items: Sequence[Item], wanted: set[int]) -> dict[int, Envelope]:
+        """The envelopes of the inputs at ``wanted`` positions: taken from ``items`` when
+        they are envelopes, else read from the log (those that decode)."""
+        if not wanted:
+            return {}
+        if items and type(items[0]) is not tuple:
+            return {_position(e): e for e in items if _position(e) in wanted}  # type: ignore[misc]
+        events = self._events
+        low, high = min(wanted), max(wanted)
+        found: dict[int, Envelope] = {}
+        for record in events.read_records(low - 1, high - low + 1):
+            if record.position in wanted:
+                try:
+                    found[record.position] = events.decode(record)
+                except (MessageDecodeError, UnknownMessageType):
+                    continue
+        return found
 
     def _store_read_model(self) -> Any:
         return self.storage.projections.read_model()
@@ -988,8 +1028,16 @@ class _NoState(StreamState):
         pass
 
 
-def _position(env: Envelope) -> int:
-    position = env.position
+def _is_pair(item: object) -> TypeGuard[tuple[int, Any]]:
+    """Whether an input was read as ``(position, message)`` (not an envelope, nor a
+    record, though a record is a tuple too)."""
+    return type(item) is tuple
+
+
+def _position(item: Item) -> int:
+    if not isinstance(item, Envelope):
+        return int(item[0])
+    position = item.position
     assert position is not None, "events read from the log have positions"
     return position
 

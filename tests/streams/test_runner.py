@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,9 @@ from eventlite.streams import (
     Tumbling,
     dead_letter_source,
 )
+from eventlite.streams._writes import event_id
 
+from . import pipelines
 from .conftest import Other, Reading, arrivals, at, codec, us
 from .durable import (
     append_batches,
@@ -32,7 +35,7 @@ from .durable import (
     stored_events,
     stored_rows,
 )
-from .pipelines import TABLES, everything
+from .pipelines import TABLES
 
 TABLE_NAMES = ("hopping", "sessions", "pairs", "names")
 OUTPUT_TYPES = ("test.streams.Total", "test.streams.Late")
@@ -44,20 +47,26 @@ RUNS = st.lists(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     events=arrivals(jitter=12, kinds=(Reading, Other)),
     runs=RUNS,
     batch_size=st.integers(1, 9),
+    dead_letters=st.booleans(),
 )
 def test_the_runner_stores_what_the_engine_computes(
-    events: list[Any], runs: list[tuple[int, str]], batch_size: int
+    events: list[Any], runs: list[tuple[int, str]], batch_size: int, dead_letters: bool
 ) -> None:
     """Random events at random times, stored in random batches, processed by the runner
     in batches of a random size between the appends, with restarts from the committed
     state (a new runner object, as after a crash) now and then: the events it appended,
-    its rows, its dead letters and its late counts are the engine's over all the events."""
+    its rows, its dead letters and its late counts are the engine's over all the events;
+    whether the runner reads whole envelopes (late events dead-lettered) or only
+    positions and messages."""
     with fresh_storage() as storage:
+
+        def everything() -> Stream:
+            return pipelines.everything(dead_letters)
 
         def runner() -> StreamRunner:
             made = StreamRunner(storage, codec, batch_size=batch_size, owner="test")
@@ -128,3 +137,33 @@ def test_rows_merge_and_deletes_apply_in_order_within_a_batch() -> None:
         assert 1 == sum(1 for o in outputs if isinstance(o, DeleteRow))
         assert model_rows(outputs) == stored_rows(storage, ["s"])
         assert 1 == len(stored_rows(storage, ["s"])["s"])
+
+
+@pytest.mark.parametrize("dead_letters", [True, False], ids=["envelopes", "messages"])
+def test_appended_events_carry_their_input_and_a_derived_id(dead_letters: bool) -> None:
+    """An event a stream appends has the correlation of the input that made it, that
+    input's id as causation and its timestamp, and an id derived from the stream, the
+    input's position and its index among that input's outputs: the same on every run."""
+    events = [Reading(i, "a", i * 7, 1) for i in range(1, 6)]
+    runs = []
+    for _ in range(2):
+        with fresh_storage() as storage:
+            runner = StreamRunner(storage, codec, owner="test")
+            runner.add(pipelines.everything(dead_letters), tables=TABLES)
+            append_batches(storage, [events])
+            runner.catch_up()
+            stored = {e.id: e for e in storage.events.read_all(types=list(INPUT_TYPES))}
+            outputs = list(storage.events.read_all(types=["test.streams.Total"]))
+            assert outputs
+            index: dict[int, int] = {}
+            for out in outputs:
+                cause = stored[out.causation_id or ""]
+                assert (cause.correlation_id, cause.timestamp) == (
+                    out.correlation_id,
+                    out.timestamp,
+                )
+                assert cause.position is not None
+                n = index[cause.position] = index.get(cause.position, -1) + 1
+                assert event_id("everything", cause.position, n) == out.id
+            runs.append([(o.id, o.message) for o in outputs])
+    assert runs[0] == runs[1]
