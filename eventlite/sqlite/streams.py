@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import sqlite3
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from ..store.streams import (
@@ -33,6 +38,51 @@ _PUT = (
 _DELETE = "DELETE FROM stream_processor_state WHERE stream = ? AND operator = ? AND key = ?"
 _EMPTY = "{}"
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+
+
+_JSON_TEXT = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+_PLAIN = (str, int, float, bool, bytes, type(None))
+_COLUMN_TYPES: dict[type[Any], str] = {
+    int: "INTEGER",
+    bool: "INTEGER",
+    float: "FLOAT",
+    Decimal: "FLOAT",
+    bytes: "BLOB",
+}
+
+
+def _cell(value: Any) -> Any:
+    """A value as sqlite-utils stores it (``jsonify_if_needed``)."""
+    t = type(value)
+    if t in _PLAIN:
+        return value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (dict, list, tuple)):
+        return _JSON_TEXT(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (timedelta, uuid.UUID)):
+        return str(value)
+    return value
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_sql(table: str, columns: tuple[str, ...], pk: tuple[str, ...]) -> str:
+    names = ", ".join(map(_quote, columns))
+    marks = ", ".join("?" * len(columns))
+    target = ", ".join(map(_quote, pk))
+    rest = [c for c in columns if c not in pk]
+    if rest:
+        sets = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in rest)
+        action = f"DO UPDATE SET {sets}"
+    else:
+        action = "DO NOTHING"
+    return f"INSERT INTO {_quote(table)} ({names}) VALUES ({marks}) ON CONFLICT ({target}) {action}"
 
 
 def _record(row: tuple[Any, ...]) -> StreamRecord:
@@ -157,6 +207,77 @@ class SQLiteStreamStateStore(StreamStateStore):
                 tx.execute("UPDATE stream_processors SET error = ? WHERE name = ?", (error, name))
         except sqlite3.Error as exc:
             raise storage_error(exc, "recording a stream's error", self.database.path) from exc
+
+    def write_rows(
+        self,
+        table: str,
+        pk: Sequence[str],
+        upserts: Sequence[Mapping[str, Any]],
+        deletes: Sequence[Sequence[Any]] = (),
+    ) -> None:
+        """See :meth:`StreamStateStore.write_rows`: the table made or widened as rows need,
+        then one ``executemany`` for the deletes and one per set of columns for the
+        upserts (``INSERT ... ON CONFLICT DO UPDATE``)."""
+        pk = tuple(pk)
+        try:
+            with self.database.transaction() as tx:
+                conn = tx.conn
+                columns = self._columns(conn, table)
+                if not columns:
+                    if not upserts:
+                        return  # nothing to delete from a table that does not exist
+                    columns = self._create(conn, table, pk, upserts[0])
+                if deletes:
+                    where = " AND ".join(f"{_quote(c)} = ?" for c in pk)
+                    conn.executemany(
+                        f"DELETE FROM {_quote(table)} WHERE {where}",
+                        [tuple(map(_cell, key)) for key in deletes],
+                    )
+                groups: dict[tuple[str, ...], builtins.list[tuple[Any, ...]]] = {}
+                for row in upserts:
+                    names = tuple(row)
+                    group = groups.get(names)
+                    if group is None:
+                        group = groups[names] = []
+                        for name in names:
+                            if name not in columns:
+                                kind = _COLUMN_TYPES.get(type(row[name]), "TEXT")
+                                conn.execute(
+                                    f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {kind}"
+                                )
+                                columns.add(name)
+                    group.append(tuple(map(_cell, row.values())))
+                for names, values in groups.items():
+                    conn.executemany(_upsert_sql(table, names, pk), values)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"writing rows of {table!r}", self.database.path) from exc
+
+    @staticmethod
+    def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({_quote(table)})")}
+
+    @staticmethod
+    def _create(
+        conn: sqlite3.Connection, table: str, pk: tuple[str, ...], row: Mapping[str, Any]
+    ) -> set[str]:
+        names = list(row)
+        names.extend(c for c in pk if c not in row)
+        defs = ", ".join(
+            f"{_quote(c)} {_COLUMN_TYPES.get(type(row.get(c)), 'TEXT')}" for c in names
+        )
+        keys = ", ".join(map(_quote, pk))
+        conn.execute(f"CREATE TABLE {_quote(table)} ({defs}, PRIMARY KEY ({keys}))")
+        return set(names)
+
+    def clear_tables(self, tables: Iterable[str]) -> None:
+        """See :meth:`StreamStateStore.clear_tables`."""
+        try:
+            with self.database.transaction() as tx:
+                for table in tables:
+                    if self._columns(tx.conn, table):
+                        tx.execute(f"DELETE FROM {_quote(table)}")
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "emptying tables", self.database.path) from exc
 
     def reset(self, name: str, now: float) -> None:
         """See :meth:`StreamStateStore.reset`."""

@@ -7,14 +7,16 @@ counts, and its checkpoint (the entry ``("$stream", "position")``). The
 when it builds a stream's engine, and writes each batch's changes with the batch's outputs,
 in one transaction. Beside the entries, the store keeps one :class:`StreamRecord` per
 stream: its position and a summary (watermarks, open windows, late counts, last error) for
-status pages and the CLI, written by the same :meth:`StreamStateStore.save`.
+status pages and the CLI, written by the same :meth:`StreamStateStore.save`. The rows a
+stream's ``to_table`` sinks make go to read-model tables through
+:meth:`StreamStateStore.write_rows`, in the same transaction.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -139,6 +141,33 @@ class StreamStateStore(abc.ABC):
     def fail(self, name: str, error: str) -> None:
         """Record ``error`` (a one-line description) on ``name``'s row; nothing else
         changes."""
+
+    @abc.abstractmethod
+    def write_rows(
+        self,
+        table: str,
+        pk: Sequence[str],
+        upserts: Sequence[Mapping[str, Any]],
+        deletes: Sequence[Sequence[Any]] = (),
+    ) -> None:
+        """Write rows of the read-model table ``table``, whose primary key is the columns
+        ``pk``: first delete the rows whose key values are each of ``deletes`` (a missing
+        one is no error), then upsert each row of ``upserts`` (insert it, or set the
+        columns it names on the row with its key). Upserts name every ``pk`` column,
+        with a value that is not None; one key appears once in ``upserts``.
+
+        The table is created when missing (with ``pk`` as its primary key and the columns
+        of the first row), and a column a row names that the table lacks is added.
+        Values are stored as the read model's helper would store them (SQLite:
+        sqlite-utils's conversions: ``datetime``/``date``/``time`` as ISO 8601 text,
+        ``Decimal`` as a float, ``UUID`` and ``timedelta`` as text, lists, tuples and dicts
+        as JSON text), so the rows read back through ``read_model()`` look the same
+        whichever wrote them."""
+
+    @abc.abstractmethod
+    def clear_tables(self, tables: Iterable[str]) -> None:
+        """Delete every row of each of the read-model ``tables`` that exists (a rebuild
+        starts them over); the tables stay."""
 
     @abc.abstractmethod
     def reset(self, name: str, now: float) -> None:

@@ -1,13 +1,8 @@
-"""How a runner writes a batch's outputs: event ids, events, read-model rows.
-
-The row writes go through the storage's read-model helper (on SQLite a
-``sqlite_utils.Database``) in the two functions :func:`write_rows` and
-:func:`empty_tables`; a backend with another helper needs another pair, nothing else.
-"""
+"""How a runner prepares a batch's outputs for the store: event ids and envelopes, rows
+folded to one write each and checked."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,14 +13,7 @@ from typing import Any
 from ..envelope import Envelope, Metadata
 from .outputs import AppendEvent, DeleteRow, UpsertRow
 
-__all__ = [
-    "empty_tables",
-    "event_id",
-    "output_envelopes",
-    "row_problem",
-    "row_writes",
-    "write_rows",
-]
+__all__ = ["event_id", "output_envelopes", "row_problem", "row_writes"]
 
 _NAMESPACE = uuid.UUID("6c1f2f0e-7a55-4f63-9a3d-53a2d51e5c7a")
 """The namespace of the ids of events streams append (UUIDv5)."""
@@ -118,71 +106,57 @@ def row_problem(out: UpsertRow | DeleteRow) -> str | None:
     return None
 
 
-RowWrite = tuple[bool, "dict[str, Any] | None", tuple[str, ...], tuple[Any, ...]]
+RowWrite = tuple[bool, "Mapping[str, Any] | None", tuple[str, ...], tuple[Any, ...]]
 """What one row of a table ends as after a batch: ``(delete_first, row, pk, key)``: the
 row whose primary-key columns ``pk`` hold ``key`` is deleted first when
 ``delete_first``, then ``row`` is upserted unless it is None."""
 
+TableWrites = tuple[tuple[str, ...], list[tuple[Any, ...]], list[Mapping[str, Any]]]
+"""``(pk, deletes, upserts)``: what :meth:`StreamStateStore.write_rows
+<eventlite.store.streams.StreamStateStore.write_rows>` takes for one table."""
 
-def row_writes(
-    outputs: Iterable[UpsertRow | DeleteRow],
-) -> dict[str, dict[tuple[Any, ...], RowWrite]]:
-    """A batch's row outputs folded to one write per row (by table, then primary key),
-    with the effect of applying them one after the other: upserts of one row merge their
-    columns, a delete drops what came before it."""
-    tables: dict[str, dict[tuple[Any, ...], RowWrite]] = {}
+
+def row_writes(outputs: Iterable[UpsertRow | DeleteRow]) -> list[tuple[str, TableWrites]]:
+    """A batch's row outputs folded to one write per row, with the effect of applying
+    them one after the other (upserts of one row merge their columns, a delete drops what
+    came before it), grouped by table and primary key."""
+    folded: dict[tuple[str, tuple[str, ...]], dict[Any, RowWrite]] = {}
     for out in outputs:
-        rows = tables.get(out.table)
-        if rows is None:
-            rows = tables[out.table] = {}
-        if isinstance(out, UpsertRow):
+        if type(out) is UpsertRow:
             pk = out.pk
-            key = tuple(out.row[c] for c in pk)
-            ident = tuple(map(_hashable, key))
+            row = out.row
+            key = tuple([row[c] for c in pk])
+            rows = folded.get((out.table, pk))
+            if rows is None:
+                rows = folded[(out.table, pk)] = {}
+            ident = _ident(key)
             before = rows.get(ident)
             if before is None:
-                rows[ident] = (False, dict(out.row), pk, key)
+                rows[ident] = (False, row, pk, key)
             elif before[1] is None:
-                rows[ident] = (True, dict(out.row), pk, key)
+                rows[ident] = (True, row, pk, key)
             else:
-                rows[ident] = (before[0], {**before[1], **out.row}, pk, key)
+                rows[ident] = (before[0], {**before[1], **row}, pk, key)
         else:
+            assert isinstance(out, DeleteRow)
             pk = tuple(out.key)
-            key = tuple(out.key[c] for c in pk)
-            rows[tuple(map(_hashable, key))] = (True, None, pk, key)
-    return tables
+            key = tuple(out.key.values())
+            rows = folded.get((out.table, pk))
+            if rows is None:
+                rows = folded[(out.table, pk)] = {}
+            rows[_ident(key)] = (True, None, pk, key)
+    writes = []
+    for (table, pk), rows in folded.items():
+        deletes = [key for first, _, _, key in rows.values() if first]
+        upserts = [row for _, row, _, _ in rows.values() if row is not None]
+        writes.append((table, (pk, deletes, upserts)))
+    return writes
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, (list, dict, set)):
-        return json.dumps(value, sort_keys=True, default=repr)
-    return value
-
-
-def write_rows(db: Any, tables: Mapping[str, Mapping[tuple[Any, ...], RowWrite]]) -> None:
-    """Apply :func:`row_writes` to the read model ``db`` (a ``sqlite_utils.Database``
-    bound to the open transaction): the deletes, then one ``upsert_all`` per table and
-    primary key (which creates the table, and adds columns, as rows need)."""
-    from sqlite_utils.db import NotFoundError, jsonify_if_needed
-
-    for table, rows in tables.items():
-        target = db[table]
-        if target.exists():
-            for first, _, _, key in rows.values():
-                if first:
-                    with contextlib.suppress(NotFoundError):
-                        target.delete([jsonify_if_needed(v) for v in key])
-        by_pk: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for _, row, pk, _ in rows.values():
-            if row is not None:
-                by_pk.setdefault(pk, []).append(row)
-        for pk, upserts in by_pk.items():
-            target.upsert_all(upserts, pk=pk[0] if len(pk) == 1 else pk, alter=True)
-
-
-def empty_tables(db: Any, tables: Iterable[str]) -> None:
-    """Delete every row of the read-model ``tables`` that exist (a rebuild starts them
-    over)."""
-    for table in tables:
-        if db[table].exists():
-            db[table].delete_where()
+def _ident(key: tuple[Any, ...]) -> Any:
+    """A hashable stand-in for a key (lists and dicts as their JSON)."""
+    try:
+        hash(key)
+    except TypeError:
+        return json.dumps(key, sort_keys=True, default=repr)
+    return key

@@ -414,7 +414,7 @@ class StreamRunner:
         blank = StreamEngine(stream, _NoState(), codec=self.codec, tables=entry.tables)
         written = stream.tables()
         if written:
-            clash = sorted(set(written) & self.storage.projections.reserved_tables())
+            clash = sorted(set(written) & _reserved_tables(self.storage))
             if clash:
                 raise ValueError(
                     f"stream {stream.name!r} writes {clash}, which are eventlite's own tables"
@@ -809,8 +809,8 @@ class StreamRunner:
                     entry.name, appends, inputs, dead_letter_source(entry.name), end
                 )
                 appended = self._append(parts)
-            if rows:
-                _writes.write_rows(self._store_read_model(), _writes.row_writes(rows))
+            for table, (pk, deletes, upserts) in _writes.row_writes(rows):
+                self._store.write_rows(table, pk, upserts, deletes)
             for dead in refused:
                 self._dead_letter(entry, dead.envelope, LateEvent(dead.reason))
             for what, error in failed:
@@ -847,9 +847,6 @@ class StreamRunner:
                 except (MessageDecodeError, UnknownMessageType):
                     continue
         return found
-
-    def _store_read_model(self) -> Any:
-        return self.storage.projections.read_model()
 
     def _append(self, parts: list[tuple[str, list[Envelope]]]) -> int:
         """Append the events; one already in the log (same id: a rebuild making it again)
@@ -920,9 +917,7 @@ class StreamRunner:
             with self.storage.transaction():
                 self._check_lease(entry)
                 self._store.reset(name, self.clock.now())
-                tables = entry.stream.tables()
-                if tables:
-                    _writes.empty_tables(self._store_read_model(), tables)
+                self._store.clear_tables(entry.stream.tables())
             entry.engine = None
             position = self._catch_up(entry, progress)[0]
         entry.wake.set()
@@ -1044,6 +1039,14 @@ def _position(item: Item) -> int:
 
 def _lease_name(name: str) -> str:
     return f"stream:{name}"
+
+
+def _reserved_tables(storage: Storage) -> frozenset[str]:
+    """The backend's own tables, which no stream may write."""
+    try:
+        return storage.projections.reserved_tables()
+    except StorageError:
+        return frozenset()
 
 
 def _leases(storage: Storage) -> LeaseStore | None:

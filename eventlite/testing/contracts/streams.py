@@ -9,6 +9,7 @@ Run it with a ``make_storage`` fixture (see :mod:`eventlite.testing.contracts`):
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -198,6 +199,46 @@ class StreamStateStoreContract:
             store.entry("s", "op", "k"),
             store.get("other"),
         )
+
+    def test_write_rows_creates_upserts_and_deletes(self, storage: Storage) -> None:
+        """Rows go to a table made on first write; an upsert inserts a new key and sets
+        the named columns of a known one; deletes (of present and missing keys) run
+        first; a new column is added; values are stored as the read model stores them."""
+        store = storage.streams
+        start = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
+        store.write_rows(
+            "per_minute",
+            ("key", "start"),
+            [
+                {"key": "a", "start": start, "value": 1, "tags": ["x"]},
+                {"key": "b", "start": start, "value": 2, "tags": []},
+            ],
+        )
+        store.write_rows(
+            "per_minute",
+            ("key", "start"),
+            [{"key": "a", "start": start, "value": 5}, {"key": "c", "start": start, "extra": 1.5}],
+            deletes=[("b", start), ("zzz", start)],
+        )
+        rows = sorted(storage.projections.read_model()["per_minute"].rows, key=lambda r: r["key"])
+        iso = start.isoformat()
+        assert [
+            {"key": "a", "start": iso, "value": 5, "tags": '["x"]', "extra": None},
+            {"key": "c", "start": iso, "value": None, "tags": None, "extra": 1.5},
+        ] == rows
+
+    def test_write_rows_joins_the_transaction_and_tables_clear(self, storage: Storage) -> None:
+        """Rows written in a transaction that rolls back are gone with it; clear_tables
+        empties tables (and ignores missing ones)."""
+        store = storage.streams
+        store.write_rows("t", ("id",), [{"id": 1, "v": "one"}])
+        with pytest.raises(RuntimeError), storage.transaction():
+            store.write_rows("t", ("id",), [{"id": 2, "v": "two"}], deletes=[(1,)])
+            raise RuntimeError("the batch failed")
+        db = storage.projections.read_model()
+        assert [{"id": 1, "v": "one"}] == list(db["t"].rows)
+        store.clear_tables(["t", "missing"])
+        assert [] == list(db["t"].rows)
 
     def test_any_program_matches_the_model(self, make_storage: StorageFactory) -> None:
         """Random registers, saves (from the right and the wrong position), failures and
