@@ -94,6 +94,23 @@ def test_the_runner_stores_what_the_engine_computes(
         assert _late_counts(everything(), inputs(storage, INPUT_TYPES)) == status.late
 
 
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None)
+@given(
+    events=arrivals(jitter=12, kinds=(Reading, Other), max_size=150),
+    runs=RUNS,
+    batch_size=st.integers(1, 40),
+    dead_letters=st.booleans(),
+)
+def test_the_runner_stores_what_the_engine_computes_long(
+    events: list[Any], runs: list[tuple[int, str]], batch_size: int, dead_letters: bool
+) -> None:
+    """The same as above, over more and longer runs."""
+    test_the_runner_stores_what_the_engine_computes.hypothesis.inner_test(  # type: ignore[attr-defined]
+        events, runs, batch_size, dead_letters
+    )
+
+
 def _late_counts(stream: Stream, envelopes: list[Any]) -> dict[str, int]:
     from eventlite.streams import MemoryState, StreamEngine
 
