@@ -82,7 +82,7 @@ class StreamScenario:
     :param registry: the registry of its messages (default: the default one).
     :param build: the application's composition root, as
         :class:`~eventlite.testing.TestApp` takes it (by default a bare app); the scenario
-        adds the stream to the app it makes.
+        adds the stream to the app it makes, unless the root added one of that name.
     :param tables: the keyed tables its ``join_table`` steps read.
     """
 
@@ -154,7 +154,8 @@ class StreamScenario:
         stream = self._make()
         with TestApp(self.build, registry=self.registry) as t:
             app = t.app
-            app.stream(stream, tables=self.tables)
+            if stream.name not in app.streams.streams:  # the root may have added it
+                app.stream(stream, tables=self.tables)
             clock = t.clock
             for item in self.given_events:
                 if isinstance(item, timedelta):

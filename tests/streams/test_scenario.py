@@ -152,3 +152,17 @@ def test_a_different_outcome_fails_with_each_difference() -> None:
     assert '"value": 1}' in text
     assert "late counts: expected {'per-minute': 2}, counted {'per-minute': 0}" in text
     assert "events appended (1 expected, 0 appended)" in text
+
+
+def test_a_composition_root_that_adds_the_stream_is_used_as_is() -> None:
+    """With ``build=``, the app is the application's own; a stream it already adds is not
+    added again."""
+
+    def build(db: str | None = None, **options: object) -> eventlite.App:
+        app = eventlite.App(db, registry=registry, **options)  # type: ignore[arg-type]
+        app.stream(views_per_minute())
+        return app
+
+    StreamScenario(views_per_minute, registry=registry, build=build).given(
+        Viewed("ada", "/home", at(0, 5)), Viewed("cyd", "/home", at(2, 30))
+    ).then(rows={"views_per_minute": [{"key": "/home", "start": at(0), "end": at(1), "value": 1}]})
