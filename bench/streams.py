@@ -21,6 +21,12 @@ late. Two computations: a tumbling one-minute count per user, and a session-wind
   run, timed from its first message to its last, at-least-once, no changelog topics.
 - **plain Python**: the same results computed in one pass (tumbling: a dict of counters
   over ``(user, µs)`` pairs), the floor for the arithmetic.
+- **the durable runner** (``StreamRunner``): the same events stored in a SQLite file
+  (``synchronous=FULL``), read from the log, processed and written back in large batches,
+  each batch one transaction holding the result rows, the changed state entries and the
+  checkpoint (exactly-once inside the store); timed from the first read to the last commit
+  (the input then ends, closing the last windows), its rows read back from the table and
+  checked exactly; peak traced memory over a whole run.
 
 Every result set is checked against the plain-Python one, exactly. Peak memory is the
 engine's traced peak over a whole run, state included, each batch's outputs dropped once
@@ -32,6 +38,7 @@ returned (the input events, made before, are not counted).
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import random
 import socket
@@ -46,7 +53,16 @@ from pathlib import Path
 from typing import Any
 
 from eventlite import Codec, Envelope, Registry, event
-from eventlite.streams import MemoryState, Session, Stream, StreamEngine, Tumbling, UpsertRow
+from eventlite.sqlite import SQLiteStorage
+from eventlite.streams import (
+    MemoryState,
+    Session,
+    Stream,
+    StreamEngine,
+    StreamRunner,
+    Tumbling,
+    UpsertRow,
+)
 
 from ._harness import Row, workdir
 
@@ -60,6 +76,8 @@ MINUTE = timedelta(minutes=1)
 GAP = timedelta(seconds=30)
 DELAY = timedelta(seconds=2)
 TARGET = 400_000
+DURABLE_BATCHES = (10_000, 50_000)
+"""Batch sizes of the durable runner (its default, and a large one)."""
 BYTEWAX_FILE_2026_12_04 = 125_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -144,13 +162,13 @@ def _floor(pairs: list[tuple[str, int]]) -> int:
 # -- eventlite ---------------------------------------------------------------------------------
 
 
-def _stream(kind: str) -> Stream:
-    stream = Stream(f"bench-{kind}")
+def _stream(kind: str, suffix: str = "") -> Stream:
+    stream = Stream(f"bench-{kind}{suffix}")
     clicks = stream.source(Clicked, time="at", out_of_orderness=DELAY).key_by(lambda c: c.user)
     if kind == "tumbling":
-        clicks.window(Tumbling(MINUTE)).count().to_table("per_minute")
+        clicks.window(Tumbling(MINUTE)).count().to_table(f"per_minute{suffix}")
     else:
-        clicks.window(Session(GAP)).sum(lambda c: c.value).to_table("sessions")
+        clicks.window(Session(GAP)).sum(lambda c: c.value).to_table(f"sessions{suffix}")
     return stream
 
 
@@ -194,6 +212,58 @@ def eventlite_memory(kind: str, inputs: list[Envelope], batch: int) -> float:
     tracemalloc.start()
     try:
         eventlite_run(kind, inputs, batch, serialize=True, keep=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / 1024
+
+
+# -- the durable runner ------------------------------------------------------------------------
+
+
+def store_events(path: Path, events: list[Clicked]) -> None:
+    """Store ``events`` in a new eventlite file, each in the stream of its user."""
+    with SQLiteStorage(path, codec=codec, synchronous="normal") as storage:
+        for i in range(0, len(events), 10_000):
+            storage.events.append_many([(e.user, [e]) for e in events[i : i + 10_000]])
+
+
+_RUN = itertools.count(1)
+
+
+def runner_run(kind: str, path: Path, batch: int) -> tuple[float, list[Result]]:
+    """Seconds for a new stream to process every stored event with the durable runner
+    (batches of ``batch``, each committed with its state and checkpoint) until the input
+    ends, and its results as the table holds them."""
+    stream = _stream(kind, f"_{next(_RUN)}")
+    with SQLiteStorage(path, codec=codec) as storage:
+        runner = StreamRunner(storage, codec, batch_size=batch, owner="bench")
+        runner.add(stream)
+        gc.collect()
+        started = time.perf_counter()
+        runner.catch_up()
+        runner._finish(stream.name)
+        elapsed = time.perf_counter() - started
+        runner.close()
+        (table,) = stream.tables()
+        rows = sorted(
+            (
+                r["key"],
+                _us(datetime.fromisoformat(r["start"])),
+                _us(datetime.fromisoformat(r["end"])),
+                r["value"],
+            )
+            for r in storage.projections.read_model()[table].rows
+        )
+    return elapsed, rows
+
+
+def runner_memory(kind: str, path: Path, batch: int) -> float:
+    """Peak traced KiB of a whole durable run."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        runner_run(kind, path, batch)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -447,6 +517,8 @@ def run(quick: bool) -> list[Row]:
     measured: dict[str, list[tuple[float, list[Result]]]] = defaultdict(list)
     floor = 0.0
     with workdir() as dir:
+        store = dir / "clicks.db"
+        store_events(store, events)
         path = dir / "clicks.jsonl"
         with path.open("w") as f:
             for e in events:
@@ -463,6 +535,8 @@ def run(quick: bool) -> list[Row]:
                     measured[f"el {kind} {batch} json"].append(
                         eventlite_run(kind, inputs, batch, True)
                     )
+                for batch in DURABLE_BATCHES:
+                    measured[f"durable {kind} {batch}"].append(runner_run(kind, store, batch))
                 if version is not None:
                     measured[f"bw {kind} 1000"].append(bytewax_run(kind, events, 1000))
             if version is not None:
@@ -472,8 +546,13 @@ def run(quick: bool) -> list[Row]:
         quix = quix_run(events, dir)
         if not isinstance(quix, str):
             measured["quix tumbling"].append(quix)
+        durable_memory = {
+            kind: runner_memory(kind, store, DURABLE_BATCHES[-1])
+            for kind in ("tumbling", "session")
+        }
     memory = {kind: eventlite_memory(kind, inputs, 1000) for kind in ("tumbling", "session")}
     rows = _report(n, measured, expected, floor, memory, version)
+    rows += _durable_report(n, measured, expected, version, durable_memory)
     if isinstance(quix, str):
         print(f"(Quix Streams not run: {quix})\n", file=sys.stderr)
     else:
@@ -489,6 +568,49 @@ def run(quick: bool) -> list[Row]:
                 floor,
                 higher_is_better=True,
             ),
+        )
+    return rows
+
+
+def _durable_report(
+    n: int,
+    measured: dict[str, list[tuple[float, list[Result]]]],
+    expected: dict[str, list[Result]],
+    version: str | None,
+    memory: dict[str, float],
+) -> list[Row]:
+    if "bw tumbling file" in measured:
+        file_rate = _best(measured["bw tumbling file"], expected["tumbling"], n)[0]
+        label = f"bytewax {version}, JSON-lines file, same run"
+    else:
+        file_rate = BYTEWAX_FILE_2026_12_04
+        label = "bytewax, JSON-lines file (2026-12-04 figure)"
+    rows = []
+    for kind, what in (("tumbling", "tumbling 1-min count"), ("session", "session sum, 30 s gap")):
+        for batch in DURABLE_BATCHES:
+            value, exact = _best(measured[f"durable {kind} {batch}"], expected[kind], n)
+            rows.append(
+                Row(
+                    f"durable runner, {what}, {n:,} events stored in SQLite (FULL), batches "
+                    f"of {batch:,}, state committed with each checkpoint"
+                    f"{', results exact' if exact else ' (RESULTS DIFFER)'}",
+                    value,
+                    "events/s",
+                    label,
+                    file_rate,
+                    ">= 1x bytewax file rate",
+                    value >= file_rate and exact,
+                    higher_is_better=True,
+                )
+            )
+    for kind in ("tumbling", "session"):
+        rows.append(
+            Row(
+                f"durable runner peak traced memory, {kind}, whole run, batches of "
+                f"{DURABLE_BATCHES[-1]:,}",
+                memory[kind],
+                "KiB",
+            )
         )
     return rows
 

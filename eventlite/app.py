@@ -32,6 +32,9 @@ The read side and long-running processes hang off the same file:
   the sagas a crash interrupted;
 - ``app.process_manager(manager)`` runs a :class:`~eventlite.process.ProcessManager` as a
   durable subscriber, its timeouts fired by the relay.
+- ``app.stream(stream)`` (or ``with app.stream(name) as stream:``) runs a stream-processing
+  pipeline (:mod:`eventlite.streams`) on a thread of :attr:`App.streams`, its state
+  committed with its outputs.
 
 :meth:`App.run_until_idle` settles all of it; :meth:`App.close` stops all of it.
 """
@@ -44,7 +47,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal, TypeVar, overload
 
 from .aggregate import Aggregate
@@ -70,6 +74,7 @@ from .store.events import EventStore
 from .store.snapshots import SnapshotStore
 from .store.storage import Storage
 from .store.storage import Transaction as StoreTransaction
+from .streams import Stream, StreamRunner, Table
 from .unit_of_work import UnitOfWork
 
 __all__ = ["App"]
@@ -189,6 +194,7 @@ class App:
         self._projector: Projector | None = None
         self._sagas: SagaOrchestrator | None = None
         self._processes: ProcessManagers | None = None
+        self._streams: StreamRunner | None = None
         self._missing: dict[str, StorageError] = {}
         if self.storage.durable:
             # A backend may keep only some stores: what it lacks is None here, and asking
@@ -749,6 +755,68 @@ class App:
         runner.wake_at_next()
         return subscriber
 
+    @property
+    def streams(self) -> StreamRunner:
+        """The :class:`~eventlite.streams.StreamRunner` of the app's file, with the app's
+        codec, dead-letter queue and clock (made, and started, on first use: streams run
+        as soon as they are added). Raises ``RuntimeError`` in memory."""
+        self._need_file("stream processing")
+        runner = self._streams
+        if runner is None:
+            with self._relay_lock:
+                runner = self._streams
+                if runner is None:
+                    runner = StreamRunner(
+                        self.storage,
+                        self.codec,
+                        dlq=self._dlq,
+                        clock=self.clock,
+                        poll_interval=self.poll_interval,
+                    )
+                    runner.start()
+                    self._streams = runner
+        return runner
+
+    @overload
+    def stream(self, stream: Stream, *, tables: Mapping[str, Table] | None = None) -> Stream: ...
+
+    @overload
+    def stream(
+        self, stream: str, *, tables: Mapping[str, Table] | None = None
+    ) -> AbstractContextManager[Stream]: ...
+
+    def stream(
+        self, stream: Stream | str, *, tables: Mapping[str, Table] | None = None
+    ) -> Stream | AbstractContextManager[Stream]:
+        """Run a stream-processing pipeline over the app's log (see ``docs/streams.md``).
+
+        Given a built :class:`~eventlite.streams.Stream`, it starts it at once and returns
+        it. Given a name, it returns a context manager: declare the pipeline on the
+        stream it yields, and it starts when the block ends (not if the block raises)::
+
+            with app.stream("views-per-minute") as views:
+                (views.source(PageViewed, time="at")
+                    .key_by(lambda v: v.page)
+                    .window(Tumbling(timedelta(minutes=1)))
+                    .count()
+                    .to_table("views_per_minute"))
+
+        ``tables`` are the keyed tables its ``join_table`` steps look values up in. Raises
+        what :meth:`StreamRunner.add <eventlite.streams.StreamRunner.add>` raises, and
+        ``RuntimeError`` in memory.
+        """
+        if isinstance(stream, str):
+            return self._declare_stream(stream, tables)
+        self.streams.add(stream, tables=tables)
+        return stream
+
+    @contextmanager
+    def _declare_stream(self, name: str, tables: Mapping[str, Table] | None) -> Iterator[Stream]:
+        self._need_file("stream processing")
+        stream = Stream(name)
+        yield stream
+        self.streams.add(stream, tables=tables)
+
     # -- settling -------------------------------------------------------------------------
 
     def run_until_idle(self, timeout: float = 10.0) -> None:
@@ -756,7 +824,8 @@ class App:
         durable delivery of what is committed, delayed retries and process managers'
         timeouts due by :attr:`clock`, dead letters released for retry, sagas being
         resumed, and tracking projections (brought up to the head in this thread),
-        including what that work itself produces.
+        including what that work itself produces. Streams are brought up to the head in
+        this thread too, and what they append is delivered in turn.
 
         For tests: after it returns, every effect of what was done before is visible.
         Raises ``TimeoutError`` when ``timeout`` seconds pass first, and
@@ -773,6 +842,8 @@ class App:
         while True:
             relay = self._relay
             before = relay.work_done if relay is not None else 0
+            streams = self._streams
+            appended = streams.appended if streams is not None else 0
             resuming = [t for t in self._resumers if t.is_alive()]
             for thread in resuming:
                 thread.join(remaining())
@@ -783,11 +854,15 @@ class App:
             if relay is not None and not relay.drain(remaining()):
                 remaining()
                 raise TimeoutError("a durable subscriber stopped before settling its events")
+            if streams is not None and streams.streams:
+                streams.catch_up()
             projector = self._projector
             if projector is not None and projector.projections:
                 projector.catch_up()
             idle_bus = all(s.pending == 0 for s in self.bus.worker_stats())
-            if idle_bus and not resuming and (relay is None or relay.work_done == before):
+            idle_relay = relay is None or relay.work_done == before
+            idle_streams = streams is None or streams.appended == appended
+            if idle_bus and not resuming and idle_relay and idle_streams:
                 return
 
     # -- using it -----------------------------------------------------------------------
@@ -841,7 +916,7 @@ class App:
     def close(self, timeout: float = 10.0) -> list[str]:
         """Stop the relay (after the message it is handling: durable subscribers, process
         managers, sagas started by events), the sagas (after their current step; the next
-        :meth:`start` resumes them) and the tracking projections, finish the bus's
+        :meth:`start` resumes them) the streams and the tracking projections, finish the bus's
         background work, then close the store and the file.
 
         Returns within ``timeout`` seconds, whatever the handlers do: a thread still
@@ -887,6 +962,9 @@ class App:
                     abandoned.append("resuming sagas (the next start() resumes them)")
 
             steps.append(join_resumer)
+        streams = self._streams
+        if streams is not None:
+            steps.append(lambda: streams.close(remaining()))
         if self._projector is not None:
             projector = self._projector
             steps.append(lambda: projector.close(remaining()))

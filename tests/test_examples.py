@@ -19,6 +19,23 @@ refused: acc-1: balance 133.00 < 1000
 loaded from the snapshot at version 100 plus 24 later events: version 124, balance 133.00
 stored rows still at schema version 1: 2
 """,
+    "clickstream": """\
+stored 7,429 page views and 341 purchases of 100 users
+a child process ran the streams; killed mid-run with SIGKILL: True
+after a restart its results equal an uninterrupted run's: True
+sessions: 184 closed, 54 still open (30 minutes without a view end one)
+  user-036  09:00-09:44  21 views
+  user-008  09:00-10:06  50 views
+  user-026  09:01-10:13  53 views
+conversion per minute, 10:00 to 10:04:
+  10:00   13 views  3 purchases  23.1%
+  10:01   11 views  2 purchases  18.2%
+  10:02   16 views  2 purchases  12.5%
+  10:03   16 views  3 purchases  18.8%
+  10:04   12 views  6 purchases  50.0%
+view-purchase pairs of a user within 30 minutes: 7,969
+  user-022 viewed /pricing at 09:03:30 and bought for 159.27 at 09:08:04
+""",
     "dead_letters": """\
 release 1 runs
   invoice for o-1: 20.00 (coupon SPRING)

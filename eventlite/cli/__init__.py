@@ -557,4 +557,5 @@ from . import _graph as _graph  # noqa: E402
 from . import _dlq as _dlq  # noqa: E402
 from . import _status as _status  # noqa: E402
 from . import _processes as _processes  # noqa: E402
+from . import _streams as _streams  # noqa: E402
 from ._graph import mermaid  # noqa: E402

@@ -29,6 +29,7 @@ from .queues import SQLiteQueueStore
 from .retries import SQLiteRetryStore
 from .sagas import SQLiteSagaStore
 from .snapshots import SQLiteSnapshotStore
+from .streams import SQLiteStreamStateStore
 
 __all__ = [
     "Database",
@@ -46,6 +47,7 @@ __all__ = [
     "SQLiteSagaStore",
     "SQLiteSnapshotStore",
     "SQLiteStorage",
+    "SQLiteStreamStateStore",
     "Synchronous",
     "Transaction",
 ]
@@ -91,6 +93,7 @@ class SQLiteStorage(Storage):
         self._checkpoints = SQLiteCheckpointStore(self.database)
         self._inbox = SQLiteInboxStore(self.database)
         self._retries = SQLiteRetryStore(self.database)
+        self._streams = SQLiteStreamStateStore(self.database)
 
     @property
     def description(self) -> str:
@@ -138,6 +141,11 @@ class SQLiteStorage(Storage):
     def claims(self) -> SQLiteClaimStore:
         """See :attr:`Storage.claims`: the ``claims`` table."""
         return self._claims
+
+    @property
+    def streams(self) -> SQLiteStreamStateStore:
+        """See :attr:`Storage.streams`: ``stream_processors`` and ``stream_processor_state``."""
+        return self._streams
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """See :meth:`Storage.transaction`: ``BEGIN IMMEDIATE`` on the file."""

@@ -337,6 +337,40 @@ def _create_claims(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX claims_owner ON claims (scope, owner)")
 
 
+def _create_stream_processors(db: sqlite_utils.Database) -> None:
+    # One row per stream processor (eventlite.streams): its checkpoint, live or rebuilding,
+    # and a summary of its state for status pages (JSON objects). Its state entries, one
+    # row each, JSON values by (stream, operator, key); WITHOUT ROWID: read by their key
+    # or by the prefix (stream, operator) only. Not ``streams``: that table is the event
+    # streams' versions.
+    db.execute(
+        """
+        CREATE TABLE stream_processors (
+            name TEXT NOT NULL PRIMARY KEY,
+            position INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            watermarks TEXT NOT NULL,
+            open TEXT NOT NULL,
+            late TEXT NOT NULL,
+            error TEXT,
+            updated_at REAL NOT NULL,
+            rebuilt_at REAL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE stream_processor_state (
+            stream TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (stream, operator, key)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("event store: events, streams", _create_event_store),
     Migration("aggregate snapshots", _create_snapshots),
@@ -346,6 +380,7 @@ MIGRATIONS: list[Migration] = [
     Migration("process managers: instances and timeouts", _create_processes),
     Migration("leases: who owns each piece of background work", _create_leases),
     Migration("unique claims across aggregates", _create_claims),
+    Migration("stream processors: state entries and status", _create_stream_processors),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

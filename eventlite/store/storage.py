@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .retries import RetryStore
     from .sagas import SagaStore
     from .snapshots import SnapshotStore
+    from .streams import StreamStateStore
 
 __all__ = ["Storage", "Transaction"]
 
@@ -191,6 +192,12 @@ class Storage(abc.ABC):
     def projections(self) -> ProjectionStore:
         """Projections' checkpoints and status."""
         raise self.unsupported("projections")
+
+    @property
+    def streams(self) -> StreamStateStore:
+        """Stream processors' state entries and status (not the event streams: those are
+        :attr:`events`)."""
+        raise self.unsupported("stream processors")
 
     def __enter__(self) -> Storage:
         return self

@@ -29,6 +29,15 @@ from .outputs import (
     WindowResult,
 )
 from .pipeline import Emit, Flow, JoinHow, Stream, WindowedFlow
+from .runner import (
+    DEAD_LETTER_PREFIX,
+    LateEvent,
+    Progress,
+    StreamRunner,
+    StreamRunStatus,
+    dead_letter_source,
+    stream_status,
+)
 from .state import MemoryState, StateKey, StreamState
 from .tables import MemoryTable, Table
 from .windows import (
@@ -44,6 +53,7 @@ from .windows import (
 )
 
 __all__ = [
+    "DEAD_LETTER_PREFIX",
     "Aggregator",
     "AppendEvent",
     "BoundedOutOfOrderness",
@@ -53,11 +63,13 @@ __all__ = [
     "Flow",
     "Hopping",
     "JoinHow",
+    "LateEvent",
     "LatePolicy",
     "MemoryState",
     "MemoryTable",
     "Output",
     "Processed",
+    "Progress",
     "Punctuated",
     "Session",
     "SideOutput",
@@ -65,6 +77,8 @@ __all__ = [
     "Stream",
     "StreamEngine",
     "StreamError",
+    "StreamRunStatus",
+    "StreamRunner",
     "StreamState",
     "StreamStatus",
     "Table",
@@ -75,8 +89,10 @@ __all__ = [
     "WindowResult",
     "WindowedFlow",
     "count",
+    "dead_letter_source",
     "max_of",
     "mean_of",
     "min_of",
+    "stream_status",
     "sum_of",
 ]

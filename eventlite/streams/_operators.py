@@ -186,6 +186,8 @@ class SourceOp:
         self.delay = duration_us(policy.delay, "out_of_orderness") if not self.punctuated else 0
         self.marker: type[Any] | None = None if not self.punctuated else policy.marker
         self.read_marker_time = time_reader(None if not self.punctuated else policy.time)
+        self.enveloped = time is None or (self.punctuated and policy.time is None)
+        """Whether it reads an event's time from its envelope (or a marker's)."""
         self.max_time = NEVER
         self.wm = NEVER
         self.due = FOREVER

@@ -269,6 +269,16 @@ class StreamEngine:
     # -- running ----------------------------------------------------------------------------
 
     @property
+    def reads_envelopes(self) -> bool:
+        """Whether the stream needs whole envelopes: a source (or a punctuation marker)
+        timed by the envelope's timestamp, or a late policy that dead-letters the input.
+        When it does not, :meth:`process_messages` takes ``(position, message)`` pairs,
+        which a log reader hands out more cheaply."""
+        return any(s.enveloped for s in self._sources) or any(
+            op.late == "dead_letter" for op in self._ops
+        )
+
+    @property
     def position(self) -> int:
         """The last input position processed (0 before any): the stream's checkpoint."""
         return self._position
@@ -313,6 +323,44 @@ class StreamEngine:
         self._flush()
         return Processed(outputs, self.state.changes())
 
+    def process_messages(self, items: Iterable[tuple[int, Any]]) -> Processed:
+        """:meth:`process` for a stream that does not :attr:`read envelopes
+        <reads_envelopes>`: ``items`` are ``(position, message)`` pairs in position order
+        (what ``EventStore.read_messages`` returns). The same outputs as :meth:`process`
+        over the envelopes of those events. Raises ``TypeError`` for a stream that reads
+        envelopes, and :class:`StreamError` as :meth:`process` does."""
+        if self.reads_envelopes:
+            raise TypeError(
+                f"stream {self.stream.name!r} reads envelopes (a time from the envelope, or "
+                "late events dead-lettered): give process() the envelopes"
+            )
+        self._check()
+        run = self._run
+        outputs = run.outputs = []
+        routes = self._routes
+        last = self._position
+        pos: int | None = None
+        try:
+            for pos, msg in items:
+                if pos <= last:
+                    continue
+                handle = routes.get(type(msg))
+                if handle is None:
+                    handle = self._route(type(msg))
+                run.idle_position = pos
+                handle(None, msg)  # type: ignore[arg-type]
+                last = pos
+        except Exception as exc:
+            self._broken = f"it failed at position {pos}"
+            raise StreamError(self.stream.name, f"{type(exc).__name__}: {exc}", pos) from exc
+        finally:
+            run.idle_position = last or None
+        if last != self._position:
+            self._position = last
+            self._position_dirty = True
+        self._flush()
+        return Processed(outputs, self.state.changes())
+
     def finish(self) -> Processed:
         """The input is over: move every watermark past all time, closing every window and
         emitting the unmatched values of left and outer joins. Events processed after this
@@ -325,11 +373,13 @@ class StreamEngine:
         self._flush()
         return Processed(outputs, self.state.changes())
 
-    def skip(self, envelope: Envelope) -> Processed:
-        """Move past ``envelope`` without processing it (a runner does this for an event
-        that failed and went to the dead-letter queue)."""
+    def skip(self, envelope: Envelope | int) -> Processed:
+        """Move past ``envelope`` (or up to a position) without processing it: a runner
+        does this for an event that failed and went to the dead-letter queue, and to
+        move the checkpoint past events of other types it did not read. A position at or
+        below the current one changes nothing."""
         self._check()
-        pos = envelope.position
+        pos = envelope if isinstance(envelope, int) else envelope.position
         if pos is not None and pos > self._position:
             self._position = pos
             self._position_dirty = True
@@ -369,6 +419,15 @@ class StreamEngine:
             watermarks={s.name: _wm_time(s.wm) for s in self._sources},
             open={op.name: op.held() for op in self._ops},
             late={op.name: op.late_count for op in self._ops},
+        )
+
+    def _progress(self) -> tuple[dict[str, int | None], dict[str, int], dict[str, int]]:
+        """The watermarks (µs, None before any event), open windows and late counts: the
+        summary a runner stores with each batch."""
+        return (
+            {s.name: (None if s.wm <= NEVER else s.wm) for s in self._sources},
+            {op.name: op.held() for op in self._ops},
+            {op.name: op.late_count for op in self._ops},
         )
 
 

@@ -256,7 +256,24 @@ class Stream:
         self._claim(name)
         node = _SourceNode(self, name, types, time, key, watermark)
         self._sources.append(node)
-        return Flow(node)
+        return Flow(node, keyed=key is not None)
+
+    def tables(self) -> list[str]:
+        """The read-model tables its :meth:`Flow.to_table` sinks write, sorted."""
+        found: set[str] = set()
+        todo: list[_Node] = list(self._sources)
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, _TableSink):
+                found.add(node.table)
+            todo.extend(node.children)
+            if isinstance(node, _JoinInput):
+                todo.append(node.join)
+        return sorted(found)
 
     def operator_names(self) -> list[str]:
         """The names of the sources and stateful steps: the operators of its state."""
@@ -295,9 +312,10 @@ class Flow:
     an event time. Each method hangs a new step from this point and returns the flow after
     it."""
 
-    def __init__(self, node: _Node, results: bool = False) -> None:
+    def __init__(self, node: _Node, results: bool = False, *, keyed: bool = False) -> None:
         self._node = node
         self._results = results
+        self._keyed = keyed
 
     def __repr__(self) -> str:
         return f"<Flow of {self._node.stream!r}>"
@@ -307,10 +325,10 @@ class Flow:
         """The stream this flow belongs to."""
         return self._node.stream
 
-    def _then(self, node: _Node, results: bool | None = None) -> Flow:
+    def _then(self, node: _Node, results: bool | None = None, keyed: bool = False) -> Flow:
         self._node.stream._check_open()
         self._node.children.append(node)
-        return Flow(node, self._results if results is None else results)
+        return Flow(node, self._results if results is None else results, keyed=self._keyed or keyed)
 
     def filter(self, predicate: Callable[[Any], object]) -> Flow:
         """Keep the values for which ``predicate(value)`` is true."""
@@ -332,7 +350,7 @@ class Flow:
         """Set each value's key to ``fn(value)``. Keys address state, so they must be
         hashable and JSON-ready (str, int, tuples of them, ...)."""
         _check_callable(fn, "key_by's function")
-        return self._then(_FnNode(self.stream, "key_by", fn))
+        return self._then(_FnNode(self.stream, "key_by", fn), keyed=True)
 
     def window(
         self,
@@ -408,7 +426,7 @@ class Flow:
         node = _JoinNode(stream, name, before_us, after_us, how, joiner, lateness, late)
         self._node.children.append(_JoinInput(stream, node, "left"))
         other._node.children.append(_JoinInput(stream, node, "right"))
-        return Flow(node)
+        return Flow(node, keyed=self._keyed or other._keyed)
 
     def join_table(
         self,
@@ -460,15 +478,20 @@ class Flow:
 
         Without ``row``, a :class:`~eventlite.streams.WindowResult` becomes ``{"key",
         "start", "end", "value"}`` and any other value ``{"key", "value"}``. ``pk``
-        defaults to ``("key", "start")`` for window results without ``row``, else
-        ``("key",)``. A retracted window result deletes its row.
+        defaults to ``("key", "start")`` for window results without ``row`` (``("start",)``
+        when the flow has no key), else ``("key",)``. A retracted window result deletes
+        its row. A row whose primary key holds None, or a value a table cannot store, is
+        an error of the pipeline at that event.
         """
         if not isinstance(table, str) or not table:
             raise ValueError(f"to_table needs a table name, got {table!r}")
         if row is not None:
             _check_callable(row, "row")
         if pk is None:
-            pk = ("key", "start") if row is None and self._results else ("key",)
+            if row is None and self._results:
+                pk = ("key", "start") if self._keyed else ("start",)
+            else:
+                pk = ("key",)
         pk = (pk,) if isinstance(pk, str) else tuple(pk)
         if not pk or not all(isinstance(c, str) for c in pk):
             raise ValueError(f"to_table needs primary-key column names, got {pk!r}")

@@ -5,6 +5,9 @@
   (:class:`AppScenario`), for orchestrated sagas (:class:`SagaScenario`) and for process
   managers (:class:`ProcessScenario`); failures raise :class:`ScenarioFailed`, with a
   side-by-side diff.
+- ``eventlite.testing.stream_scenario``: :class:`StreamScenario`, given events with times,
+  then these rows, events, late counts and dead letters, for a stream run by the durable
+  runner on a test app.
 - ``eventlite.testing.app``: :class:`TestApp`, the application's composition root on a
   fake clock (in memory or on a temporary file) that records what was dispatched,
   published, dead-lettered and scheduled; ``run_until_idle()`` and ``advance()`` drive it
@@ -40,6 +43,8 @@ __all__ = [
     "SagaOutcome",
     "SagaScenario",
     "ScenarioFailed",
+    "StreamOutcome",
+    "StreamScenario",
     "TestApp",
 ]
 
@@ -54,6 +59,8 @@ _LAZY = {
     "SagaOutcome": ".scenario",
     "SagaScenario": ".scenario",
     "ScenarioFailed": ".scenario",
+    "StreamOutcome": ".stream_scenario",
+    "StreamScenario": ".stream_scenario",
     "Record": ".app",
     "RecordingBus": ".app",
     "TestApp": ".app",
