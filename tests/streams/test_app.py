@@ -138,7 +138,7 @@ def test_tables_are_given_to_join_table(tmp_path: Path) -> None:
 def test_streams_need_a_file() -> None:
     """An app in memory keeps no stream state: app.stream raises RuntimeError."""
     with App(registry=registry) as app:
-        with pytest.raises(RuntimeError, match="stream processing needs an app with a SQLite"):
+        with pytest.raises(RuntimeError, match="stream processing needs durable storage"):
             app.stream(per_minute())
         with pytest.raises(RuntimeError, match="stream processing"):
             app.streams  # noqa: B018
