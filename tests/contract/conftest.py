@@ -17,8 +17,8 @@ from tests.postgres._pg import drop_schema, new_schema, require_postgres
 
 BACKENDS: dict[str, tuple[str, ...] | None] = {
     "sqlite": None,
-    "postgres": ("TestLeases",),
-    "memory": ("TestClaims",),
+    "postgres": ("TestLeases", "TestStorage"),
+    "memory": ("TestClaims", "TestStorage"),
 }
 """Each backend, and the contract suites (test classes) it runs: None for every one. A
 backend that does not keep some kind of state (the in-memory one keeps no dead letters)
