@@ -60,7 +60,7 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from ..exceptions import EventliteError
 from . import _dlq, _graph, _log, _processes, _status, _trace  # noqa: F401 - register commands
@@ -131,9 +131,28 @@ each before reading the command line."""
 # -- running ---------------------------------------------------------------------------------
 
 
+class _UsageError(Exception):
+    """A malformed command line, as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``eventlite:`` line (raised, not
+    printed), naming the command and where to read its usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the error instead of printing the usage and exiting."""
+        words = self.prog.split()[3:]  # "python -m eventlite dlq retry" -> ["dlq", "retry"]
+        where = " ".join(words)
+        raise _UsageError(
+            f"{where + ': ' if where else ''}{message} (see {self.prog} --help)"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every registered command."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of every registered command; a malformed command line makes
+    :meth:`~argparse.ArgumentParser.parse_args` raise (:func:`main` prints it as one
+    line), ``--help`` prints the usage and exits 0."""
+    parser = _Parser(
         prog="python -m eventlite",
         description="Look into an eventlite store (a SQLite file or a PostgreSQL URL), and "
         "act on its dead letters and projections. Reading commands never change it.",
@@ -170,8 +189,8 @@ def main(
 ) -> int:
     """Run one command line (``sys.argv[1:]`` when None) and return its exit code: 0, 1
     or 2 (see the module doc), 130 after Ctrl-C. Whatever the input, an error is one line
-    on ``stderr`` starting ``eventlite:`` (argparse's usage errors aside, which print the
-    usage first), never a traceback."""
+    on ``stderr`` starting ``eventlite:`` (a malformed command line too), never a
+    traceback."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
 
@@ -189,8 +208,10 @@ def main(
         try:
             with redirect_stdout(out), redirect_stderr(err):
                 args = parser.parse_args(argv)
-        except SystemExit as exc:
+        except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        except _UsageError as exc:
+            return fail(str(exc))
         cmd: CliCommand = args.run_command
         ctx = CommandContext(args, out, err)
         try:

@@ -146,14 +146,28 @@ def _tree(correlation: str, records: list[LogRecord], letters: list[DeadLetter])
     return [header, *_render(roots)]
 
 
+class _Alone(Exception):
+    """The event named has a correlation id that is not text: it is shown alone."""
+
+    def __init__(self, record: LogRecord) -> None:
+        super().__init__(record.position)
+        self.record = record
+
+
+def _flow_of(record: LogRecord) -> list[str]:
+    if isinstance(record.correlation_id, str):
+        return [record.correlation_id]
+    raise _Alone(record)
+
+
 def _flows_of(ctx: CommandContext, wanted: str) -> tuple[str | None, list[str]]:
     """The flows ``wanted`` names, and a title when it named a stream."""
     store = ctx.storage.events
     if store.find_records(0, 1, correlation_ids=[wanted]):
         return None, [wanted]
     record = store.record_by_id(wanted)
-    if record is not None and isinstance(record.correlation_id, str):
-        return None, [record.correlation_id]
+    if record is not None:
+        return None, _flow_of(record)
     in_stream = _all(ctx, streams=[wanted])
     if in_stream:
         flows = list(dict.fromkeys(r.correlation_id for r in in_stream))
@@ -164,8 +178,8 @@ def _flows_of(ctx: CommandContext, wanted: str) -> tuple[str | None, list[str]]:
     match = _POSITION.fullmatch(wanted)
     if match is not None and 0 < int(match.group(1)) <= MAX_INT:
         record = store.record_at(int(match.group(1)))
-        if record is not None and isinstance(record.correlation_id, str):
-            return None, [record.correlation_id]
+        if record is not None:
+            return None, _flow_of(record)
     if _dead_letters(ctx, [wanted]):
         return None, [wanted]
     return None, []
@@ -181,7 +195,16 @@ def trace(ctx: CommandContext) -> int:
     """Print every event (and dead letter) of a flow as a tree of what caused what; for
     a stream, every flow that touched it."""
     wanted = ctx.args.id
-    title, flows = _flows_of(ctx, wanted)
+    try:
+        title, flows = _flows_of(ctx, wanted)
+    except _Alone as alone:
+        record = alone.record
+        ctx.emit(
+            f"event #{record.position}: its correlation id {record.correlation_id!r} is not "
+            "text, so its flow cannot be searched; the event alone:"
+        )
+        ctx.emit(f"`-- {_event_label(record)}")
+        return EXIT_OK
     if not flows:
         raise CliError(
             "no event or dead letter has the correlation id, event id, stream id or "
