@@ -462,6 +462,26 @@ def test_trace_shows_dead_letters_under_their_message(shop: Shop) -> None:
     assert expected == shop.run("trace", flow).lines
 
 
+def test_trace_by_position_or_event_id(shop: Shop) -> None:
+    """A log position (``#2`` or ``2``) or the id of any event names the flow that event
+    belongs to: the same tree as its correlation id."""
+    reserved = shop.envelopes[1]
+    expected = shop.run("trace", reserved.correlation_id).lines
+    for wanted in (f"#{reserved.position}", str(reserved.position), reserved.id):
+        assert (0, expected) == (lambda r: (r.code, r.lines))(shop.run("trace", wanted))
+
+
+def test_trace_by_stream_shows_every_flow_that_touched_it(shop: Shop) -> None:
+    """A stream id gives each flow that wrote to the stream, in the order they first
+    did, under a line counting them."""
+    placed, cancelled = shop.envelopes[0], shop.envelopes[4]
+    first = shop.run("trace", placed.correlation_id).lines
+    second = shop.run("trace", cancelled.correlation_id).lines
+    result = shop.run("trace", "Order-o-1")
+    expected = ["stream Order-o-1: 2 events in 2 flows", "", *first, "", *second]
+    assert (0, expected) == (result.code, result.lines)
+
+
 def test_trace_of_an_unknown_id_exits_1(shop: Shop) -> None:
     """An id that is neither a correlation id nor an event id: exit code 1, one line."""
     result = shop.run("trace", "no-such-flow")
