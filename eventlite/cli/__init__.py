@@ -143,9 +143,7 @@ class _Parser(argparse.ArgumentParser):
         """Raise the error instead of printing the usage and exiting."""
         words = self.prog.split()[3:]  # "python -m eventlite dlq retry" -> ["dlq", "retry"]
         where = " ".join(words)
-        raise _UsageError(
-            f"{where + ': ' if where else ''}{message} (see {self.prog} --help)"
-        )
+        raise _UsageError(f"{where + ': ' if where else ''}{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:

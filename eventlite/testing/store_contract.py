@@ -502,7 +502,8 @@ class EventStoreContract:
     def test_find_records_with_an_empty_filter_finds_nothing(self, store: EventStore) -> None:
         """An empty collection of types, streams or flows matches no event."""
         self._fill_search(store)
-        for kwargs in ({"types": []}, {"streams": ()}, {"correlation_ids": set()}):
+        empty: list[dict[str, Any]] = [{"types": []}, {"streams": ()}, {"correlation_ids": set()}]
+        for kwargs in empty:
             assert [] == store.find_records(**kwargs)
 
     @pytest.mark.parametrize(
