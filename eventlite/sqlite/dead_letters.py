@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -435,7 +436,7 @@ class SQLiteDeadLetterStore(DeadLetterStore):
         wanted = sorted(correlation_set(correlation_ids, limit))
         found: builtins.list[DeadLetter] = []
         for start in range(0, len(wanted), 100):
-            chunk = [w for w in wanted[start : start + 100] if _encodable(w)]
+            chunk = sorted({form for w in wanted[start : start + 100] for form in _forms(w)})
             if not chunk:
                 continue
             test = " OR ".join(["instr(CAST(message AS TEXT), ?) > 0"] * len(chunk))
@@ -476,10 +477,12 @@ class SQLiteDeadLetterStore(DeadLetterStore):
         return f"<SQLiteDeadLetterStore {self.database.path!r}>"
 
 
-def _encodable(text: str) -> bool:
-    """Whether ``text`` can be sent to SQLite (holds no lone surrogate)."""
+def _forms(text: str) -> list[str]:
+    """How ``text`` may appear inside stored JSON: as it is (when SQLite can take it: no
+    lone surrogate) and escaped as JSON writes it with ``ensure_ascii``."""
+    forms = [json.dumps(text)[1:-1]]
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return forms
+    return [text, *forms]
