@@ -105,3 +105,40 @@ def test_a_factory_that_fails_is_one_line() -> None:
 def broken(db: str) -> App:
     """A factory that exits."""
     raise SystemExit(3)
+
+
+def durable_shop(db: str) -> App:
+    """A factory whose app needs a file: it has a durable subscriber."""
+    from .conftest import Placed, registry
+
+    app = App(db, registry=registry, synchronous="normal")
+
+    @app.subscribes(Placed, durable=True, name="audit", start="beginning")
+    def audit(e: Placed, uow: Any) -> None:
+        if e.order_id.endswith("-seen"):
+            return
+        uow.append(f"Audit-{e.order_id}", [Placed(e.order_id + "-seen")])
+
+    return app
+
+
+def test_app_scenario_gives_a_factory_that_takes_a_store_a_temporary_file() -> None:
+    """AppScenario follows the same convention: ``durable_shop(db)``, whose durable
+    subscriber needs a file, runs on a temporary one, removed afterwards."""
+    from eventlite.testing import AppScenario
+
+    from .conftest import Placed
+
+    made: list[str] = []
+
+    def factory(db: str) -> App:
+        made.append(db)
+        return durable_shop(db)
+
+    def place(app: App) -> None:
+        app.store.append("Order-1", [Placed("o-1")])
+
+    AppScenario(factory).when(place).then_streams(
+        {"Order-1": [Placed("o-1")], "Audit-o-1": [Placed("o-1-seen")]}
+    )
+    assert (1, False) == (len(made), os.path.exists(made[0]))
