@@ -226,6 +226,8 @@ def main(
         return fail(str(exc))
     except (ValueError, OverflowError) as exc:
         return fail(f"bad input: {exc}")
+    except SystemExit as exc:  # code the operator named (an app factory, a projection)
+        return fail(f"the command was ended by SystemExit({exc.code!r})")
     except Exception as exc:
         return fail(
             f"unexpected {type(exc).__name__}: {exc} (a bug in eventlite: please report it "

@@ -181,6 +181,7 @@ def store(tmp_path: Path) -> Store:
         assert app.database is not None
         dead = app.dlq.list()[0]
         parked = app.dlq.park("email", _second_envelope(app), key="Order-o-2")
+        app.run_until_idle()  # every subscriber's checkpoint at the head before the checks
         queue = WorkQueue(app.storage, "emails", app.codec, dlq=app.dlq)
         queue.send(SendEmail("ann@example.com"))
         queue.send(SendEmail("bob@example.com"))
