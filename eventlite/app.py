@@ -77,11 +77,12 @@ from .store.storage import Transaction as StoreTransaction
 from .streams import Stream, StreamRunner, Table
 from .unit_of_work import UnitOfWork
 
-__all__ = ["App"]
+__all__ = ["App", "call_app_factory", "factory_takes_db"]
 
 log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 H = TypeVar("H", bound=Callable[..., Any])
 
 P = TypeVar("P", bound=Projection)
@@ -1056,6 +1057,70 @@ class App:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _db_parameter(factory: Callable[..., Any]) -> inspect.Parameter | None:
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    for p in params:
+        if p.name == "db" and p.kind is not p.POSITIONAL_ONLY:
+            return p
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            return p
+    first = params[0] if params else None
+    if first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD):
+        return first if first.default is first.empty else None
+    return None
+
+
+def factory_takes_db(factory: Callable[..., Any]) -> bool:
+    """Whether the application factory ``factory`` takes the app's storage, by the
+    convention of :func:`call_app_factory`: a parameter named ``db``, a ``**options``
+    parameter, or a first positional parameter without a default (``build(path)``)."""
+    return _db_parameter(factory) is not None
+
+
+def call_app_factory(
+    factory: Callable[..., T], db: str | os.PathLike[str] | None = None, **options: Any
+) -> T:
+    """Call an application factory (the composition root, such as ``build(db)``) by the
+    one convention every tool of eventlite follows: ``python -m eventlite graph``,
+    ``events --app`` and ``projections rebuild --app``, and the testing toolkit.
+
+    - A factory that takes the storage (:func:`factory_takes_db`: a parameter named
+      ``db``, a ``**options`` parameter, or a first positional parameter without a
+      default) is given ``db``, a SQLite path or a database URL: the caller's choice (the
+      CLI gives a temporary file when the app only needs one to be wired, and the
+      ``--db`` store when it works on it).
+    - Each of ``options`` (``registry``, ``bus``, ``clock``, ...) goes to the parameter of
+      its name; a ``**options`` parameter takes them all.
+    - A factory that takes none of these is called with nothing: it chooses its own
+      storage.
+
+    Returns what the factory returns; its exceptions propagate.
+
+    >>> call_app_factory(lambda db: f"App({db!r})", "shop.db")
+    "App('shop.db')"
+    """
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return factory()
+    wanted = _db_parameter(factory)
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    everything = any(p.kind is p.VAR_KEYWORD for p in params)
+    kwargs = {k: v for k, v in options.items() if everything or k in names}
+    if wanted is None:
+        return factory(**kwargs)
+    target = None if db is None else os.fspath(db)
+    if wanted.name == "db" or wanted.kind is wanted.VAR_KEYWORD:
+        kwargs["db"] = target
+        return factory(**kwargs)
+    kwargs.pop(wanted.name, None)
+    return factory(target, **kwargs)
 
 
 def _name(handler: Callable[..., Any]) -> str:

@@ -1,11 +1,11 @@
 """``dlq``: look at the dead-letter queue, and release, discard or purge its entries.
 
-``list`` and ``show`` read through :class:`~eventlite.dlq.DeadLetterQueue` on the read-only
-connection. ``retry``, ``retry-all``, ``discard`` and ``purge`` first look read-only (so an
-unknown id changes nothing), then make the change through a ``DeadLetterQueue`` over the
-file opened by the library. A retry only marks entries ``retrying``: the process that owns
-their source (the app running that durable subscriber, the consumer of that work queue)
-delivers them the next time it looks.
+``list`` and ``show`` read through :class:`~eventlite.dlq.DeadLetterQueue` over the store
+opened read-only. ``retry``, ``retry-all``, ``discard`` and ``purge`` first look read-only
+(so an unknown id changes nothing), then make the change through a ``DeadLetterQueue`` over
+the store opened for writing by the library. A retry only marks entries ``retrying``: the
+process that owns their source (the app running that durable subscriber, the consumer of
+that work queue) delivers them the next time it looks.
 """
 
 from __future__ import annotations
@@ -16,46 +16,41 @@ from typing import Any
 
 from ..dlq import QUEUE_SOURCE_PREFIX, DeadLetter, DeadLetterNotFound, DeadLetterQueue
 from ..saga import DLQ_SOURCE_PREFIX as SAGA_SOURCE_PREFIX
-from ..sqlite import Database, SQLiteStorage
-from . import (
+from ..store.storage import Storage
+from ._base import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     CliError,
     CommandContext,
-    _cut,
-    _duration,
-    _iso,
-    _plural,
-    _positive,
-    _table,
-    _when,
     add_subcommands,
     register_command,
 )
+from ._format import cut, duration, iso, plural, positive, table, when
 
 __all__ = ["dlq"]
 
 _STATUSES = ("dead", "parked", "retrying")
 
 
-def _dlq(database: Database) -> DeadLetterQueue:
-    """The DLQ of the file ``database`` (read-only, or opened for writing)."""
-    return DeadLetterQueue(SQLiteStorage(database))
+def _dlq(storage: Storage) -> DeadLetterQueue:
+    """The DLQ of the store (read-only, or opened for writing)."""
+    return DeadLetterQueue(storage)
 
 
 def _entry_id(text: str) -> int:
     try:
-        return _positive(text)
+        return positive(text)
     except argparse.ArgumentTypeError:
+        shown = text if len(text) <= 40 else text[:37] + "..."
         raise argparse.ArgumentTypeError(
-            f"a dead letter id is a whole number from 1 up, got {text!r}"
+            f"a dead letter id is a whole number from 1 to 2**63 - 1, got {shown!r}"
         ) from None
 
 
 def _list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="only this source (a subscriber, queue:NAME, saga:NAME)")
     parser.add_argument("--status", choices=_STATUSES, help="only entries in this status")
-    parser.add_argument("--limit", type=_positive, metavar="N", help="at most N entries")
+    parser.add_argument("--limit", type=positive, metavar="N", help="at most N entries")
     parser.add_argument("--json", action="store_true", help="one JSON object per entry")
 
 
@@ -76,7 +71,7 @@ def _purge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="only this source")
     parser.add_argument(
         "--older-than",
-        type=_duration,
+        type=duration,
         metavar="AGE",
         help=(
             "only dead or retrying entries whose last failure is at least this old (90s, "
@@ -116,9 +111,9 @@ def _to_dict(entry: DeadLetter, full: bool) -> dict[str, Any]:
         "error_type": entry.error_type,
         "error_message": entry.error_message,
         "attempts": entry.attempts,
-        "first_failed_at": _iso(entry.first_failed_at),
-        "last_failed_at": _iso(entry.last_failed_at),
-        "created_at": _iso(entry.created_at),
+        "first_failed_at": iso(entry.first_failed_at),
+        "last_failed_at": iso(entry.last_failed_at),
+        "created_at": iso(entry.created_at),
     }
     if full:
         d["message"] = _message_value(entry)
@@ -129,10 +124,10 @@ def _to_dict(entry: DeadLetter, full: bool) -> dict[str, Any]:
 def _message_value(entry: DeadLetter) -> Any:
     """The stored message as JSON when it is JSON, else as text."""
     raw = entry.message
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -140,6 +135,13 @@ def _error(entry: DeadLetter) -> str:
     if entry.error_type is None:
         return "-"
     return f"{entry.error_type}: {entry.error_message}" if entry.error_message else entry.error_type
+
+
+def _indented(value: Any) -> str:
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return repr(value)
 
 
 def _owner(source: str) -> str:
@@ -153,7 +155,7 @@ def _owner(source: str) -> str:
 
 def _dlq_list(ctx: CommandContext) -> int:
     args = ctx.args
-    entries = _dlq(ctx.database).list(args.source, status=args.status, limit=args.limit)
+    entries = _dlq(ctx.storage).list(args.source, status=args.status, limit=args.limit)
     if not entries:
         what = [f"source {args.source!r}" if args.source else "", args.status or ""]
         detail = " and ".join(w for w in what if w)
@@ -162,7 +164,7 @@ def _dlq_list(ctx: CommandContext) -> int:
         for entry in entries:
             ctx.emit(json.dumps(_to_dict(entry, full=False), ensure_ascii=False))
         return EXIT_OK
-    _table(
+    table(
         ctx,
         ["ID", "STATUS", "SOURCE", "KEY", "TYPE", "ATTEMPTS", "LAST FAILED", "ERROR"],
         [
@@ -173,8 +175,8 @@ def _dlq_list(ctx: CommandContext) -> int:
                 e.key or "-",
                 e.type_name or "?",
                 e.attempts,
-                _when(e.last_failed_at),
-                _cut(_error(e)),
+                when(e.last_failed_at),
+                cut(_error(e)),
             ]
             for e in entries
         ],
@@ -184,7 +186,7 @@ def _dlq_list(ctx: CommandContext) -> int:
 
 def _get(ctx: CommandContext, id: int) -> DeadLetter:
     try:
-        return _dlq(ctx.database).get(id)
+        return _dlq(ctx.storage).get(id)
     except DeadLetterNotFound as exc:
         raise CliError(str(exc), EXIT_NOT_FOUND) from None
 
@@ -203,16 +205,16 @@ def _dlq_show(ctx: CommandContext) -> int:
         ("message id", entry.message_id or "-"),
         ("position", "-" if entry.position is None else str(entry.position)),
         ("attempts", str(entry.attempts)),
-        ("first failed", _when(entry.first_failed_at)),
-        ("last failed", _when(entry.last_failed_at)),
-        ("added", _when(entry.created_at)),
+        ("first failed", when(entry.first_failed_at)),
+        ("last failed", when(entry.last_failed_at)),
+        ("added", when(entry.created_at)),
         ("error", _error(entry)),
     ]
     ctx.emit(f"dead letter {entry.id}")
     for key, value in rows:
         ctx.emit(f"{key + ':':<14}{value}")
     message = _message_value(entry)
-    text = message if isinstance(message, str) else json.dumps(message, indent=2)
+    text = message if isinstance(message, str) else _indented(message)
     ctx.emit("message:")
     for line in text.splitlines():
         ctx.emit("  " + line)
@@ -226,8 +228,8 @@ def _dlq_show(ctx: CommandContext) -> int:
 def _dlq_retry(ctx: CommandContext) -> int:
     entry = _get(ctx, ctx.args.id)  # read-only first: an unknown id changes nothing
     what = f"dead letter {entry.id} ({entry.type_name or '?'} from {entry.source})"
-    with ctx.writable() as database:
-        dlq = _dlq(database)
+    with ctx.writable() as storage:
+        dlq = _dlq(storage)
         try:
             released = dlq.retry(entry.id)
             now = dlq.get(entry.id)
@@ -252,20 +254,20 @@ def _dlq_retry(ctx: CommandContext) -> int:
 
 def _dlq_retry_all(ctx: CommandContext) -> int:
     source = ctx.args.source
-    if not _dlq(ctx.database).count(source):
+    if not _dlq(ctx.storage).count(source):
         raise CliError(f"no dead letter from source {source!r}", EXIT_NOT_FOUND)
-    with ctx.writable() as database:
-        changed = _dlq(database).retry_all(source)
-    ctx.emit(f"{_plural(changed, 'dead letter')} from {source} marked for retry")
+    with ctx.writable() as storage:
+        changed = _dlq(storage).retry_all(source)
+    ctx.emit(f"{plural(changed, 'dead letter')} from {source} marked for retry")
     ctx.emit(f"not delivered yet: {_owner(source)}")
     return EXIT_OK
 
 
 def _dlq_discard(ctx: CommandContext) -> int:
     entry = _get(ctx, ctx.args.id)
-    with ctx.writable() as database:
+    with ctx.writable() as storage:
         try:
-            _dlq(database).discard(entry.id)
+            _dlq(storage).discard(entry.id)
         except DeadLetterNotFound as exc:
             raise CliError(str(exc), EXIT_NOT_FOUND) from None
     ctx.emit(f"dead letter {entry.id} ({entry.type_name or '?'} from {entry.source}): discarded")
@@ -278,11 +280,12 @@ def _dlq_purge(ctx: CommandContext) -> int:
         raise CliError("dlq purge needs --source, --older-than or --all")
     if args.all and (args.source is not None or args.older_than is not None):
         raise CliError("dlq purge: --all cannot be combined with --source or --older-than")
-    with ctx.writable() as database:
-        removed = _dlq(database).purge(args.source, older_than=args.older_than)
+    ctx.storage  # noqa: B018 - refuses a missing or foreign store, read-only, first
+    with ctx.writable() as storage:
+        removed = _dlq(storage).purge(args.source, older_than=args.older_than)
     if not removed:
         raise CliError("no dead letter matches; nothing purged", EXIT_NOT_FOUND)
-    ctx.emit(f"purged {_plural(removed, 'dead letter')}")
+    ctx.emit(f"purged {plural(removed, 'dead letter')}")
     return EXIT_OK
 
 
@@ -301,5 +304,5 @@ _RUN = {
 )
 def dlq(ctx: CommandContext) -> int:
     """Run one ``dlq`` subcommand."""
-    ctx.require_table("dead_letters", "dead-letter table")
+    ctx.require("dead_letters")
     return _RUN[ctx.args.subcommand](ctx)

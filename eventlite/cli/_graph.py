@@ -6,7 +6,14 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_OK, CliError, CommandContext, load_target, register_command
+from ._base import (
+    EXIT_OK,
+    CliError,
+    CommandContext,
+    app_from_factory,
+    load_target,
+    register_command,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -23,7 +30,9 @@ def _graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         metavar="MODULE:APP",
-        help="the application: an App, a MessageBus, or a function that returns one",
+        help="the application: an App, a MessageBus, or a function that returns one (given "
+        "a temporary file when it takes a store: a parameter named db, or a first "
+        "positional parameter)",
     )
     parser.add_argument(
         "--markdown", action="store_true", help="wrap the diagram in a ```mermaid fence"
@@ -187,23 +196,22 @@ def graph(ctx: CommandContext) -> int:
 
     spec = ctx.args.target
     target = load_target(spec)
-    made = False
     if callable(target) and not isinstance(target, (App, MessageBus)):
-        try:
-            target = target()
-        except Exception as exc:
-            raise CliError(f"calling {spec} failed: {type(exc).__name__}: {exc}") from None
-        made = True
-    try:
-        if isinstance(target, (App, MessageBus)):
-            lines = mermaid(target, module=spec.partition(":")[0])
-        else:
-            raise CliError(f"{spec} is not an App or a MessageBus: {type(target).__name__}")
-    finally:
-        if made and isinstance(target, (App, MessageBus)):
-            target.close()
+        with app_from_factory(spec, target, None) as made:
+            lines = _draw(spec, made)
+    else:
+        lines = _draw(spec, target)
     if ctx.args.markdown:
         lines = ["```mermaid", *lines, "```"]
     for line in lines:
         ctx.emit(line)
     return EXIT_OK
+
+
+def _draw(spec: str, target: Any) -> list[str]:
+    from ..app import App
+    from ..bus import MessageBus
+
+    if not isinstance(target, (App, MessageBus)):
+        raise CliError(f"{spec} is not an App or a MessageBus: {type(target).__name__}")
+    return mermaid(target, module=spec.partition(":")[0])

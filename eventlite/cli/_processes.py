@@ -1,10 +1,11 @@
 """``projections`` and ``sagas``: read models and saga instances.
 
-``projections list``, ``sagas list`` and ``sagas show`` read through the library on the
-read-only connection (:meth:`Projector.status <eventlite.projection.Projector.status>`,
+``projections list``, ``sagas list`` and ``sagas show`` read through the library over the
+store opened read-only (:meth:`Projector.status <eventlite.projection.Projector.status>`,
 :meth:`SagaOrchestrator.list <eventlite.saga.SagaOrchestrator.list>` and ``get``), so they
 need none of the application's code. ``projections rebuild`` does: a rebuild replays the
 log through the projection's handlers, so it imports the application named by ``--app``
+(a factory is called by :func:`~eventlite.app.call_app_factory` with the ``--db`` store)
 and calls :meth:`Projector.rebuild <eventlite.projection.Projector.rebuild>` on its
 projector.
 """
@@ -12,7 +13,6 @@ projector.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 from collections.abc import Callable
@@ -20,21 +20,18 @@ from typing import Any
 
 from ..projection import ProjectionStatus, Projector
 from ..saga import SagaInstance, SagaNotFound, SagaOrchestrator, SagaStatus
-from ..sqlite import SQLiteStorage
-from . import (
+from ..store.storage import Storage
+from ._base import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     CliError,
     CommandContext,
-    _cut,
-    _iso,
-    _positive,
-    _table,
-    _when,
     add_subcommands,
+    app_from_factory,
     load_target,
     register_command,
 )
+from ._format import cut, iso, positive, table, when
 
 __all__ = ["projections", "sagas"]
 
@@ -53,8 +50,8 @@ def _rebuild_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="MODULE:APP",
         help="the application whose projector holds the projection: an App with a "
-        "projector, a Projector, or a function returning one (given the --db path when it "
-        "takes an argument)",
+        "projector, a Projector, or a function returning one (given the --db store when it "
+        "takes one: a parameter named db, or a first positional parameter)",
     )
 
 
@@ -80,20 +77,20 @@ def _status_dict(s: ProjectionStatus) -> dict[str, Any]:
         "head": s.head,
         "lag": s.lag,
         "error": s.error,
-        "updated_at": _iso(s.updated_at),
-        "rebuilt_at": _iso(s.rebuilt_at),
+        "updated_at": iso(s.updated_at),
+        "rebuilt_at": iso(s.rebuilt_at),
     }
 
 
 def _projections_list(ctx: CommandContext) -> int:
-    found = Projector(SQLiteStorage(ctx.database)).status()
+    found = Projector(ctx.storage).status()
     if not found:
-        raise CliError("no projection has a checkpoint in this file", EXIT_NOT_FOUND)
+        raise CliError("no projection has a checkpoint in this store", EXIT_NOT_FOUND)
     if ctx.args.json:
         for s in found:
             ctx.emit(json.dumps(_status_dict(s), ensure_ascii=False))
         return EXIT_OK
-    _table(
+    table(
         ctx,
         ["PROJECTION", "MODE", "STATE", "CHECKPOINT", "LAG", "UPDATED", "REBUILT", "ERROR"],
         [
@@ -103,9 +100,9 @@ def _projections_list(ctx: CommandContext) -> int:
                 s.state,
                 f"{s.position}/{s.head}",
                 s.lag,
-                _when(s.updated_at),
-                _when(s.rebuilt_at),
-                _cut(s.error) if s.error else "-",
+                when(s.updated_at),
+                when(s.rebuilt_at),
+                cut(s.error) if s.error else "-",
             ]
             for s in found
         ],
@@ -120,25 +117,14 @@ def _projector_of(target: Any) -> Projector | None:
     return found if isinstance(found, Projector) else None
 
 
-def _takes_an_argument(fn: Callable[..., Any]) -> bool:
+def _same_store(a: Storage, b: Storage) -> bool:
+    """Whether two storages are the same store: one file, or one URL and schema."""
+    if a.description == b.description:
+        return True
     try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
+        return os.path.exists(a.description) and os.path.samefile(a.description, b.description)
+    except OSError:
         return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.kind in positional or p.kind is p.VAR_POSITIONAL for p in params)
-
-
-def _close(made: Any) -> None:
-    """Close what a factory made: an App closes its projector and file; a bare projector
-    leaves its storage to be closed here."""
-    if isinstance(made, Projector):
-        made.close()
-        made.storage.close()
-        return
-    close = getattr(made, "close", None)
-    if callable(close):
-        close()
 
 
 def _progress(ctx: CommandContext, name: str) -> Callable[[int, int], None] | None:
@@ -162,47 +148,43 @@ def _progress(ctx: CommandContext, name: str) -> Callable[[int, int], None] | No
 
 def _projections_rebuild(ctx: CommandContext) -> int:
     name, spec = ctx.args.name, ctx.args.app
-    known = [s.name for s in Projector(SQLiteStorage(ctx.database)).status()]
+    known = [s.name for s in Projector(ctx.storage).status()]
     if name not in known:
         listed = ", ".join(known) or "none"
         raise CliError(
-            f"no projection named {name!r} in {ctx.path} (known: {listed})", EXIT_NOT_FOUND
+            f"no projection named {name!r} in {ctx.where} (known: {listed})", EXIT_NOT_FOUND
         )
     target = load_target(spec)
-    made: Any = None
     if _projector_of(target) is None and callable(target):
-        try:
-            made = target(ctx.path) if _takes_an_argument(target) else target()
-        except Exception as exc:
-            raise CliError(f"calling {spec} failed: {type(exc).__name__}: {exc}") from None
-        target = made
-    try:
-        projector = _projector_of(target)
-        if projector is None:
-            raise CliError(
-                f"{spec} is not an App with a projector, nor a Projector: {type(target).__name__}"
-            )
-        where = projector.storage.description
-        if not os.path.exists(where) or not os.path.samefile(where, ctx.path):
-            raise CliError(
-                f"{spec} works on {where}, not on {ctx.path}; name a "
-                "function that takes the file's path"
-            )
-        if name not in projector.projections:
-            listed = ", ".join(sorted(projector.projections)) or "none"
-            raise CliError(f"{spec} has no projection named {name!r} (it has: {listed})")
-        bar = _progress(ctx, name)
-        try:
-            position = projector.rebuild(name, progress=bar)
-        finally:
-            if bar is not None:
-                ctx.err.write("\n")
-                ctx.err.flush()
-    finally:
-        if made is not None:
-            _close(made)
+        with app_from_factory(spec, target, ctx.target) as made:
+            position = _rebuild(ctx, spec, name, made)
+    else:
+        position = _rebuild(ctx, spec, name, target)
     ctx.emit(f"rebuilt projection {name}: replayed the log up to position {position}")
     return EXIT_OK
+
+
+def _rebuild(ctx: CommandContext, spec: str, name: str, target: Any) -> int:
+    projector = _projector_of(target)
+    if projector is None:
+        raise CliError(
+            f"{spec} is not an App with a projector, nor a Projector: {type(target).__name__}"
+        )
+    if not _same_store(projector.storage, ctx.storage):
+        raise CliError(
+            f"{spec} works on {projector.storage.description}, not on {ctx.where}; name a "
+            "function that takes the store (a parameter named db, or a first positional one)"
+        )
+    if name not in projector.projections:
+        listed = ", ".join(sorted(projector.projections)) or "none"
+        raise CliError(f"{spec} has no projection named {name!r} (it has: {listed})")
+    bar = _progress(ctx, name)
+    try:
+        return projector.rebuild(name, progress=bar)
+    finally:
+        if bar is not None:
+            ctx.err.write("\n")
+            ctx.err.flush()
 
 
 _PROJECTIONS = {"list": _projections_list, "rebuild": _projections_rebuild}
@@ -215,7 +197,7 @@ _PROJECTIONS = {"list": _projections_list, "rebuild": _projections_rebuild}
 )
 def projections(ctx: CommandContext) -> int:
     """Run one ``projections`` subcommand."""
-    ctx.require_table("projections", "projection table")
+    ctx.require("projections")
     return _PROJECTIONS[ctx.args.subcommand](ctx)
 
 
@@ -227,7 +209,7 @@ _SAGA_STATUSES = tuple(s.value for s in SagaStatus)
 def _sagas_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", choices=_SAGA_STATUSES, help="only instances in this status")
     parser.add_argument("--saga", metavar="NAME", help="only instances of this saga")
-    parser.add_argument("--limit", type=_positive, metavar="N", help="at most N instances")
+    parser.add_argument("--limit", type=positive, metavar="N", help="at most N instances")
     parser.add_argument("--json", action="store_true", help="one JSON object per instance")
 
 
@@ -262,24 +244,22 @@ def _instance_dict(s: SagaInstance) -> dict[str, Any]:
         "error": None if s.error is None else str(s.error),
         "compensation_errors": [str(f) for f in s.compensation_errors],
         "data": _data_value(s.data),
-        "started_at": _iso(s.started_at),
-        "updated_at": _iso(s.updated_at),
-        "finished_at": _iso(s.finished_at),
+        "started_at": iso(s.started_at),
+        "updated_at": iso(s.updated_at),
+        "finished_at": iso(s.finished_at),
     }
 
 
 def _sagas_list(ctx: CommandContext) -> int:
     args = ctx.args
-    found = SagaOrchestrator(SQLiteStorage(ctx.database)).list(
-        status=args.status, saga=args.saga, limit=args.limit
-    )
+    found = SagaOrchestrator(ctx.storage).list(status=args.status, saga=args.saga, limit=args.limit)
     if not found:
         raise CliError("no saga instance matches", EXIT_NOT_FOUND)
     if args.json:
         for s in found:
             ctx.emit(json.dumps(_instance_dict(s), ensure_ascii=False))
         return EXIT_OK
-    _table(
+    table(
         ctx,
         ["ID", "SAGA", "STATUS", "STEPS DONE", "FAILED STEP", "STARTED", "UPDATED"],
         [
@@ -287,10 +267,10 @@ def _sagas_list(ctx: CommandContext) -> int:
                 s.id,
                 s.saga,
                 s.status.value,
-                _cut(", ".join(s.completed_steps) or "-", 40),
+                cut(", ".join(s.completed_steps) or "-", 40),
                 s.failed_step or "-",
-                _when(s.started_at),
-                _when(s.updated_at),
+                when(s.started_at),
+                when(s.updated_at),
             ]
             for s in found
         ],
@@ -300,7 +280,7 @@ def _sagas_list(ctx: CommandContext) -> int:
 
 def _sagas_show(ctx: CommandContext) -> int:
     try:
-        s = SagaOrchestrator(SQLiteStorage(ctx.database)).get(ctx.args.id)
+        s = SagaOrchestrator(ctx.storage).get(ctx.args.id)
     except SagaNotFound as exc:
         raise CliError(str(exc), EXIT_NOT_FOUND) from None
     if ctx.args.json:
@@ -313,9 +293,9 @@ def _sagas_show(ctx: CommandContext) -> int:
         ("compensated", ", ".join(s.compensated_steps) or "-"),
         ("failed step", s.failed_step or "-"),
         ("error", "-" if s.error is None else f"{s.error.error_type}: {s.error.message}"),
-        ("started", _when(s.started_at)),
-        ("updated", _when(s.updated_at)),
-        ("finished", _when(s.finished_at)),
+        ("started", when(s.started_at)),
+        ("updated", when(s.updated_at)),
+        ("finished", when(s.finished_at)),
     ]
     ctx.emit(f"saga instance {s.id}")
     for key, value in rows:
@@ -334,5 +314,5 @@ _SAGAS = {"list": _sagas_list, "show": _sagas_show}
 @register_command("sagas", help="saga instances: list, show one", arguments=_sagas_arguments)
 def sagas(ctx: CommandContext) -> int:
     """Run one ``sagas`` subcommand."""
-    ctx.require_table("sagas", "saga table")
+    ctx.require("sagas")
     return _SAGAS[ctx.args.subcommand](ctx)

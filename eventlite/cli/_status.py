@@ -1,28 +1,24 @@
 """``queues`` and ``subscribers``: where work queues and durable subscribers stand.
 
-Both read through the library on the read-only connection: :meth:`Queues.stats
+Both read through the library over the store opened read-only: :meth:`Queues.stats
 <eventlite.queue.Queues.stats>` and :func:`~eventlite.relay.subscriber_status`.
+
+``subscribers`` has room for subscribers split into segments, each owned through a lease:
+a status that names its ``segment``, ``owner`` and ``lease_expires_at`` gets a row of its
+own with those columns (and keys in ``--json``; null where there is none).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..dlq import DeadLetterQueue, queue_source
 from ..queue import Queues
-from ..relay import subscriber_status
-from ..sqlite import SQLiteStorage
-from . import (
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    CliError,
-    CommandContext,
-    _iso,
-    _table,
-    _when,
-    register_command,
-)
+from ..relay import SubscriberStatus, subscriber_status
+from ._base import EXIT_NOT_FOUND, EXIT_OK, CliError, CommandContext, register_command
+from ._format import iso, table, when
 
 __all__ = ["queues", "subscribers"]
 
@@ -50,11 +46,12 @@ def _age(seconds: float | None) -> str:
 )
 def queues(ctx: CommandContext) -> int:
     """Print each work queue that holds messages, by name."""
-    ctx.require_table("queue_messages", "work-queue table")
-    stats = Queues(SQLiteStorage(ctx.database)).stats()
+    ctx.require("queues")
+    ctx.require("dead_letters")
+    stats = Queues(ctx.storage).stats()
     if not stats:
         raise CliError("no work queue holds a message", EXIT_NOT_FOUND)
-    dlq = DeadLetterQueue(SQLiteStorage(ctx.database))
+    dlq = DeadLetterQueue(ctx.storage)
     dead = {s.name: dlq.count(queue_source(s.name)) for s in stats}
     if ctx.args.json:
         for s in stats:
@@ -71,7 +68,7 @@ def queues(ctx: CommandContext) -> int:
                 )
             )
         return EXIT_OK
-    _table(
+    table(
         ctx,
         ["QUEUE", "WAITING", "IN FLIGHT", "DELAYED", "OLDEST", "DEAD LETTERS"],
         [
@@ -87,68 +84,87 @@ def _subscribers_arguments(parser: argparse.ArgumentParser) -> None:
     _json_argument(parser)
 
 
+_LEASE_FIELDS = ("segment", "owner", "lease_expires_at")
+"""What a segmented subscriber's status adds (read when present)."""
+
+
+def _lease(s: SubscriberStatus) -> dict[str, Any]:
+    return {name: getattr(s, name, None) for name in _LEASE_FIELDS}
+
+
+def _status_dict(s: SubscriberStatus) -> dict[str, Any]:
+    lease = _lease(s)
+    return {
+        "name": s.name,
+        "segment": lease["segment"],
+        "owner": lease["owner"],
+        "lease_expires_at": iso(lease["lease_expires_at"]),
+        "checkpoint": s.checkpoint,
+        "head": s.head,
+        "lag": s.lag,
+        "retrying": s.retrying,
+        "parked": s.parked,
+        "dead_letters": s.dead_letters,
+        "blocked_keys": list(s.blocked_keys),
+        "updated_at": iso(s.updated_at),
+    }
+
+
 @register_command(
     "subscribers",
     help="durable subscribers: checkpoint, lag, retries, dead letters, blocked keys",
     arguments=_subscribers_arguments,
 )
 def subscribers(ctx: CommandContext) -> int:
-    """Print each durable subscriber known to the file, by name."""
-    ctx.require_table("subscriber_checkpoints", "subscriber checkpoints")
+    """Print each durable subscriber known to the store (each segment, when split), by
+    name."""
+    for store in ("checkpoints", "retries", "dead_letters"):
+        ctx.require(store)
     name = ctx.args.name
-    found = subscriber_status(
-        SQLiteStorage(ctx.database), DeadLetterQueue(SQLiteStorage(ctx.database)), name
-    )
+    found = subscriber_status(ctx.storage, DeadLetterQueue(ctx.storage), name)
     if not found:
         raise CliError(
             f"no durable subscriber named {name!r}"
             if name
-            else "no durable subscriber has a checkpoint in this file",
+            else "no durable subscriber has a checkpoint in this store",
             EXIT_NOT_FOUND,
         )
     if ctx.args.json:
         for s in found:
-            ctx.emit(
-                json.dumps(
-                    {
-                        "name": s.name,
-                        "checkpoint": s.checkpoint,
-                        "head": s.head,
-                        "lag": s.lag,
-                        "retrying": s.retrying,
-                        "parked": s.parked,
-                        "dead_letters": s.dead_letters,
-                        "blocked_keys": list(s.blocked_keys),
-                        "updated_at": _iso(s.updated_at),
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            ctx.emit(json.dumps(_status_dict(s), ensure_ascii=False))
         return EXIT_OK
-    _table(
-        ctx,
-        [
-            "SUBSCRIBER",
-            "CHECKPOINT",
-            "LAG",
-            "RETRYING",
-            "PARKED",
-            "DEAD LETTERS",
-            "MOVED",
-            "BLOCKED KEYS",
-        ],
-        [
-            [
-                s.name,
-                f"{s.checkpoint}/{s.head}",
-                s.lag,
-                s.retrying,
-                s.parked,
-                s.dead_letters,
-                _when(s.updated_at),
-                ", ".join(s.blocked_keys) or "-",
+    segmented = any(any(v is not None for v in _lease(s).values()) for s in found)
+    headers = ["SUBSCRIBER"]
+    if segmented:
+        headers += ["SEGMENT", "OWNER", "LEASE UNTIL"]
+    headers += [
+        "CHECKPOINT",
+        "LAG",
+        "RETRYING",
+        "PARKED",
+        "DEAD LETTERS",
+        "MOVED",
+        "BLOCKED KEYS",
+    ]
+    rows = []
+    for s in found:
+        row: list[object] = [s.name]
+        if segmented:
+            lease = _lease(s)
+            row += [
+                "-" if lease["segment"] is None else lease["segment"],
+                lease["owner"] or "-",
+                when(lease["lease_expires_at"]),
             ]
-            for s in found
-        ],
-    )
+        row += [
+            f"{s.checkpoint}/{s.head}",
+            s.lag,
+            s.retrying,
+            s.parked,
+            s.dead_letters,
+            when(s.updated_at),
+            ", ".join(s.blocked_keys) or "-",
+        ]
+        rows.append(row)
+    table(ctx, headers, rows)
     return EXIT_OK

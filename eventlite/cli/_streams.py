@@ -1,9 +1,9 @@
-"""``pipelines``: where each stream processor (``app.stream``) stands.
+"""``streams``: where each stream processor (``app.stream``) stands.
 
-Reads through the library on the read-only connection:
+Reads through the library over the store opened read-only:
 :func:`~eventlite.streams.stream_status`, what :meth:`StreamRunner.status
-<eventlite.streams.StreamRunner.status>` returns. (``streams`` is taken: it lists the event
-streams.)
+<eventlite.streams.StreamRunner.status>` returns. (The streams of events, by id, are
+listed by ``event-streams``.)
 """
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..sqlite import SQLiteStorage
 from ..streams import StreamRunStatus, stream_status
-from . import (
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    CliError,
-    CommandContext,
-    _cut,
-    _iso,
-    _table,
-    _when,
-    register_command,
-)
+from ._base import EXIT_NOT_FOUND, EXIT_OK, CliError, CommandContext, register_command
+from ._format import cut as _cut
+from ._format import iso as _iso
+from ._format import table as _table
+from ._format import when as _when
 
-__all__ = ["pipelines"]
+__all__ = ["streams"]
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,16 +54,16 @@ def _json(s: StreamRunStatus) -> dict[str, Any]:
 
 
 @register_command(
-    "pipelines",
+    "streams",
     help="stream processors: position, lag, watermark, open windows, late events, error",
     arguments=_arguments,
 )
-def pipelines(ctx: CommandContext) -> int:
+def streams(ctx: CommandContext) -> int:
     """Print each stream processor of the file, by name; with NAME, that one in detail
     (each source's watermark, each operator's open windows and late events)."""
-    ctx.require_table("stream_processors", "stream processors")
+    ctx.require("streams")
     name = ctx.args.name
-    found = stream_status(SQLiteStorage(ctx.database), name)
+    found = stream_status(ctx.storage, name)
     if not found:
         raise CliError(
             f"no stream processor named {name!r}"

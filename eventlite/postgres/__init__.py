@@ -14,7 +14,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ..codec import Codec
-from ..store.storage import Storage
+from ..store.storage import Storage, StorageInfo
+from . import _info
 from ._database import PostgresDatabase, PostgresTransaction
 from ._listener import LogListener
 from ._url import is_postgres_url, mask_url
@@ -65,6 +66,8 @@ class PostgresStorage(Storage):
     holds tables that are not an eventlite store or was written by a newer eventlite;
     :class:`~eventlite.exceptions.StorageError` when the server cannot be reached. Error
     messages and :attr:`description` show the URL with its password masked.
+    ``readonly=True`` opens an existing store for reading only (see
+    :class:`PostgresDatabase`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class PostgresStorage(Storage):
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        readonly: bool = False,
     ) -> None:
         self.database = PostgresDatabase(
             url,
@@ -85,6 +89,7 @@ class PostgresStorage(Storage):
             max_size=pool_max_size,
             timeout=pool_timeout,
             connect_timeout=connect_timeout,
+            readonly=readonly,
         )
         """The pool, the transactions and the schema."""
         self.events: PostgresEventStore = PostgresEventStore(self.database, codec=codec)
@@ -108,6 +113,16 @@ class PostgresStorage(Storage):
     def schema(self) -> str:
         """The schema holding the tables."""
         return self.database.schema
+
+    @property
+    def readonly(self) -> bool:
+        """Whether the store was opened read-only."""
+        return self.database.readonly
+
+    def info(self) -> StorageInfo:
+        """See :meth:`Storage.info`; ``details``: ``schema``, ``server_version`` and
+        ``tables``."""
+        return _info.info(self, self.database)
 
     @property
     def leases(self) -> PostgresLeaseStore:

@@ -111,6 +111,11 @@ class PostgresDatabase:
     processes opening it at once migrate it once). It raises :class:`SchemaError`,
     changing nothing, when the schema holds tables but no eventlite marker, or was
     written by a newer eventlite; :class:`StorageError` when the server cannot be reached.
+
+    ``readonly=True`` opens an existing store for reading only (the operator CLI): no
+    schema is created or migrated, every session is ``default_transaction_read_only``,
+    and :meth:`transaction` raises :class:`StorageError`; a schema that is missing or
+    holds no eventlite store raises :class:`SchemaError`.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class PostgresDatabase:
         max_size: int = 10,
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        readonly: bool = False,
     ) -> None:
         _require_psycopg()
         import psycopg
@@ -152,9 +158,15 @@ class PostgresDatabase:
             ) from None
         self._secrets = tuple(str(params[k]) for k in ("password", "sslpassword") if params.get(k))
         kwargs: dict[str, Any] = {"autocommit": True}
-        if schema is not None:
+        self.readonly = readonly
+        """Whether the store was opened read-only (see the class doc)."""
+        if schema is not None or readonly:
             options = str(params.get("options") or "")
-            kwargs["options"] = f"{options} -c search_path={schema}".strip()
+            if schema is not None:
+                options += f" -c search_path={schema}"
+            if readonly:
+                options += " -c default_transaction_read_only=on"
+            kwargs["options"] = options.strip()
         kwargs.setdefault("connect_timeout", max(1, round(connect_timeout)))
         self._kwargs = kwargs
         self.description = mask_url(url) + (f" (schema {schema})" if schema else "")
@@ -328,6 +340,8 @@ class PostgresDatabase:
             with self._savepoint(outer):
                 yield outer
             return
+        if self.readonly:
+            raise StorageError(f"{self.description} is open read-only: nothing can be written")
         import psycopg
 
         conn = self._getconn()
@@ -445,6 +459,8 @@ class PostgresDatabase:
 
         conn = self.connect()
         try:
+            if self.readonly:
+                return self._check_readonly(conn, schema)
             if (
                 schema is not None
                 and not conn.execute(
@@ -474,6 +490,32 @@ class PostgresDatabase:
             raise self.error(exc, "opening the schema") from exc
         finally:
             conn.close()
+
+    def _check_readonly(self, conn: psycopg.Connection[Any], schema: str | None) -> str:
+        """The schema in use, after checking it holds an eventlite store no newer than this
+        eventlite (an older one is read as it is); nothing is created."""
+        if schema is not None:
+            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            if not found.fetchone():
+                raise SchemaError(
+                    f"{self.description}: schema {schema!r} does not exist: no eventlite "
+                    "store there"
+                )
+        row = conn.execute("SELECT current_schema()").fetchone()
+        current = row[0] if row else None
+        if current is None:
+            raise SchemaError(f"{self.description}: no schema on the search_path exists")
+        empty = not conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') LIMIT 1",
+            (current,),
+        ).fetchone()
+        if empty:
+            raise SchemaError(
+                f"{self.description}: schema {current!r} holds no tables: no eventlite store there"
+            )
+        self._check(conn, current)
+        return str(current)
 
     def _check(self, conn: psycopg.Connection[Any], schema: str) -> bool:
         """Raise SchemaError for a schema that is not ours or is newer; True when it needs

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from ..codec import Codec, Decoder, _loads
@@ -19,14 +20,18 @@ from ..store.events import (
     EventStore,
     ExpectedVersion,
     LogRecord,
+    RecordFilter,
     StreamAppend,
+    StreamInfo,
     check_version,
     normalize_appends,
+    prefix_end,
     type_names,
     validate_range,
     validate_read_all,
     validate_records,
     validate_stream_id,
+    validate_streams,
 )
 from ._database import PostgresDatabase, PostgresTransaction
 
@@ -53,6 +58,12 @@ _ALL_OF = f"{_SELECT} WHERE position >= %s AND type = ANY(%s) ORDER BY position 
 _RECORDS = f"{_SELECT} WHERE position > %s ORDER BY position LIMIT %s"
 _RECORDS_OF = f"{_SELECT} WHERE position > %s AND type = ANY(%s) ORDER BY position LIMIT %s"
 _ONE = f"{_SELECT} WHERE position = %s"
+_BY_ID = f"{_SELECT} WHERE id = %s"
+_STREAMS = (
+    'SELECT s.stream_id, s.version, e."timestamp" FROM streams s '
+    "LEFT JOIN events e ON e.stream_id = s.stream_id AND e.version = s.version"
+)
+_COUNT_STREAMS = "SELECT count(*) FROM streams"
 _VERSION = "SELECT version FROM streams WHERE stream_id = %s"
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _APPEND = (
@@ -728,6 +739,83 @@ class PostgresEventStore(EventStore):
         """See :meth:`EventStore.decode`: the same decoding as every read of the store."""
         return next(self._envelopes((record,)))
 
+    def find_records(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Collection[str] | None = None,
+        streams: Collection[str] | None = None,
+        correlation_ids: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LogRecord]:
+        """See :meth:`EventStore.find_records`: one query (streams and event ids are
+        indexed; correlation ids and times are not, so those read the log)."""
+        validate_records(after, limit)
+        match = RecordFilter(types, streams, correlation_ids, since, until)
+        clauses = ["position > %s"]
+        params: list[Any] = [after]
+        for column, values in (
+            ("type", match.types),
+            ("stream_id", match.streams),
+            ("correlation_id", match.correlation_ids),
+        ):
+            if values is None:
+                continue
+            kept = sorted(v for v in values if _storable(v))
+            if not kept:
+                return []
+            clauses.append(f"{column} = ANY(%s)")
+            params.append(kept)
+        if match.since is not None:
+            clauses.append('"timestamp" >= %s')
+            params.append(match.since)
+        if match.until is not None:
+            clauses.append('"timestamp" < %s')
+            params.append(match.until)
+        sql = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s"
+        make = _make_record
+        return [make(row) for row in self._query(sql, (*params, limit))]
+
+    def record_by_id(self, event_id: str) -> LogRecord | None:
+        """See :meth:`EventStore.record_by_id`: the unique index on event ids."""
+        if not isinstance(event_id, str):
+            raise TypeError(f"event_id must be a str, got {type(event_id).__name__}")
+        if not _storable(event_id):
+            return None
+        rows = self._query(_BY_ID, (event_id,))
+        return _make_record(rows[0]) if rows else None
+
+    def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[StreamInfo]:
+        """See :meth:`EventStore.list_streams` (ids compared by code point: ``COLLATE
+        "C"``)."""
+        validate_streams(prefix, after, limit)
+        for value in (prefix, after):
+            if value is not None and not _storable(value):
+                return []
+        clauses: list[str] = []
+        params: list[Any] = []
+        if after is not None:
+            clauses.append('s.stream_id COLLATE "C" > %s')
+            params.append(after)
+        if prefix:
+            clauses.append('s.stream_id COLLATE "C" >= %s')
+            params.append(prefix)
+            end = prefix_end(prefix)
+            if end is not None:
+                clauses.append('s.stream_id COLLATE "C" < %s')
+                params.append(end)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f'{_STREAMS}{where} ORDER BY s.stream_id COLLATE "C" LIMIT %s'
+        return [StreamInfo(*row) for row in self._query(sql, (*params, limit))]
+
+    def count_streams(self) -> int:
+        """See :meth:`EventStore.count_streams`."""
+        return int(self._query(_COUNT_STREAMS, ())[0][0])
+
     def stream_version(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_version`."""
         rows = self._query(_VERSION, (stream_id,))
@@ -756,3 +844,15 @@ def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]
     ):
         raise MessageDecodeError(type_name, "headers must be a JSON object of strings", position)
     return headers
+
+
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can hold ``text`` (no NUL, no lone surrogate): text it cannot
+    hold matches nothing stored."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ..codec import Codec
-from ..store.storage import Storage
+from ..store.storage import Storage, StorageInfo
+from . import _info
 from ._database import Database, Synchronous, Transaction
 from .checkpoints import SQLiteCheckpointStore
 from .claims import SQLiteClaimStore
@@ -62,7 +63,9 @@ class SQLiteStorage(Storage):
     (faster; the last commits may be lost on power loss, never on a crash);
     ``busy_timeout``: seconds a writer waits for another process's lock. Raises
     :class:`~eventlite.exceptions.SchemaError` for a file that is not an eventlite store or
-    is newer than this eventlite, changing nothing.
+    is newer than this eventlite, changing nothing. ``readonly=True`` opens an existing
+    store for reading only (see :class:`Database`): nothing is created, migrated or
+    written.
     """
 
     def __init__(
@@ -72,12 +75,15 @@ class SQLiteStorage(Storage):
         codec: Codec | None = None,
         synchronous: Synchronous = "full",
         busy_timeout: float = 10.0,
+        readonly: bool = False,
     ) -> None:
         if isinstance(path, Database):
             self.database = path
             self._owns_database = False
         else:
-            self.database = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+            self.database = Database(
+                path, synchronous=synchronous, busy_timeout=busy_timeout, readonly=readonly
+            )
             self._owns_database = True
         """The file's connections and transactions."""
         self.events: SQLiteEventStore = SQLiteEventStore(self.database, codec=codec)
@@ -99,6 +105,21 @@ class SQLiteStorage(Storage):
     def description(self) -> str:
         """The file's path."""
         return self.database.path
+
+    @property
+    def readonly(self) -> bool:
+        """Whether the file was opened read-only."""
+        return self.database.readonly
+
+    def keeps(self, store: str) -> bool:
+        """See :meth:`Storage.keeps`: every store, but read-only only those the file's
+        schema version has the tables of."""
+        return super().keeps(store) and _info.has_store(self.database, store)
+
+    def info(self) -> StorageInfo:
+        """See :meth:`Storage.info`; ``details``: ``path``, ``journal_mode``,
+        ``file_size``, ``wal_size`` (bytes) and ``tables``."""
+        return _info.info(self, self.database)
 
     @property
     def dead_letters(self) -> SQLiteDeadLetterStore:

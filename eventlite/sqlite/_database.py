@@ -12,7 +12,9 @@ Later modules write in the same transaction as the events they belong to::
         tx.execute("INSERT INTO outbox ...", (...))
     # COMMIT here; any exception rolls everything back
 
-The schema (:mod:`eventlite.sqlite.schema`) is created and migrated when a file is opened.
+The schema (:mod:`eventlite.sqlite.schema`) is created and migrated when a file is opened,
+unless it is opened read-only (``readonly=True``): then nothing is created, migrated or
+written, and every connection is ``mode=ro`` with ``query_only``.
 
 Every ``sqlite3.Error`` that crosses this module becomes a :class:`StorageError` (or a
 :class:`SchemaError` when the file is not an eventlite store), the original kept as
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +46,8 @@ Synchronous = Literal["full", "normal"]
 survives a crash of the process but the last commits may be lost on power loss."""
 
 _SQLITE_NOTADB = 26
+_SQLITE_READONLY_DIRECTORY = 1544  # SQLITE_READONLY | (6 << 8)
+_SQLITE_CANTOPEN = 14
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL"}
 
 
@@ -136,6 +141,17 @@ class Database:
     loss) or ``"normal"`` (faster; survives a process crash, but the last commits can be
     lost if the machine loses power). ``busy_timeout`` is how many seconds a writer waits
     for another process's write lock before :class:`StorageError`.
+
+    ``readonly=True`` opens an existing store for reading only, for tools that look (the
+    operator CLI): it creates, migrates and writes nothing (every connection is
+    ``mode=ro`` and ``query_only``; reading a WAL-mode file may create its ``-wal`` and
+    ``-shm`` companions, as any SQLite reader does), and :meth:`transaction` raises
+    :class:`StorageError`. It raises :class:`StorageError` for a path that is missing,
+    a directory, or not a regular file (a FIFO or a device is refused before it is
+    opened, so opening never blocks), and :class:`SchemaError` for a file that is not
+    SQLite, not an eventlite store (an empty file included), or newer than this
+    eventlite; an older store is read as it is. In a directory it cannot write, a file
+    whose ``-wal`` holds nothing is read as immutable (nothing can be writing it then).
     """
 
     def __init__(
@@ -144,6 +160,7 @@ class Database:
         *,
         synchronous: Synchronous = "full",
         busy_timeout: float = 10.0,
+        readonly: bool = False,
     ) -> None:
         if synchronous not in _SYNC_PRAGMA:
             raise ValueError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
@@ -158,6 +175,13 @@ class Database:
         """``"full"`` or ``"normal"``, as opened."""
         self.busy_timeout = busy_timeout
         """Seconds a writer waits for another process's lock."""
+        self.readonly = readonly
+        """Whether the file was opened read-only (see the class doc)."""
+        self._uri: str | None = None
+        if readonly:
+            self._uri = _readonly_uri(self.path)
+        elif os.path.exists(self.path) and not os.path.isdir(self.path):
+            _check_regular(self.path)  # a FIFO or a device would block or feed garbage
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: weakref.WeakSet[_ReaderSlot] = weakref.WeakSet()
@@ -175,6 +199,8 @@ class Database:
     # -- connections ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self._uri is not None:
+            return self._connect_readonly(self._uri)
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -185,6 +211,21 @@ class Database:
             )
         except sqlite3.Error as exc:
             raise storage_error(exc, "opening", self.path) from exc
+        return conn
+
+    def _connect_readonly(self, uri: str) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot open: {exc}") from exc
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
@@ -256,6 +297,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction: ``BEGIN IMMEDIATE``, then ``COMMIT``, or ``ROLLBACK`` on error.
+        Refused (:class:`StorageError`) when the file was opened read-only.
 
         One transaction at a time per process (a lock), and per file across processes
         (SQLite's write lock, waited for up to ``busy_timeout``). Nested in another
@@ -269,6 +311,8 @@ class Database:
                 yield outer
             return
         self._check_open()
+        if self.readonly:
+            raise StorageError(f"{self.path} is open read-only: nothing can be written")
         conn = self._conn
         callbacks: list[Callable[[], None]]
         with self._write_lock:
@@ -368,6 +412,8 @@ class Database:
             if getattr(exc, "sqlite_errorcode", None) == _SQLITE_NOTADB or (
                 "not a database" in str(exc)
             ):
+                if self.readonly:
+                    raise SchemaError(f"{self.path}: not a SQLite database ({exc})") from exc
                 raise SchemaError(f"{self.path} is not a SQLite database: {exc}") from exc
             raise storage_error(exc, "reading the schema", self.path) from exc
         return int(app_id), int(version), int(objects)
@@ -389,7 +435,46 @@ class Database:
             )
         return version < SCHEMA_VERSION
 
+    def _open_readonly(self) -> None:
+        """Check the header of a file opened read-only; falls back to an immutable read in
+        a directory that cannot be written (see the class doc)."""
+        try:
+            header = self._header(self._conn)
+        except StorageError as exc:
+            cause = exc.__cause__
+            code = getattr(cause, "sqlite_errorcode", None)
+            if code not in (_SQLITE_READONLY_DIRECTORY, _SQLITE_CANTOPEN):
+                raise
+            self._conn.close()
+            directory = os.path.dirname(os.path.abspath(self.path))
+            wal = self.path + "-wal"
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                raise StorageError(
+                    f"{self.path}: cannot read it: its directory {directory} cannot be "
+                    f"written, and SQLite must create {os.path.basename(self.path)}-shm "
+                    "beside a WAL-mode file whose -wal holds commits; make the directory "
+                    "writable, or copy the file with its -wal elsewhere"
+                ) from cause
+            assert self._uri is not None
+            self._uri += "&immutable=1"
+            self._conn = self._connect()
+            header = self._header(self._conn)
+        app_id, version, _objects = header
+        if app_id != APPLICATION_ID:
+            raise SchemaError(
+                f"{self.path}: a SQLite database but not an eventlite store "
+                f"(application_id {app_id:#x})"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.path}: schema version {version}, newer than the {SCHEMA_VERSION} "
+                "this eventlite knows; upgrade eventlite to read it"
+            )
+
     def _open_schema(self) -> None:
+        if self.readonly:
+            self._open_readonly()
+            return
         conn = self._conn
         if not self._check_header(*self._header(conn)):
             self._configure_writer(conn)
@@ -495,7 +580,42 @@ class Database:
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        return f"<Database {self.path!r} synchronous={self.synchronous}{state}>"
+        mode = " read-only" if self.readonly else f" synchronous={self.synchronous}"
+        return f"<Database {self.path!r}{mode}{state}>"
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(path: str) -> None:
+    """Raise :class:`StorageError` unless ``path`` is a regular file (a FIFO would block
+    the open, a device feed it endless bytes)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise StorageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise StorageError(f"{path}: is a directory, not an eventlite store")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise StorageError(f"{path}: is {kind}, not an eventlite store")
+
+
+def _readonly_uri(path: str) -> str:
+    """The ``mode=ro`` URI of an existing regular file; :class:`StorageError` otherwise."""
+    _check_regular(path)
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"{path}: cannot read it: permission denied")
+    from pathlib import Path
+
+    return Path(path).resolve().as_uri() + "?mode=ro"
 
 
 def _end_read(conn: sqlite3.Connection) -> None:

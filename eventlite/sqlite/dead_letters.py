@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,8 @@ from ..store.dead_letters import (
     DeadLetterStatus,
     DeadLetterStore,
     Failure,
+    correlation_of,
+    correlation_set,
     safe_text,
     storable_message,
 )
@@ -425,6 +428,31 @@ class SQLiteDeadLetterStore(DeadLetterStore):
             params.append(limit)
         return [row_to_dead_letter(row) for row in self._read(sql, params)]
 
+    def find_by_correlation(
+        self, correlation_ids: Collection[str], *, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        """See :meth:`DeadLetterStore.find_by_correlation`: only the entries whose message
+        holds one of the ids as text are read and parsed."""
+        wanted = sorted(correlation_set(correlation_ids, limit))
+        found: builtins.list[DeadLetter] = []
+        for start in range(0, len(wanted), 100):
+            chunk = sorted({form for w in wanted[start : start + 100] for form in _forms(w)})
+            if not chunk:
+                continue
+            test = " OR ".join(["instr(CAST(message AS TEXT), ?) > 0"] * len(chunk))
+            found.extend(
+                row_to_dead_letter(row)
+                for row in self._read(f"{_SELECT} WHERE {test} ORDER BY id", chunk)
+            )
+        keep = frozenset(wanted)
+        seen: set[int] = set()
+        out = []
+        for letter in sorted(found, key=lambda d: d.id):
+            if letter.id not in seen and correlation_of(letter.message) in keep:
+                seen.add(letter.id)
+                out.append(letter)
+        return out if limit is None else out[:limit]
+
     def count(self, source: str | None = None, *, status: DeadLetterStatus | None = None) -> int:
         """See :meth:`DeadLetterStore.count`."""
         where, params = self._filter(source, status)
@@ -447,3 +475,14 @@ class SQLiteDeadLetterStore(DeadLetterStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteDeadLetterStore {self.database.path!r}>"
+
+
+def _forms(text: str) -> list[str]:
+    """How ``text`` may appear inside stored JSON: as it is (when SQLite can take it: no
+    lone surrogate) and escaped as JSON writes it with ``ensure_ascii``."""
+    forms = [json.dumps(text)[1:-1]]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return forms
+    return [text, *forms]

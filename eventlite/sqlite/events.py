@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -26,14 +26,18 @@ from ..store.events import (
     EventStore,
     ExpectedVersion,
     LogRecord,
+    RecordFilter,
     StreamAppend,
+    StreamInfo,
     check_version,
     normalize_appends,
+    prefix_end,
     type_names,
     validate_range,
     validate_read_all,
     validate_records,
     validate_stream_id,
+    validate_streams,
 )
 from ._database import Database, Synchronous, Transaction, storage_error
 
@@ -56,6 +60,13 @@ _STREAM_BACKWARD = (
 _ALL = f"{_SELECT} WHERE position >= ? ORDER BY position LIMIT ?"
 _RECORDS = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
 _ONE = f"{_SELECT} WHERE position = ?"
+_BY_ID = f"{_SELECT} WHERE id = ?"
+_STREAMS = (
+    "SELECT s.stream_id, s.version, e.timestamp FROM streams s "
+    "LEFT JOIN events e ON e.stream_id = s.stream_id AND e.version = s.version"
+)
+_COUNT_STREAMS = "SELECT count(*) FROM streams"
+_MANY = 100  # more values than this go to a filter as one JSON array (json_each)
 _make_record = functools.partial(tuple.__new__, LogRecord)  # LogRecord._make, in C
 _MAX_VERSION = 1 << 62
 _MAX_GATHER_SECONDS = 0.002
@@ -744,6 +755,87 @@ class SQLiteEventStore(EventStore):
                 decode = decoders[type_name, schema_version] = decoder(type_name, schema_version)
             append((position, decode(data, position)))
         return out
+
+    def find_records(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Collection[str] | None = None,
+        streams: Collection[str] | None = None,
+        correlation_ids: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LogRecord]:
+        """See :meth:`EventStore.find_records`: one query (streams and event ids are
+        indexed; correlation ids and times are not, so those read the log)."""
+        validate_records(after, limit)
+        match = RecordFilter(types, streams, correlation_ids, since, until)
+        clauses = ["position > ?"]
+        params: list[Any] = [after]
+        for column, values in (
+            ("type", match.types),
+            ("stream_id", match.streams),
+            ("correlation_id", match.correlation_ids),
+        ):
+            if values is None:
+                continue
+            kept = sorted(v for v in values if _utf8(v))
+            if not kept:
+                return []
+            if len(kept) > _MANY:
+                clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(kept))
+            else:
+                clauses.append(f"{column} IN ({', '.join('?' * len(kept))})")
+                params.extend(kept)
+        if match.since is not None or match.until is not None:
+            clauses.append("typeof(timestamp) = 'integer'")
+        if match.since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(match.since)
+        if match.until is not None:
+            clauses.append("timestamp < ?")
+            params.append(match.until)
+        sql = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?"
+        return list(map(_make_record, self._query(sql, (*params, limit))))
+
+    def record_by_id(self, event_id: str) -> LogRecord | None:
+        """See :meth:`EventStore.record_by_id`: the unique index on event ids."""
+        if not isinstance(event_id, str):
+            raise TypeError(f"event_id must be a str, got {type(event_id).__name__}")
+        if not _utf8(event_id):
+            return None
+        rows = self._query(_BY_ID, (event_id,))
+        return _make_record(rows[0]) if rows else None
+
+    def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[StreamInfo]:
+        """See :meth:`EventStore.list_streams`: a range of the ``streams`` table's key."""
+        validate_streams(prefix, after, limit)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for value in (prefix, after):
+            if value is not None and not _utf8(value):
+                return []
+        if after is not None:
+            clauses.append("s.stream_id > ?")
+            params.append(after)
+        if prefix:
+            clauses.append("s.stream_id >= ?")
+            params.append(prefix)
+            end = prefix_end(prefix)
+            if end is not None:
+                clauses.append("s.stream_id < ?")
+                params.append(end)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"{_STREAMS}{where} ORDER BY s.stream_id LIMIT ?", (*params, limit))
+        return [StreamInfo(*row) for row in rows]
+
+    def count_streams(self) -> int:
+        """See :meth:`EventStore.count_streams`."""
+        return int(self._query(_COUNT_STREAMS, ())[0][0])
 
     def stream_version(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_version`."""

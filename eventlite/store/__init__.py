@@ -23,14 +23,16 @@ from .events import (
     ExpectedVersion,
     LogRecord,
     StreamAppend,
+    StreamInfo,
     StreamState,
 )
 from .snapshots import Snapshot, SnapshotStore
-from .storage import Storage, Transaction
+from .storage import STORES, Storage, StorageInfo, Transaction
 
 __all__ = [
     "ANY",
     "NO_STREAM",
+    "STORES",
     "STREAM_EXISTS",
     "DuplicateEventError",
     "EventStore",
@@ -39,7 +41,9 @@ __all__ = [
     "Snapshot",
     "SnapshotStore",
     "Storage",
+    "StorageInfo",
     "StreamAppend",
+    "StreamInfo",
     "StreamState",
     "Transaction",
 ]

@@ -13,6 +13,7 @@ import builtins
 import enum
 import json
 import traceback as _traceback
+from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
@@ -33,6 +34,8 @@ __all__ = [
     "DeadLetterStatus",
     "DeadLetterStore",
     "Failure",
+    "correlation_of",
+    "correlation_set",
     "describe_raw",
     "safe_text",
     "storable_message",
@@ -140,6 +143,35 @@ def describe_raw(raw: str | bytes) -> tuple[str | None, str | None, int | None]:
         if isinstance(position, int) and not isinstance(position, bool) and 0 < position < 1 << 63
         else None,
     )
+
+
+def correlation_of(raw: str | bytes) -> str | None:
+    """The ``correlation_id`` that raw envelope JSON (a dead letter's message) holds; None
+    when it holds none (or is not JSON, or is too long or too deep to read). Never
+    raises."""
+    if len(raw) > _DESCRIBE_LIMIT:
+        return None
+    try:
+        data = json.loads(raw)
+    except Exception:  # ValueError, RecursionError, UnicodeDecodeError: it holds none
+        return None
+    found = data.get("correlation_id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def correlation_set(correlation_ids: Collection[str], limit: int | None) -> frozenset[str]:
+    """The arguments of :meth:`DeadLetterStore.find_by_correlation`, checked (for
+    backends): ``TypeError`` for one str or a value that is not one, ``ValueError`` for a
+    ``limit`` below 1."""
+    if isinstance(correlation_ids, str):
+        raise TypeError("correlation_ids must be a collection of str, not one str")
+    wanted = frozenset(correlation_ids)
+    for value in wanted:
+        if not isinstance(value, str):
+            raise TypeError(f"correlation_ids must hold str, got {value!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
+    return wanted
 
 
 def _type_name(cls: type[BaseException]) -> str:
@@ -406,3 +438,18 @@ class DeadLetterStore(abc.ABC):
         goes by its own age, so a purge never drops the messages queued behind a dead
         letter it keeps. Without it, every entry, parked ones included.
         """
+
+    def find_by_correlation(
+        self, correlation_ids: Collection[str], *, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        """The entries whose message is an envelope of one of these flows (its
+        ``correlation_id``, as :func:`correlation_of` reads it), in id order, at most
+        ``limit`` (None: all): the dead letters of a flow, for tracing it.
+
+        The default reads every entry; backends may narrow the search first.
+        """
+        wanted = correlation_set(correlation_ids, limit)
+        if not wanted:
+            return []
+        found = [d for d in self.list(limit=None) if correlation_of(d.message) in wanted]
+        return found if limit is None else found[:limit]

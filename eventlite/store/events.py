@@ -16,7 +16,8 @@ import abc
 import enum
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from ..envelope import Envelope
@@ -31,6 +32,7 @@ __all__ = [
     "ExpectedVersion",
     "LogRecord",
     "StreamAppend",
+    "StreamInfo",
     "StreamState",
 ]
 
@@ -112,6 +114,18 @@ class LogRecord(NamedTuple):
         values their ``repr`` when they are not JSON themselves.
         """
         return _raw_json(self)
+
+
+class StreamInfo(NamedTuple):
+    """One stream as :meth:`EventStore.list_streams` gives it."""
+
+    stream_id: str
+    """The stream."""
+    version: int
+    """The version of its last event."""
+    last_timestamp_us: int | None
+    """When its last event was recorded, in microseconds since the epoch (UTC), as stored
+    (like :attr:`LogRecord.timestamp_us`); None when that event cannot be found."""
 
 
 class EventStore(abc.ABC):
@@ -254,6 +268,101 @@ class EventStore(abc.ABC):
         return [
             (r.position, self.decode(r).message) for r in self.read_records(after, limit, types)
         ]
+
+    def find_records(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Collection[str] | None = None,
+        streams: Collection[str] | None = None,
+        correlation_ids: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LogRecord]:
+        """Up to ``limit`` stored events with a position above ``after`` that match every
+        filter given, in position order, undecoded (like :meth:`read_records`): stored
+        under one of ``types``, in one of ``streams``, in one of the flows
+        ``correlation_ids``, recorded at or after ``since`` and before ``until`` (aware
+        datetimes; a row whose time is not a number matches no time filter). An empty
+        collection matches nothing.
+
+        The search of tools and operators (the CLI's ``events`` and ``trace``): a backend
+        answers it from an index where it has one, else by reading the log from ``after``
+        on, so page through a long log with ``after``. Raises ``ValueError`` like
+        :meth:`read_records`, and for a naive datetime. The default reads
+        :meth:`read_records` and filters; backends override it with a query.
+        """
+        validate_records(after, limit)
+        match = RecordFilter(types, streams, correlation_ids, since, until)
+        if match.empty:
+            return []
+        out: list[LogRecord] = []
+        while len(out) < limit:
+            page = self.read_records(after, 1000, match.types)
+            if not page:
+                break
+            out.extend(r for r in page if match(r))
+            after = page[-1].position
+        return out[:limit]
+
+    def record_by_id(self, event_id: str) -> LogRecord | None:
+        """The stored event whose id is ``event_id``, undecoded; None when there is none.
+
+        The default reads the whole log; backends override it with an indexed lookup.
+        """
+        if not isinstance(event_id, str):
+            raise TypeError(f"event_id must be a str, got {type(event_id).__name__}")
+        after = 0
+        while True:
+            page = self.read_records(after, 1000)
+            if not page:
+                return None
+            for record in page:
+                if record.id == event_id:
+                    return record
+            after = page[-1].position
+
+    def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[StreamInfo]:
+        """Up to ``limit`` streams in the order of their ids (by code point), each with its
+        version and the time of its last event: those whose id starts with ``prefix``,
+        and comes after ``after`` (to page through many streams). Raises ``ValueError``
+        for ``limit < 1``.
+
+        The default reads the whole log; backends override it with a query.
+        """
+        validate_streams(prefix, after, limit)
+        last: dict[str, tuple[int, Any]] = {}
+        position = 0
+        while True:
+            page = self.read_records(position, 1000)
+            if not page:
+                break
+            for r in page:
+                if type(r.stream_id) is str and type(r.version) is int:
+                    known = last.get(r.stream_id)
+                    if known is None or r.version > known[0]:
+                        last[r.stream_id] = (r.version, r.timestamp_us)
+            position = page[-1].position
+        ids = sorted(
+            s
+            for s in last
+            if (prefix is None or s.startswith(prefix)) and (after is None or s > after)
+        )
+        return [StreamInfo(s, last[s][0], last[s][1]) for s in ids[:limit]]
+
+    def count_streams(self) -> int:
+        """How many streams the store holds. The default counts :meth:`list_streams`."""
+        n = 0
+        after: str | None = None
+        while True:
+            page = self.list_streams(after=after, limit=1000)
+            if not page:
+                return n
+            n += len(page)
+            after = page[-1].stream_id
 
     @abc.abstractmethod
     def stream_version(self, stream_id: str) -> int:
@@ -409,3 +518,104 @@ def _json_safe(value: Any) -> Any:
 def _raw_json(record: LogRecord) -> str:
     fields = {name: _json_safe(getattr(record, name)) for name in LogRecord._fields}
     return json.dumps(fields, ensure_ascii=False, allow_nan=False)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_INT = (1 << 63) - 1
+
+
+def micros(moment: datetime, what: str = "a time") -> int:
+    """An aware datetime as microseconds since the epoch, the unit the log stores times
+    in; ``ValueError`` for a naive one (for backends)."""
+    if not isinstance(moment, datetime):
+        raise TypeError(f"{what} must be a datetime, got {type(moment).__name__}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime (with a time zone), got {moment!r}")
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def validate_streams(prefix: object, after: object, limit: object) -> None:
+    """``ValueError``/``TypeError`` for arguments :meth:`EventStore.list_streams` refuses."""
+    for name, value in (("prefix", prefix), ("after", after)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_INT:
+        raise ValueError(f"limit must be an int from 1 to 2**63 - 1, got {limit!r}")
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The first string after every string that starts with ``prefix``, in code point
+    order (None when there is none): ``s >= prefix and s < prefix_end(prefix)`` selects the
+    strings with that prefix with a range an index can serve (for backends)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if code == 0xD800:
+            code = 0xE000  # surrogates are not text a store holds
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _strings(values: Collection[str] | None, what: str) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise TypeError(f"{what} must be a collection of str, not one str")
+    out = frozenset(values)
+    for value in out:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must hold str, got {value!r}")
+    return out
+
+
+class RecordFilter:
+    """The filters of :meth:`EventStore.find_records`, checked; call it with a record to
+    know whether it matches (for backends that filter in Python)."""
+
+    __slots__ = ("correlation_ids", "since", "streams", "types", "until")
+
+    def __init__(
+        self,
+        types: Collection[str] | None,
+        streams: Collection[str] | None,
+        correlation_ids: Collection[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> None:
+        self.types = _strings(types, "types")
+        """The type names, or None for any."""
+        self.streams = _strings(streams, "streams")
+        """The stream ids, or None for any."""
+        self.correlation_ids = _strings(correlation_ids, "correlation_ids")
+        """The flows, or None for any."""
+        self.since = None if since is None else micros(since, "since")
+        """The earliest time in microseconds, or None."""
+        self.until = None if until is None else micros(until, "until")
+        """The time in microseconds before which events must be, or None."""
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing can match (an empty collection was given)."""
+        return any(
+            f is not None and not f for f in (self.types, self.streams, self.correlation_ids)
+        )
+
+    def __call__(self, record: LogRecord) -> bool:
+        if self.types is not None and record.type not in self.types:
+            return False
+        if self.streams is not None and record.stream_id not in self.streams:
+            return False
+        if self.correlation_ids is not None and record.correlation_id not in self.correlation_ids:
+            return False
+        if self.since is not None or self.until is not None:
+            ts = record.timestamp_us
+            if type(ts) is not int:
+                return False
+            if self.since is not None and ts < self.since:
+                return False
+            if self.until is not None and ts >= self.until:
+                return False
+        return True

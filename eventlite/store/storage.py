@@ -22,14 +22,24 @@ object are announced in the committing thread by :meth:`Storage.on_every_commit`
 **Stores a backend lacks.** A backend that cannot keep some kind of state (the in-memory
 one keeps no dead letters) raises :class:`~eventlite.exceptions.StorageError` naming the
 feature and the backend when that store is asked for; the rest works.
+:meth:`Storage.keeps` says which stores a storage has, and :meth:`Storage.info` what it
+holds.
+
+**Read-only.** A backend may open a storage read-only (``SQLiteStorage(path,
+readonly=True)``, ``PostgresStorage(url, readonly=True)``): it then never creates,
+migrates or changes anything, every read method works, and :meth:`Storage.transaction`
+(so every write) raises :class:`~eventlite.exceptions.StorageError`. Tools that only look
+(the operator CLI) open storages so.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from ..exceptions import StorageError
 
@@ -49,7 +59,53 @@ if TYPE_CHECKING:
     from .snapshots import SnapshotStore
     from .streams import StreamStateStore
 
-__all__ = ["Storage", "Transaction"]
+__all__ = ["STORES", "Storage", "StorageInfo", "Transaction"]
+
+STORES: tuple[str, ...] = (
+    "events",
+    "snapshots",
+    "checkpoints",
+    "inbox",
+    "retries",
+    "dead_letters",
+    "queues",
+    "idempotency",
+    "sagas",
+    "processes",
+    "projections",
+    "leases",
+    "claims",
+    "streams",
+)
+"""The names of the stores of a :class:`Storage`, as its properties are named."""
+
+
+@attrs.frozen
+class StorageInfo:
+    """What a storage holds, from :meth:`Storage.info` (what ``python -m eventlite info``
+    prints)."""
+
+    backend: str
+    """``"sqlite"``, ``"postgres"``, ``"memory"``, or a third-party backend's name."""
+    description: str
+    """:attr:`Storage.description`: the path, or the URL with its password masked."""
+    schema_version: int | None
+    """The version of the stored schema; None for a backend without one (memory)."""
+    latest_schema_version: int | None
+    """The schema version this eventlite writes (a lower :attr:`schema_version`: an
+    older eventlite made the store, and an app of this version migrates it)."""
+    events: int
+    """How many events the log holds."""
+    head_position: int
+    """The position of the last committed event (0: none)."""
+    streams: int
+    """How many streams there are."""
+    stores: tuple[str, ...]
+    """The stores it keeps (names from :data:`STORES`, in that order)."""
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+    """The backend's own facts, JSON values by name (SQLite: ``path``, ``journal_mode``,
+    ``file_size``, ``wal_size``, ``tables``; PostgreSQL: ``schema``, ``server_version``,
+    ``tables``)."""
 
 
 def _nothing() -> None:
@@ -94,6 +150,41 @@ class Storage(abc.ABC):
     def durable(self) -> bool:
         """Whether what is committed survives the process (False in memory)."""
         return True
+
+    @property
+    def readonly(self) -> bool:
+        """Whether it was opened read-only (see the module doc); False by default."""
+        return False
+
+    def keeps(self, store: str) -> bool:
+        """Whether this storage keeps the store named ``store`` (a name from
+        :data:`STORES`): False when asking for it would raise :class:`StorageError` for a
+        feature the backend lacks (or, read-only, that the stored schema is too old to
+        hold). Raises ``ValueError`` for a name that is not a store's."""
+        if store not in STORES:
+            raise ValueError(f"no store is named {store!r} (known: {', '.join(STORES)})")
+        try:
+            getattr(self, store)
+        except StorageError:
+            return False
+        return True
+
+    def info(self) -> StorageInfo:
+        """What this storage holds: schema version, counts, head position, the stores it
+        keeps and the backend's own facts. The default counts through the event store;
+        backends override it."""
+        events = self.events
+        name = type(self).__name__
+        return StorageInfo(
+            backend=(name[: -len("Storage")] if name.endswith("Storage") else name).lower(),
+            description=self.description,
+            schema_version=None,
+            latest_schema_version=None,
+            events=events.head_position(),
+            head_position=events.head_position(),
+            streams=events.count_streams(),
+            stores=tuple(name for name in STORES if self.keeps(name)),
+        )
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:

@@ -31,7 +31,10 @@ be shared by several tests.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -39,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 
 from ..aggregate import Aggregate
+from ..app import call_app_factory
+from ..app import factory_takes_db as takes_db
 from ..messages import MessageKind, Registry
 from ..saga import Saga, SagaData, SagaInstance, SagaStatus, SagaStep, StepContext, StepFunction
 
@@ -364,8 +369,10 @@ class AppScenario:
     """Given events in streams, when a command is dispatched, then these new events.
 
     :param app_factory: makes a new, fully wired :class:`~eventlite.App` for each run
-        (handlers registered, subscribers subscribed), e.g. ``lambda: build(App())``. The
-        scenario closes it after the run.
+        (handlers registered, subscribers subscribed), called by the one convention of
+        :func:`~eventlite.app.call_app_factory`: a factory that takes a store (``build(db)``)
+        gets a new temporary SQLite file, removed after the run; one that takes nothing is
+        called with nothing. The scenario closes the app after the run.
     :param drain_timeout: how many seconds to wait for background work (bus workers,
         durable subscribers) to settle before the new events are read.
 
@@ -380,7 +387,7 @@ class AppScenario:
 
     def __init__(
         self,
-        app_factory: Callable[[], App],
+        app_factory: Callable[..., App],
         *,
         given: Sequence[tuple[str, Sequence[Any]]] = (),
         action: Any = None,
@@ -429,7 +436,13 @@ class AppScenario:
         __tracebackhide__ = True
         if self.action is None:
             raise TypeError("the scenario has no command: call .when(...) before .then...()")
-        app = self.app_factory()
+        tmp = tempfile.mkdtemp(prefix="eventlite-scenario-") if takes_db(self.app_factory) else None
+        try:
+            app = call_app_factory(self.app_factory, tmp and os.path.join(tmp, "app.db"))
+        except BaseException:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         failures: list[str] = []
         try:
 
@@ -461,6 +474,8 @@ class AppScenario:
             )
         finally:
             app.close()
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
         if failures:
             raise ScenarioFailed(f"{self._title}: " + "; ".join(failures))
         return result, error, new

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
@@ -440,6 +440,182 @@ class EventStoreContract:
         assert store.record_at(999) is None
         raw = json.loads(record.raw())
         assert (2, record.id, record.type) == (raw["position"], raw["id"], raw["type"])
+
+    # -- searching the log (tools and operators) ---------------------------------------
+
+    def _fill_search(self, store: EventStore) -> list[Envelope]:
+        """Nine events: three flows over four streams, a minute apart from 2024-01-01."""
+        flows = ["flow-1", "flow-2", "flow-3"]
+        streams = ["Order-1", "Order-2", "order-1", "Pay-\u00e9"]
+        stored: list[Envelope] = []
+        for n in range(9):
+            env = Envelope(
+                Noted(n=n)
+                if n % 3
+                else Opened(name=str(n), at=_utc(2024, 1, 1), amount=Decimal(n)),
+                metadata=Metadata(flows[n % 3]),
+                timestamp=_utc(2024, 1, 1, 0, n),
+            )
+            stored += store.append(streams[n % 4], [env])
+        return stored
+
+    def test_find_records_filters(self, store: EventStore) -> None:
+        """find_records keeps the events that match every filter given, in position order:
+        types, streams, flows (correlation ids), at or after ``since``, before
+        ``until``."""
+        log = self._fill_search(store)
+        noon = _utc(2024, 1, 1, 0, 3)
+        cases: list[tuple[dict[str, Any], Callable[[Envelope], bool]]] = [
+            ({}, lambda e: True),
+            ({"types": ["contract.Opened"]}, lambda e: e.type == "contract.Opened"),
+            ({"streams": ["Order-1", "order-1"]}, lambda e: e.stream_id in ("Order-1", "order-1")),
+            ({"correlation_ids": {"flow-2"}}, lambda e: e.correlation_id == "flow-2"),
+            ({"since": noon}, lambda e: e.timestamp >= noon),
+            ({"until": noon}, lambda e: e.timestamp < noon),
+            (
+                {
+                    "types": ["contract.Noted"],
+                    "correlation_ids": ["flow-2", "flow-3"],
+                    "since": noon,
+                },
+                lambda e: (
+                    e.type == "contract.Noted"
+                    and e.correlation_id in ("flow-2", "flow-3")
+                    and e.timestamp >= noon
+                ),
+            ),
+            ({"streams": ["nope"]}, lambda e: False),
+        ]
+        for kwargs, keep in cases:
+            expected = [e.position for e in log if keep(e)]
+            assert expected == [r.position for r in store.find_records(**kwargs)], kwargs
+
+    def test_find_records_pages_after_a_position(self, store: EventStore) -> None:
+        """``after`` and ``limit`` page through the matches; records decode to what
+        read_all gives."""
+        log = self._fill_search(store)
+        flow = [e for e in log if e.correlation_id == "flow-1"]
+        first = store.find_records(0, 2, correlation_ids=["flow-1"])
+        rest = store.find_records(first[-1].position, 10, correlation_ids=["flow-1"])
+        assert flow == [store.decode(r) for r in [*first, *rest]]
+
+    def test_find_records_with_an_empty_filter_finds_nothing(self, store: EventStore) -> None:
+        """An empty collection of types, streams or flows matches no event."""
+        self._fill_search(store)
+        empty: list[dict[str, Any]] = [{"types": []}, {"streams": ()}, {"correlation_ids": set()}]
+        for kwargs in empty:
+            assert [] == store.find_records(**kwargs)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [
+            ({"after": -1}, ValueError),
+            ({"limit": 0}, ValueError),
+            ({"since": datetime(2024, 1, 1)}, ValueError),
+            ({"until": datetime(2024, 1, 1)}, ValueError),
+            ({"streams": "Order-1"}, TypeError),
+        ],
+    )
+    def test_find_records_invalid_arguments(
+        self, store: EventStore, kwargs: dict[str, Any], error: type[Exception]
+    ) -> None:
+        """A negative ``after``, a limit below 1, a naive datetime or one str where a
+        collection belongs are refused."""
+        with pytest.raises(error):
+            store.find_records(**kwargs)
+
+    @given(
+        types=st.none() | st.sets(st.sampled_from(["contract.Noted", "contract.Opened", "x"])),
+        streams=st.none() | st.sets(st.sampled_from(["Order-1", "Order-2", "order-1", "zz"])),
+        flows=st.none() | st.sets(st.sampled_from(["flow-1", "flow-2", "flow-3", "nope"])),
+        since=st.none()
+        | st.integers(-1, 10).map(lambda m: _utc(2024, 1, 1) + timedelta(minutes=m)),
+        until=st.none()
+        | st.integers(-1, 10).map(lambda m: _utc(2024, 1, 1) + timedelta(minutes=m)),
+        after=st.integers(0, 10),
+        limit=st.integers(1, 10),
+    )
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    def test_find_records_agrees_with_filtering_the_log(
+        self,
+        store: EventStore,
+        types: set[str] | None,
+        streams: set[str] | None,
+        flows: set[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        after: int,
+        limit: int,
+    ) -> None:
+        """Whatever the filters, find_records gives what filtering read_all in Python
+        gives (the store is filled once; the search changes nothing)."""
+        if store.head_position() == 0:
+            self._fill_search(store)
+        expected = [
+            e.position
+            for e in store.read_all()
+            if (e.position or 0) > after
+            and (types is None or e.type in types)
+            and (streams is None or e.stream_id in streams)
+            and (flows is None or e.correlation_id in flows)
+            and (since is None or e.timestamp >= since)
+            and (until is None or e.timestamp < until)
+        ][:limit]
+        found = store.find_records(
+            after,
+            limit,
+            types=types,
+            streams=streams,
+            correlation_ids=flows,
+            since=since,
+            until=until,
+        )
+        assert expected == [r.position for r in found]
+
+    def test_record_by_id(self, store: EventStore) -> None:
+        """record_by_id finds an event by its id, undecoded; None for an unknown id."""
+        log = self._fill_search(store)
+        record = store.record_by_id(log[4].id)
+        assert record is not None
+        assert log[4] == store.decode(record)
+        assert store.record_by_id("no-such-event") is None
+
+    def test_list_streams(self, store: EventStore) -> None:
+        """list_streams gives each stream with its version and the time of its last event,
+        by id in code point order (upper case before lower case), filtered by prefix and
+        paged with ``after``."""
+        log = self._fill_search(store)
+        last: dict[str, Envelope] = {}
+        for e in log:
+            assert e.stream_id is not None
+            last[e.stream_id] = e
+        us = timedelta(microseconds=1)
+        everything = [
+            (sid, e.version, (e.timestamp - _utc(1970, 1, 1)) // us)
+            for sid, e in sorted(last.items())
+        ]
+        assert ["Order-1", "Order-2", "Pay-\u00e9", "order-1"] == [s[0] for s in everything]
+        assert everything == [tuple(s) for s in store.list_streams()]
+        assert everything[:2] == [tuple(s) for s in store.list_streams(prefix="Order-")]
+        assert everything[1:3] == [tuple(s) for s in store.list_streams(after="Order-1", limit=2)]
+        assert [] == store.list_streams(prefix="Order-", after="Order-2")
+        assert [everything[2]] == [tuple(s) for s in store.list_streams(prefix="Pay-\u00e9")]
+        assert 4 == store.count_streams()
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [({"limit": 0}, ValueError), ({"prefix": 3}, TypeError), ({"after": b"a"}, TypeError)],
+    )
+    def test_list_streams_invalid_arguments(
+        self, store: EventStore, kwargs: dict[str, Any], error: type[Exception]
+    ) -> None:
+        """A limit below 1, or a prefix or ``after`` that is not a str, are refused."""
+        with pytest.raises(error):
+            store.list_streams(**kwargs)
+
+    def test_an_empty_store_has_no_streams(self, store: EventStore) -> None:
+        """A new store lists no stream and counts none."""
+        assert ([], 0) == (store.list_streams(), store.count_streams())
 
     @pytest.mark.parametrize("kwargs", [{"after": -1}, {"limit": 0}])
     def test_read_records_invalid_arguments(

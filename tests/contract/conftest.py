@@ -27,8 +27,9 @@ BACKENDS: dict[str, tuple[str, ...] | None] = {
         "TestProjections",
         "TestQueues",
         "TestSagas",
+        "TestStorage",
     ),
-    "memory": ("TestClaims",),
+    "memory": ("TestClaims", "TestStorage"),
 }
 """Each backend, and the contract suites (test classes) it runs: None for every one. A
 backend that does not keep some kind of state (the in-memory one keeps no dead letters)

@@ -342,6 +342,31 @@ class DeadLetterStoreContract:
         assert 1 == store.purge()
         assert 0 == store.count()
 
+    def test_find_by_correlation(self, store: DeadLetterStore) -> None:
+        """find_by_correlation gives the entries whose message is an envelope of one of the
+        flows, in id order, at most ``limit``; messages that are not JSON, not an object,
+        or of another flow (even naming the id elsewhere) are not found."""
+
+        def envelope(flow: str, **more: Any) -> str:
+            return json.dumps({"type": "Paid", "correlation_id": flow, **more})
+
+        def put(message: str | bytes, key: str | None = None) -> int:
+            return store.park("s", message, key=key or "k", now=T0).id
+
+        a1 = put(envelope("flow-a"))
+        put(envelope("flow-b", causation_id="flow-a"))
+        put("not json at all flow-a")
+        put(json.dumps(["flow-a"]))
+        b2 = put(envelope("flow-c").encode(), key="k2")
+        a2 = put(envelope("flow-a", id="m-2"), key="k3")
+        assert [a1, a2] == [d.id for d in store.find_by_correlation(["flow-a"])]
+        assert [a1, b2, a2] == [d.id for d in store.find_by_correlation({"flow-a", "flow-c"})]
+        assert [a1] == [d.id for d in store.find_by_correlation(["flow-a"], limit=1)]
+        assert [] == store.find_by_correlation(["nope"])
+        assert [] == store.find_by_correlation([])
+        with pytest.raises(TypeError):
+            store.find_by_correlation("flow-a")
+
     def test_writes_join_the_callers_transaction(
         self, storage: Storage, store: DeadLetterStore
     ) -> None:

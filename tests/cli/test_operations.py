@@ -33,9 +33,9 @@ from eventlite.saga import Saga, SagaOrchestrator, SagaStep, StepContext
 from eventlite.sqlite import Database, SQLiteStorage
 from eventlite.sqlite.schema import APPLICATION_ID, MIGRATIONS
 
-from .test_cli import Result, digest, run
+from ._run import Result, digest, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 registry = Registry()
 
@@ -181,6 +181,7 @@ def store(tmp_path: Path) -> Store:
         assert app.database is not None
         dead = app.dlq.list()[0]
         parked = app.dlq.park("email", _second_envelope(app), key="Order-o-2")
+        app.run_until_idle()  # every subscriber's checkpoint at the head before the checks
         queue = WorkQueue(app.storage, "emails", app.codec, dlq=app.dlq)
         queue.send(SendEmail("ann@example.com"))
         queue.send(SendEmail("bob@example.com"))
@@ -360,8 +361,11 @@ def test_dlq_bad_ids_and_arguments_change_nothing(
 @pytest.mark.parametrize(
     ("argv", "last_line"),
     [
-        (["dlq", "retry", "seven"], "a dead letter id is a whole number from 1 up, got 'seven'"),
-        (["dlq", "retry", "0"], "a dead letter id is a whole number from 1 up, got '0'"),
+        (
+            ["dlq", "retry", "seven"],
+            "a dead letter id is a whole number from 1 to 2**63 - 1, got 'seven'",
+        ),
+        (["dlq", "retry", "0"], "a dead letter id is a whole number from 1 to 2**63 - 1, got '0'"),
         (["dlq", "purge", "--older-than", "soon"], "expected a duration such as 90s"),
         (["dlq", "list", "--status", "lost"], "argument --status: invalid choice: 'lost'"),
         (["dlq"], "the following arguments are required: SUBCOMMAND"),
@@ -447,7 +451,7 @@ class _Terminal(io.StringIO):
 def test_projections_rebuild_replays_with_a_bar_on_a_terminal(store: Store) -> None:
     """rebuild imports the app, replays the log into the emptied read model, and draws a
     progress bar on stderr only when stderr is a terminal."""
-    target = "tests.test_cli_operations:rebuild_target"
+    target = "tests.cli.test_operations:rebuild_target"
     out, err = io.StringIO(), _Terminal()
     argv = ["--db", str(store.path), "projections", "rebuild", "OrderTotals", "--app", target]
     code = cli.main(argv, stdout=out, stderr=err)
@@ -469,7 +473,7 @@ def test_projections_rebuild_through_an_apps_projector(store: Store) -> None:
     """--app may name a function returning an App: its projector does the rebuild, and the
     app is closed afterwards."""
     result = store.change(
-        "projections", "rebuild", "OrderTotals", "--app", "tests.test_cli_operations:app_target"
+        "projections", "rebuild", "OrderTotals", "--app", "tests.cli.test_operations:app_target"
     )
     with library(store.path) as db:
         (status,) = Projector(SQLiteStorage(db)).status()
@@ -482,7 +486,7 @@ def test_projections_rebuild_through_an_apps_projector(store: Store) -> None:
     ("argv", "code", "message"),
     [
         (
-            ["projections", "rebuild", "Nope", "--app", "tests.test_cli_operations:rebuild_target"],
+            ["projections", "rebuild", "Nope", "--app", "tests.cli.test_operations:rebuild_target"],
             1,
             "no projection named 'Nope' in {path} (known: OrderTotals)",
         ),
@@ -492,10 +496,10 @@ def test_projections_rebuild_through_an_apps_projector(store: Store) -> None:
                 "rebuild",
                 "OrderTotals",
                 "--app",
-                "tests.test_cli_operations:registry",
+                "tests.cli.test_operations:registry",
             ],
             2,
-            "tests.test_cli_operations:registry is not an App with a projector, nor a "
+            "tests.cli.test_operations:registry is not an App with a projector, nor a "
             "Projector: Registry",
         ),
         (
@@ -521,7 +525,7 @@ def test_projections_rebuild_refuses_an_app_on_another_file(
     """An --app that opens another file than --db is refused before any rebuild."""
     monkeypatch.setenv("CLI_ELSEWHERE_DIR", str(tmp_path))
     result = store.run(
-        "projections", "rebuild", "OrderTotals", "--app", "tests.test_cli_operations:elsewhere"
+        "projections", "rebuild", "OrderTotals", "--app", "tests.cli.test_operations:elsewhere"
     )
     assert 2 == result.code
     assert "not on " + str(store.path) in result.err
@@ -568,7 +572,7 @@ COMMANDS = [
     ["queues"],
     ["subscribers"],
     ["projections", "list"],
-    ["projections", "rebuild", "OrderTotals", "--app", "tests.test_cli_operations:rebuild_target"],
+    ["projections", "rebuild", "OrderTotals", "--app", "tests.cli.test_operations:rebuild_target"],
     ["sagas", "list"],
     ["sagas", "show", "x"],
 ]

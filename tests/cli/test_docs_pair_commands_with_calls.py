@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eventlite import cli
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+PAGE = Path(__file__).resolve().parent.parent.parent / "docs" / "cli.md"
 
 
 def _command_words() -> list[str]:

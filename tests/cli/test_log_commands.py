@@ -3,15 +3,13 @@ errors, and the file left byte-for-byte as it was."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timezone
 from pathlib import Path
 from typing import Any
@@ -23,13 +21,16 @@ from eventlite import cli
 from eventlite.aggregate import Aggregate, applies
 from eventlite.app import App
 from eventlite.bus import MessageBus
+from eventlite.cli import _base, _log
 from eventlite.dlq import DeadLetter, DeadLetterQueue
 from eventlite.envelope import Envelope
 from eventlite.messages import Registry, command, event
 from eventlite.sqlite.schema import SCHEMA_VERSION
 from eventlite.unit_of_work import UnitOfWork
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._run import Result, digest, run
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 registry = Registry()
 
@@ -127,34 +128,6 @@ def make_graph_app() -> App:
         pass
 
     return app
-
-
-def digest(path: Path) -> str:
-    """The file's SHA-256, or a marker when it does not exist."""
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "<none>"
-
-
-@attrs.frozen
-class Result:
-    """One run of the CLI."""
-
-    code: int
-    out: str
-    err: str
-
-    @property
-    def lines(self) -> list[str]:
-        """Standard output, line by line."""
-        return self.out.splitlines()
-
-
-def run(*argv: str | Path, watch: Sequence[Path] = ()) -> Result:
-    """Run the CLI in-process; every watched file must come out byte-for-byte unchanged."""
-    before = {p: digest(p) for p in watch}
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main([str(a) for a in argv], stdout=out, stderr=err)
-    assert before == {p: digest(p) for p in watch}
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 @attrs.frozen
@@ -259,7 +232,7 @@ def _stream_rows(shop: Shop) -> list[tuple[str, int, str]]:
 
 def test_streams_lists_versions_and_last_event_times(shop: Shop) -> None:
     """One row per stream, by stream id: its version and its last event's time."""
-    result = shop.run("streams")
+    result = shop.run("event-streams")
     expected = ["STREAM        VERSION  LAST EVENT"] + [
         f"{s:<12}  {v:>7}  {t}" for s, v, t in _stream_rows(shop)
     ]
@@ -268,7 +241,7 @@ def test_streams_lists_versions_and_last_event_times(shop: Shop) -> None:
 
 def test_streams_prefix_limit_and_json(shop: Shop) -> None:
     """--prefix keeps matching ids, --limit the first ones, --json one object per line."""
-    result = shop.run("streams", "--prefix", "Stock-", "--limit", "1", "--json")
+    result = shop.run("event-streams", "--prefix", "Stock-", "--limit", "1", "--json")
     stream, version, when = next(r for r in _stream_rows(shop) if r[0].startswith("Stock-"))
     assert [{"stream_id": stream, "version": version, "last": when}] == [
         json.loads(line) for line in result.lines
@@ -277,7 +250,7 @@ def test_streams_prefix_limit_and_json(shop: Shop) -> None:
 
 def test_streams_matching_nothing_exits_1(shop: Shop) -> None:
     """No stream under the prefix: exit code 1 and one line on stderr."""
-    result = shop.run("streams", "--prefix", "Nope-")
+    result = shop.run("event-streams", "--prefix", "Nope-")
     assert (1, "", "eventlite: no stream starts with 'Nope-'\n") == (
         result.code,
         result.out,
@@ -352,7 +325,9 @@ def test_events_decoded_with_an_apps_registry(shop: Shop) -> None:
 
     with App(shop.path, registry=other) as legacy_app:
         (legacy,) = legacy_app.store.append("Legacy-1", [Legacy("kept as is")])
-    result = run("--db", shop.path, "events", "--json", "--app", "tests.test_cli:registry")
+    result = run(
+        "--db", shop.path, "events", "--json", "--app", "tests.cli.test_log_commands:registry"
+    )
     raw = {
         "id": legacy.id,
         "type": "Legacy",
@@ -373,11 +348,18 @@ def test_events_decoded_with_an_apps_registry(shop: Shop) -> None:
 
 def test_events_app_must_name_a_registry(shop: Shop) -> None:
     """--app naming something that cannot decode is bad input."""
-    result = shop.run("events", "--app", "tests.test_cli:build")
-    assert (2, "eventlite: tests.test_cli:build is not an App, a Registry or a Codec\n") == (
-        result.code,
-        result.err,
-    )
+    result = shop.run("events", "--app", "tests.cli.test_log_commands:BUS")
+    expected = "eventlite: tests.cli.test_log_commands:BUS is not an App, a Registry or a Codec\n"
+    assert (2, expected) == (result.code, result.err)
+
+
+def test_events_decoded_with_an_app_factory(shop: Shop) -> None:
+    """--app may name the app's factory: called by the one convention (build(db) gets a
+    temporary file, never the store being read), its codec decodes; the store is left
+    unchanged."""
+    from_registry = shop.run("events", "--json", "--app", "tests.cli.test_log_commands:registry")
+    from_factory = shop.run("events", "--json", "--app", "tests.cli.test_log_commands:build")
+    assert (0, from_registry.lines, "") == (from_factory.code, from_factory.lines, from_factory.err)
 
 
 def test_events_matching_nothing_exits_1(shop: Shop) -> None:
@@ -399,7 +381,7 @@ def test_follow_prints_new_events_until_ctrl_c(shop: Shop, monkeypatch: pytest.M
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_sleep", wait)
+    monkeypatch.setattr(_log, "_sleep", wait)
     result = run(
         "--db", shop.path, "events", "--follow", "--interval", "0.25", "--type", "OrderPlaced"
     )
@@ -416,7 +398,7 @@ def test_follow_timeout_and_limit_end_the_follow(
     def no_wait(seconds: float) -> None:
         raise AssertionError("the follow loop waited")
 
-    monkeypatch.setattr(cli, "_sleep", no_wait)
+    monkeypatch.setattr(_log, "_sleep", no_wait)
     timed = shop.run("events", "--follow", "--follow-timeout", "0")
     limited = shop.run("events", "--follow", "--limit", "2")
     assert (0, 6) == (timed.code, len(timed.lines))
@@ -480,11 +462,32 @@ def test_trace_shows_dead_letters_under_their_message(shop: Shop) -> None:
     assert expected == shop.run("trace", flow).lines
 
 
+def test_trace_by_position_or_event_id(shop: Shop) -> None:
+    """A log position (``#2`` or ``2``) or the id of any event names the flow that event
+    belongs to: the same tree as its correlation id."""
+    reserved = shop.envelopes[1]
+    expected = shop.run("trace", reserved.correlation_id).lines
+    for wanted in (f"#{reserved.position}", str(reserved.position), reserved.id):
+        assert (0, expected) == (lambda r: (r.code, r.lines))(shop.run("trace", wanted))
+
+
+def test_trace_by_stream_shows_every_flow_that_touched_it(shop: Shop) -> None:
+    """A stream id gives each flow that wrote to the stream, in the order they first
+    did, under a line counting them."""
+    placed, cancelled = shop.envelopes[0], shop.envelopes[4]
+    first = shop.run("trace", placed.correlation_id).lines
+    second = shop.run("trace", cancelled.correlation_id).lines
+    result = shop.run("trace", "Order-o-1")
+    expected = ["stream Order-o-1: 2 events in 2 flows", "", *first, "", *second]
+    assert (0, expected) == (result.code, result.lines)
+
+
 def test_trace_of_an_unknown_id_exits_1(shop: Shop) -> None:
     """An id that is neither a correlation id nor an event id: exit code 1, one line."""
     result = shop.run("trace", "no-such-flow")
     expected = (
-        "eventlite: no event or dead letter has the correlation id or event id 'no-such-flow'\n"
+        "eventlite: no event or dead letter has the correlation id, event id, stream id or "
+        "position 'no-such-flow'\n"
     )
     assert (1, "", expected) == (result.code, result.out, result.err)
 
@@ -521,7 +524,7 @@ def test_graph_prints_the_apps_flow_as_mermaid() -> None:
     """Commands to handlers, events to subscribers (dotted in the background), the aggregate
     to the event it records, and events nothing subscribes to, from a factory named on the
     command line."""
-    result = run("graph", "tests.test_cli:make_graph_app")
+    result = run("graph", "tests.cli.test_log_commands:make_graph_app")
     assert (0, GRAPH, "") == (result.code, result.lines, result.err)
 
 
@@ -531,7 +534,7 @@ def test_graph_imports_a_module_from_the_current_directory(
     """MODULE is found in the working directory; an App at module level works, and
     --markdown fences the diagram."""
     (tmp_path / "cli_graph_app.py").write_text(
-        "from tests.test_cli import make_graph_app\napp = make_graph_app()\n"
+        "from tests.cli.test_log_commands import make_graph_app\napp = make_graph_app()\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "cli_graph_app", raising=False)
@@ -542,7 +545,7 @@ def test_graph_imports_a_module_from_the_current_directory(
 
 def test_graph_of_a_bare_bus() -> None:
     """A MessageBus is drawn too, its kinds taken from its registry."""
-    result = run("graph", "tests.test_cli:BUS")
+    result = run("graph", "tests.cli.test_log_commands:BUS")
     expected = [
         "flowchart LR",
         '    c_PlaceOrder[/"PlaceOrder"/]',
@@ -563,15 +566,18 @@ BUS.register(PlaceOrder, take)
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("tests.test_cli", "expected MODULE:NAME, got 'tests.test_cli'"),
+        ("tests.cli.test_log_commands", "expected MODULE:NAME, got 'tests.cli.test_log_commands'"),
         (
             "no_such_module_xyz:app",
             "cannot import no_such_module_xyz: No module named 'no_such_module_xyz'",
         ),
-        ("tests.test_cli:nothing", "tests.test_cli has no attribute 'nothing'"),
         (
-            "tests.test_cli:registry",
-            "tests.test_cli:registry is not an App or a MessageBus: Registry",
+            "tests.cli.test_log_commands:nothing",
+            "tests.cli.test_log_commands has no attribute 'nothing'",
+        ),
+        (
+            "tests.cli.test_log_commands:registry",
+            "tests.cli.test_log_commands:registry is not an App or a MessageBus: Registry",
         ),
     ],
 )
@@ -658,7 +664,7 @@ def test_no_db_given_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A store command without --db or EVENTLITE_DB: exit code 2, one line."""
     monkeypatch.delenv("EVENTLITE_DB", raising=False)
     result = run("info")
-    expected = "eventlite: this command needs --db FILE (or the EVENTLITE_DB variable)\n"
+    expected = "eventlite: this command needs --db FILE or URL (or the EVENTLITE_DB variable)\n"
     assert (2, expected) == (result.code, result.err)
 
 
@@ -666,34 +672,34 @@ def test_db_from_the_environment_or_after_the_command(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """EVENTLITE_DB stands in for --db, which may also follow the command."""
-    expected = shop.run("streams").lines
-    after = run("streams", "--db", shop.path, watch=[shop.path])
+    expected = shop.run("event-streams").lines
+    after = run("event-streams", "--db", shop.path, watch=[shop.path])
     monkeypatch.setenv("EVENTLITE_DB", str(shop.path))
-    from_env = run("streams", watch=[shop.path])
+    from_env = run("event-streams", watch=[shop.path])
     assert (expected, expected) == (after.lines, from_env.lines)
 
 
 @pytest.mark.parametrize(
     ("argv", "last_line"),
     [
-        (["nope"], "python -m eventlite: error: argument COMMAND: invalid choice: 'nope'"),
+        (["nope"], "eventlite: argument COMMAND: invalid choice: 'nope'"),
         (
             ["events", "--limit", "0"],
-            "python -m eventlite events: error: argument --limit: expected a number from 1 "
-            "up, got 0",
+            "eventlite: events: argument --limit: expected a number from 1 up, got 0 (see "
+            "python -m eventlite events --help)",
         ),
         (
             ["events", "--since", "yesterday"],
-            "python -m eventlite events: error: argument --since: expected an ISO 8601 time, "
-            "got 'yesterday'",
+            "eventlite: events: argument --since: expected an ISO 8601 time, got 'yesterday'",
         ),
     ],
 )
 def test_usage_errors_exit_2(shop: Shop, argv: list[str], last_line: str) -> None:
-    """Malformed command lines print the usage and the problem, and exit with code 2."""
+    """Malformed command lines print the problem, in one line naming the command and
+    where its usage is, and exit with code 2."""
     result = shop.run(*argv)
-    assert (2, "") == (result.code, result.out)
-    assert result.err.splitlines()[-1].startswith(last_line)
+    assert (2, "", 1) == (result.code, result.out, len(result.err.splitlines()))
+    assert result.err.startswith(last_line)
 
 
 def test_help_lists_the_commands() -> None:
@@ -711,30 +717,40 @@ def test_registered_commands_run_with_the_store(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A command added with register_command() gets its arguments and a read-only store."""
-    monkeypatch.setattr(cli, "_COMMANDS", dict(cli._COMMANDS))
+    monkeypatch.setattr(_base, "_COMMANDS", dict(_base._COMMANDS))
 
     def arguments(parser: Any) -> None:
-        parser.add_argument("table")
+        parser.add_argument("store")
 
-    @cli.register_command("has", help="whether a table exists", arguments=arguments)
-    def has(ctx: cli.CommandContext) -> int:
-        ctx.emit(f"{ctx.args.table}: {ctx.has_table(ctx.args.table)}")
-        return cli.EXIT_OK if ctx.has_table(ctx.args.table) else cli.EXIT_NOT_FOUND
+    @cli.register_command("keeps", help="whether the store keeps a store", arguments=arguments)
+    def keeps(ctx: cli.CommandContext) -> int:
+        kept = ctx.storage.keeps(ctx.args.store)
+        ctx.emit(f"{ctx.args.store}: {kept}")
+        return cli.EXIT_OK if kept else cli.EXIT_NOT_FOUND
 
-    assert (0, ["events: True"]) == (lambda r: (r.code, r.lines))(shop.run("has", "events"))
-    assert 1 == shop.run("has", "nothing").code
-    with pytest.raises(ValueError, match="'has' is already registered"):
-        cli.register_command("has", help="again")(has)
+    assert (0, ["dead_letters: True"]) == (lambda r: (r.code, r.lines))(
+        shop.run("keeps", "dead_letters")
+    )
+    assert 2 == shop.run("keeps", "nothing").code
+    with pytest.raises(ValueError, match="'keeps' is already registered"):
+        cli.register_command("keeps", help="again")(keeps)
 
 
-def test_the_read_only_connection_refuses_writes(shop: Shop) -> None:
-    """What a command gets as ctx.db cannot change the file."""
-    conn = cli.connect_readonly(str(shop.path))
+def test_the_read_only_store_refuses_writes(shop: Shop) -> None:
+    """What a command gets as ctx.storage cannot change the file: a transaction, and so
+    every write, raises StorageError."""
+    from eventlite.exceptions import StorageError
+
+    before = digest(shop.path)
+    storage = cli.open_storage(str(shop.path), readonly=True)
     try:
-        with pytest.raises(sqlite3.OperationalError):
-            conn.execute("DELETE FROM events")
+        with pytest.raises(StorageError, match="read-only"):
+            DeadLetterQueue(storage).purge()
+        with pytest.raises(StorageError, match="read-only"), storage.transaction():
+            pass
     finally:
-        conn.close()
+        storage.close()
+    assert before == digest(shop.path)
 
 
 def test_extension_modules_are_imported_by_main(
@@ -755,7 +771,7 @@ def test_extension_modules_are_imported_by_main(
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "_COMMANDS", dict(cli._COMMANDS))
+    monkeypatch.setattr(_base, "_COMMANDS", dict(_base._COMMANDS))
     monkeypatch.setattr(cli, "EXTENSIONS", ("cli_extension_mod",))
     monkeypatch.delitem(sys.modules, "cli_extension_mod", raising=False)
     result = run("hello")
@@ -771,7 +787,7 @@ def test_python_dash_m_eventlite(shop: Shop) -> None:
     before = digest(shop.path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ok = subprocess.run(
-        [sys.executable, "-m", "eventlite", "--db", str(shop.path), "streams"],
+        [sys.executable, "-m", "eventlite", "--db", str(shop.path), "event-streams"],
         capture_output=True,
         text=True,
         env=env,
@@ -784,7 +800,7 @@ def test_python_dash_m_eventlite(shop: Shop) -> None:
         env=env,
         timeout=60,
     )
-    assert (0, shop.run("streams").out) == (ok.returncode, ok.stdout)
+    assert (0, shop.run("event-streams").out) == (ok.returncode, ok.stdout)
     assert (2, f"eventlite: {shop.path}.nope: no such file\n") == (
         missing.returncode,
         missing.stderr,

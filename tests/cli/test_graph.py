@@ -168,7 +168,7 @@ def test_graph_command_draws_the_whole_app(tmp_path: Path, monkeypatch: pytest.M
     """The same edges from the command line, for an App made in another module: the
     aggregate is drawn because all the events it applies are in the app's registry."""
     (tmp_path / "cli_flow_app.py").write_text(
-        "from tests.test_cli_graph import build\napp = build('flow.db')\n"
+        "from tests.cli.test_graph import build\napp = build('flow.db')\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "cli_flow_app", raising=False)
