@@ -86,7 +86,6 @@ T = TypeVar("T")
 H = TypeVar("H", bound=Callable[..., Any])
 
 P = TypeVar("P", bound=Projection)
-T = TypeVar("T")
 
 _OWN_NAMES = frozenset(
     {
