@@ -154,7 +154,7 @@ def _wm_datetime(us: int | None) -> datetime | None:
 
 def stream_status(storage: Storage, name: str | None = None) -> list[StreamRunStatus]:
     """The status of stream ``name``, or of every stream the storage holds, by name: what
-    :meth:`StreamRunner.status` and ``python -m eventlite pipelines`` show. Needs no
+    :meth:`StreamRunner.status` and ``python -m eventlite streams`` show. Needs no
     runner: it reads the storage only."""
     store = storage.streams
     if name is None:

@@ -1,4 +1,4 @@
-"""``python -m eventlite pipelines``: each stream processor's position, lag, watermark, open
+"""``python -m eventlite streams``: each stream processor's position, lag, watermark, open
 windows, late events and error, read from the file without the application."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def path(tmp_path: Path) -> Path:
 
 def test_the_table_shows_each_stream(path: Path) -> None:
     """One line per stream: state, position/head, lag, watermark, open, late, error."""
-    code, out, _ = _run("--db", str(path), "pipelines")
+    code, out, _ = _run("--db", str(path), "streams")
     header, line = out.splitlines()
     assert EXIT_OK == code
     assert ["STREAM", "STATE", "POSITION", "LAG", "WATERMARK"] == header.split()[:5]
@@ -54,15 +54,15 @@ def test_the_table_shows_each_stream(path: Path) -> None:
 
 
 def test_one_stream_in_detail_and_as_json(path: Path) -> None:
-    """``pipelines NAME`` lists each source's watermark and each operator's counts;
+    """``streams NAME`` lists each source's watermark and each operator's counts;
     ``--json`` gives them as one object."""
-    code, out, _ = _run("--db", str(path), "pipelines", "everything")
+    code, out, _ = _run("--db", str(path), "streams", "everything")
     assert EXIT_OK == code
     assert "position: 4 of 4 (lag 0)" in out
     assert "Reading  1970-01-01T00:00:00+00:00" in out
     assert "Other    -" in out
     assert "hopping-sum  6     1" in out
-    code, out, _ = _run("--db", str(path), "pipelines", "--json")
+    code, out, _ = _run("--db", str(path), "streams", "--json")
     data = json.loads(out)
     assert (EXIT_OK, "everything", 4, None) == (code, data["name"], data["head"], data["error"])
     assert {"aggregate1": 1, "aggregate2": 1, "hopping-sum": 1, "join1": 1, "aggregate3": 0} == (
@@ -72,10 +72,10 @@ def test_one_stream_in_detail_and_as_json(path: Path) -> None:
 
 def test_nothing_found_exits_1(path: Path, tmp_path: Path) -> None:
     """An unknown name, or a file without streams, exits with 1 and says so."""
-    code, _, err = _run("--db", str(path), "pipelines", "nope")
+    code, _, err = _run("--db", str(path), "streams", "nope")
     assert (EXIT_NOT_FOUND, "eventlite: no stream processor named 'nope'\n") == (code, err)
     SQLiteStorage(tmp_path / "empty.db").close()
-    code, _, err = _run("--db", str(tmp_path / "empty.db"), "pipelines")
+    code, _, err = _run("--db", str(tmp_path / "empty.db"), "streams")
     assert (EXIT_NOT_FOUND, "eventlite: no stream processor has state in this file\n") == (
         code,
         err,
