@@ -25,6 +25,7 @@ everywhere.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -240,6 +241,24 @@ def _explain(converter: cattrs.Converter, data: Any, cls: type[Any], exc: Except
     return _describe(exc)
 
 
+def _forget_interrupted_generation() -> bool:
+    """Drop the mark a hook generation of ``cattrs`` left behind when an interrupt (Ctrl-C,
+    a signal handler's exception) stopped it; True if there was one.
+
+    ``cattrs`` generates a class's hooks on first use and marks the class meanwhile, in a
+    thread-local set, to detect recursive class graphs; an interrupt in the middle leaves
+    the mark, and every later use of the class then fails with ``RecursionError``. Called
+    only at the codec's own top level, where no generation can be in progress, so a mark
+    found there is stale.
+    """
+    consts = sys.modules.get("cattrs.gen._consts")
+    local = getattr(consts, "already_generating", None)
+    if local is None or not getattr(local, "working_set", None):
+        return False
+    del local.working_set
+    return True
+
+
 class Codec:
     """Turns registered messages into JSON text and back.
 
@@ -285,6 +304,8 @@ class Codec:
         try:
             data: dict[str, Any] = self.converter.unstructure(message)
         except Exception as exc:
+            if isinstance(exc, RecursionError) and _forget_interrupted_generation():
+                return self.to_dict(message)
             raise MessageEncodeError(self.message_type(message).name, _describe(exc)) from exc
         return data
 
@@ -306,6 +327,8 @@ class Codec:
         try:
             text: str = _encode(self.converter.unstructure(message))
         except Exception as exc:
+            if isinstance(exc, RecursionError) and _forget_interrupted_generation():
+                return self.encode(message)
             self.check(message)
             raise MessageEncodeError(entry.name, _describe(exc)) from exc
         if not text.isascii():
@@ -357,6 +380,8 @@ class Codec:
         try:
             return self.converter.structure(data, entry.cls)
         except RecursionError:
+            if _forget_interrupted_generation():
+                return self.from_dict(type_name, data, version=version, position=position)
             raise MessageDecodeError(type_name, "nested too deeply to read", position) from None
         except Exception as exc:
             why = _explain(self.converter, data, entry.cls, exc)
@@ -388,7 +413,17 @@ class Codec:
         entry = self.registry._by_name.get(type_name)
         if entry is None or entry.version != version:
             return None
-        return self.converter.get_structure_hook(entry.cls), entry.cls
+        return self._structure_hook(entry.cls), entry.cls
+
+    def _structure_hook(self, cls: type[Any]) -> Any:
+        """The converter's structuring hook for ``cls`` (see
+        :func:`_forget_interrupted_generation`)."""
+        try:
+            return self.converter.get_structure_hook(cls)
+        except RecursionError:
+            if not _forget_interrupted_generation():
+                raise
+            return self.converter.get_structure_hook(cls)
 
     def _make_decoder(self, type_name: str, version: int | None) -> Decoder:
         entry = self.registry._by_name.get(type_name)
@@ -402,7 +437,7 @@ class Codec:
 
             return refuse
         cls = entry.cls
-        hook = self.converter.get_structure_hook(cls)
+        hook = self._structure_hook(cls)
         if version is None or version == entry.version:
 
             def fast(text: str | bytes, position: int | None = None) -> Any:

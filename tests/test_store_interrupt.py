@@ -132,7 +132,9 @@ def _leader_waiting_for_the_lock(store: SQLiteEventStore) -> Appender:
     """Start an append that takes the writing turn and waits for the held write lock."""
     leader = Appender(store, "lead", 0)
     leader.start()
-    _wait_for(lambda: store._writing and not store._queue, "the leader to take its batch")
+    _wait_for(
+        lambda: store._holder is not None and not store._queue, "the leader to take its batch"
+    )
     return leader
 
 
@@ -288,3 +290,85 @@ def test_a_leader_interrupted_before_writing_requeues_its_batch(
     expected = [(1, "lead"), (2, "other0"), (3, "other1"), (4, "other2"), (5, "later")]
     assert expected == _log(store)
     assert 0 == store.stream_version("main")
+
+
+def _main_leads_a_batch_with_others(store: SQLiteEventStore) -> tuple[Holder, list[Appender]]:
+    """Hold the file, let another append take the turn, queue the main thread's append and
+    three others behind it; the main thread then leads their batch once the file frees."""
+    holder = Holder(store).__enter__()
+    lead = _leader_waiting_for_the_lock(store)
+    others = [Appender(store, f"other{i}", i) for i in range(3)]
+
+    def queue_others() -> None:
+        _wait_for(lambda: 1 == len(store._queue), "the main thread's append to queue")
+        for queued, t in enumerate(others, 2):
+            t.start()
+            _wait_for(_queue_is(store, queued), f"append {queued} to queue")
+
+    threading.Thread(target=queue_others, daemon=True).start()
+    _release_when_queued(holder, store, 4)
+    return holder, [lead, *others]
+
+
+def test_a_leader_interrupted_after_its_commit_gives_the_others_their_results(
+    store: SQLiteEventStore, interrupt: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt landing right after the batch's COMMIT (before the leader learned it
+    committed): the batch is in the file, so the others get their positions, not a
+    "group commit failed" error, and only the interrupted caller sees the interrupt."""
+    write = store._write
+
+    def write_then_interrupt_after_commit(conn: Any, batch: list[Any]) -> None:
+        write(conn, batch)
+        if threading.current_thread() is threading.main_thread():
+            tx = store.database._local.tx
+
+            def after_commit() -> None:
+                interrupt()
+                time.sleep(10)  # the signal's handler raises in here
+
+            tx.on_commit(after_commit)
+
+    monkeypatch.setattr(store, "_write", write_then_interrupt_after_commit)
+    holder, threads = _main_leads_a_batch_with_others(store)
+    with pytest.raises(Interrupted):
+        store.append("main", [Noted(n=1)])
+    holder.__exit__()
+    for t in threads:
+        t.finish()
+        assert None is t.error, t.error
+    assert [[3], [4], [5]] == [[e.position for e in t.result or []] for t in threads[1:]]
+    _later_append_completes(store, "later")
+    expected = [(1, "lead"), (2, "main"), (3, "other0"), (4, "other1"), (5, "other2")]
+    assert [*expected, (6, "later")] == _log(store)
+
+
+def test_an_interrupt_during_the_handover_still_hands_the_turn_on(
+    store: SQLiteEventStore, interrupt: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt landing in the middle of the leader's handover (after it woke one of
+    the others): the handover is finished anyway, exactly once, and nothing waits forever."""
+    from eventlite.sqlite import events as module
+
+    wake = module._wake
+    fired = threading.Event()
+
+    def wake_then_interrupt(pending: Any) -> None:
+        wake(pending)
+        if threading.current_thread() is threading.main_thread() and not fired.is_set():
+            fired.set()
+            interrupt()
+            time.sleep(10)  # the signal's handler raises in here
+
+    monkeypatch.setattr(module, "_wake", wake_then_interrupt)
+    holder, threads = _main_leads_a_batch_with_others(store)
+    with pytest.raises(Interrupted):
+        store.append("main", [Noted(n=1)])
+    holder.__exit__()
+    assert fired.is_set()
+    for t in threads:
+        t.finish()
+        assert None is t.error, t.error
+    _later_append_completes(store, "later")
+    expected = [(1, "lead"), (2, "main"), (3, "other0"), (4, "other1"), (5, "other2")]
+    assert [*expected, (6, "later")] == _log(store)

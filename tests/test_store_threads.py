@@ -71,7 +71,9 @@ def _queue_behind_a_transaction(
     held.__enter__()
     leader = Appender(store, "lead", [Noted(n=0)])
     leader.start()
-    _wait_for(lambda: store._writing and not store._queue, "the leader to take its batch")
+    _wait_for(
+        lambda: store._holder is not None and not store._queue, "the leader to take its batch"
+    )
     queued = []
     for i, (args, kwargs) in enumerate(appends, 1):
         appender = Appender(store, *args, **kwargs)

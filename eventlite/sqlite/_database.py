@@ -279,7 +279,18 @@ class Database:
         except sqlite3.Error as exc:
             raise storage_error(exc, "reading", self.path) from exc
         finally:
-            _settle(_end_read, conn)
+            # inline, not a helper: see the note in transaction()
+            interrupted: BaseException | None = None
+            while True:
+                try:
+                    _end_read(conn)
+                    break
+                except Exception:
+                    raise
+                except BaseException as exc:
+                    interrupted = interrupted or exc
+            if interrupted is not None:
+                raise interrupted
 
     # -- writes -----------------------------------------------------------------------
 
@@ -317,7 +328,7 @@ class Database:
         callbacks: list[Callable[[], None]]
         with self._write_lock:
             # Everything from BEGIN to the end is inside one try, and the cleanup in its
-            # finally survives further interrupts (see _settle): an exception raised into
+            # finally survives further interrupts (see below): an exception raised into
             # this thread at any moment (KeyboardInterrupt from Ctrl-C, a signal handler's
             # exception) never leaves the connection inside a transaction, which would
             # hold the file's write lock against every other process.
@@ -343,7 +354,22 @@ class Database:
                     raise storage_error(exc, "committing", self.path) from exc
                 committed = True
             finally:
-                _settle(self._end, conn, committed)
+                # Run the cleanup to its end even if interrupts land in it (it is
+                # idempotent), then raise the first. The loop is written out here, not in
+                # a helper: CPython runs pending signal handlers on entry to a function,
+                # so a helper's own first line could raise before its loop began, and a
+                # signal that arrived during COMMIT is often handled just there.
+                interrupted: BaseException | None = None
+                while True:
+                    try:
+                        self._end(conn, committed)
+                        break
+                    except Exception:
+                        raise
+                    except BaseException as exc:
+                        interrupted = interrupted or exc
+                if interrupted is not None:
+                    raise interrupted
             assert tx is not None
             callbacks = [*tx._callbacks, *self._commit_listeners]
         first_error: BaseException | None = None
@@ -622,21 +648,3 @@ def _end_read(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with suppress(sqlite3.Error):
             conn.execute("COMMIT")
-
-
-def _settle(cleanup: Callable[..., None], *args: Any) -> None:
-    """Run ``cleanup(*args)`` to the end even if exceptions are raised into this thread
-    meanwhile (a burst of Ctrl-C): it is run again until it completes (it must be
-    idempotent), then the first such exception is raised."""
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            cleanup(*args)
-            break
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                raise
-            if interrupted is None:
-                interrupted = exc
-    if interrupted is not None:
-        raise interrupted

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -140,16 +141,27 @@ _Part = tuple[str, list[Envelope], list[_Row], ExpectedVersion]
 class _Pending:
     """One caller's append, waiting for the group commit that writes it."""
 
-    __slots__ = ("done", "error", "gone", "parts", "result", "shared_error", "turn", "wake")
+    __slots__ = (
+        "done",
+        "error",
+        "following",
+        "gone",
+        "handed",
+        "parts",
+        "result",
+        "shared_error",
+        "wake",
+    )
 
     def __init__(self, parts: list[_Part]) -> None:
         self.parts = parts
         self.done = False
-        # True once its caller holds the writing turn (set under the store's lock): it
-        # must then write the queue, or hand the turn on, before it leaves append_many
-        self.turn = False
         # True once its caller, interrupted while waiting, left append_many
         self.gone = False
+        # Set by the caller holding the writing turn (the store's ``_holder``) when it
+        # hands the turn on, just before the handover itself: whom it handed it to
+        self.handed = False
+        self.following: _Pending | None = None
         self.result: list[list[Envelope]] | None = None
         self.error: BaseException | None = None
         # True when the error is the whole batch's (a storage failure), not this append's
@@ -158,6 +170,19 @@ class _Pending:
         # (a lock made held: cheaper to wait on and release than an Event)
         self.wake = threading.Lock()
         self.wake.acquire()
+
+
+def _wake(pending: _Pending) -> None:
+    """Release ``pending``'s caller. Safe to repeat (an interrupted handover is run
+    again): a second release of a wake nobody took yet is ignored, and one after it was
+    taken does nothing, since a wake is waited on only once."""
+    _release(pending.wake)
+
+
+def _release(wake: threading.Lock) -> None:
+    """Release ``wake`` unless it is released already."""
+    with suppress(RuntimeError):
+        wake.release()
 
 
 class _RetryOneByOne(Exception):
@@ -208,12 +233,18 @@ class SQLiteEventStore(EventStore):
         self.codec = codec if codec is not None else Codec()
         """The codec that turns messages into the ``data`` column and back."""
         self._closed = False
-        self._cv = threading.Condition(threading.Lock())
+        # Guards the queue and the turn. A plain lock, entered with ``with``: its acquire
+        # cannot be split from the block by an interrupt (a Condition's Python-level
+        # __enter__ could leave it held by a caller that is gone).
+        self._lock = threading.Lock()
         self._active = 0  # callers inside append_many, outside a transaction
-        self._gathering = False  # a leader waits in _gather for callers to queue
+        # while a leader waits in _gather for callers to queue: released to wake it
+        self._gather_wake: threading.Lock | None = None
         self._commit_seconds = 0.0  # how long the last group commit took
         self._queue: list[_Pending] = []
-        self._writing = False
+        # the append whose caller holds the writing turn: it writes the queue, or hands the
+        # turn on, before it leaves append_many; None when nobody writes
+        self._holder: _Pending | None = None
 
     @property
     def database(self) -> Database:
@@ -398,8 +429,8 @@ class SQLiteEventStore(EventStore):
             pending = _Pending(self._prepare(appends))
             self._commit([pending])
             return self._outcome(pending, leader=True)
-        cv = self._cv
-        with cv:
+        lock = self._lock
+        with lock:
             self._active += 1
         try:
             pending = _Pending(self._prepare(appends))
@@ -414,33 +445,49 @@ class SQLiteEventStore(EventStore):
             # it had joined a batch that then committed); read the stream to find out.
             # Positions stay gap-free either way.
             try:
-                with cv:
+                with lock:
                     self._queue.append(pending)
-                    lead = pending.turn = not self._writing
-                    self._writing = True
+                    lead = self._holder is None
+                    if lead:
+                        self._holder = pending
                     # Wake the gathering leader only once its batch is complete: each
                     # wake costs a GIL hand-off, paid while the stragglers still queue.
-                    if self._gathering and len(self._queue) >= self._active:
-                        cv.notify()
+                    gathering = self._gather_wake
+                    if gathering is not None and len(self._queue) >= self._active:
+                        _release(gathering)
                 if not lead:
                     pending.wake.acquire()
                     if pending.done:
                         return self._outcome(pending, leader=False)
                     # Woken without a result: the previous leader handed over to this caller.
-                with cv:
-                    self._gather()
+                self._gather()
+                with lock:
                     batch = self._queue
                     self._queue = []
                 started = time.perf_counter()
                 self._commit(batch)
             finally:
-                self._finish(pending, batch, started)
+                # Run to the end even if interrupts land in it meanwhile (_finish is
+                # idempotent), then raise the first one: an interrupted handover would
+                # leave the turn with a caller that is gone, and every append waiting.
+                interrupted: BaseException | None = None
+                while True:
+                    try:
+                        self._finish(pending, batch, started)
+                        break
+                    except BaseException as exc:
+                        if isinstance(exc, Exception):
+                            raise
+                        interrupted = interrupted or exc
+                if interrupted is not None:
+                    raise interrupted
             return self._outcome(pending, leader=True)
         finally:
-            with cv:
+            with lock:
                 self._active -= 1
-                if self._gathering and len(self._queue) >= self._active:
-                    cv.notify()
+                gathering = self._gather_wake
+                if gathering is not None and len(self._queue) >= self._active:
+                    _release(gathering)
 
     def _finish(self, pending: _Pending, batch: list[_Pending], started: float | None) -> None:
         """Leave ``append_many``: a follower whose batch was written has nothing to do; an
@@ -449,65 +496,77 @@ class SQLiteEventStore(EventStore):
 
         A leader interrupted before it wrote its batch puts the other appends of the batch
         back at the front of the queue, in order, for the next turn to write them.
+
+        Idempotent, so that it can be run again when an interrupt lands in it: only the
+        turn's holder changes the front of the queue, and the handover is one assignment
+        (``_holder``) made after everything it depends on.
         """
-        if pending.done and not pending.turn:
-            return  # a follower whose batch was written
+        if pending.done and self._holder is not pending:
+            return  # a follower whose batch was written, or a leader that handed over
         if started is not None:
             self._commit_seconds = time.perf_counter() - started
-        # Appends with neither result nor error were never written (the leader was
-        # interrupted before its commit); the others are done.
-        unwritten = [p for p in batch if p.result is None and p.error is None]
         for p in batch:
             if p.result is not None or p.error is not None:
                 p.done = True
                 if p is not pending:
-                    p.wake.release()
-        with self._cv:
-            if not pending.turn:
-                # A follower interrupted while it waited. Still queued: it was not
-                # written. Otherwise it is in a batch, written or not yet; if that
-                # batch's leader is interrupted too, it must not requeue it.
-                pending.gone = True
-                if pending in self._queue:
-                    self._queue.remove(pending)
-                return
-            pending.turn = False
-            # Requeue the unwritten appends, except the interrupted caller's own; an
-            # interrupt between taking the batch and emptying the queue leaves the batch
-            # in the queue too, and nothing may be queued twice.
-            skip = {id(p) for p in batch}
-            skip.add(id(pending))
-            self._queue = [p for p in unwritten if p is not pending and not p.gone] + [
-                p for p in self._queue if id(p) not in skip
-            ]
-            if self._queue:
-                following = self._queue[0]
-                following.turn = True
-                following.wake.release()
+                    _wake(p)
+        with self._lock:
+            if self._holder is not pending:
+                if pending.handed:
+                    following = pending.following  # handed over; make sure it woke
+                else:
+                    # A follower interrupted while it waited. Still queued: it was not
+                    # written. Otherwise it is in a batch, written or not yet; if that
+                    # batch is not committed, it must not be requeued.
+                    pending.gone = True
+                    if pending in self._queue:
+                        self._queue.remove(pending)
+                    return
             else:
-                self._writing = False
+                # Appends with neither result nor error were never written (the leader
+                # was interrupted before its commit, or its commit was): requeue them
+                # first, except the interrupted caller's own. An interrupt between taking
+                # the batch and emptying the queue leaves the batch in the queue too, and
+                # nothing may be queued twice.
+                skip = {id(p) for p in batch}
+                skip.add(id(pending))
+                queue = [
+                    p
+                    for p in batch
+                    if p.result is None and p.error is None and p is not pending and not p.gone
+                ] + [p for p in self._queue if id(p) not in skip]
+                self._queue = queue
+                following = queue[0] if queue else None
+                pending.following = following
+                pending.handed = True
+                self._holder = following
+        if following is not None:
+            _wake(following)
 
     def _gather(self) -> None:
         """Before writing, wait briefly for callers already inside ``append_many`` (still
         encoding, or just woken from the last batch) to queue, so they share this commit.
 
         Waits no longer than the last commit took (capped): at worst it doubles one
-        append's latency, and with fsync-bound commits it doubles the batch. Called with
-        the lock held; a lone caller never waits.
+        append's latency, and with fsync-bound commits it doubles the batch. Called by the
+        turn's holder without the lock (only the holder takes from the queue, so counting
+        it unlocked is safe); a lone caller never waits. An interrupt here leaves nothing
+        behind: a stale wake lock is only ever released.
         """
-        cv = self._cv
         if len(self._queue) >= self._active:
             return
         deadline = time.monotonic() + min(self._commit_seconds, _MAX_GATHER_SECONDS)
-        self._gathering = True
+        wake = threading.Lock()
+        wake.acquire()
+        self._gather_wake = wake
         try:
             while len(self._queue) < self._active:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                cv.wait(remaining)
+                wake.acquire(timeout=remaining)
         finally:
-            self._gathering = False
+            self._gather_wake = None
 
     @staticmethod
     def _outcome(pending: _Pending, *, leader: bool) -> list[list[Envelope]]:
@@ -531,12 +590,45 @@ class SQLiteEventStore(EventStore):
             except _RetryOneByOne:
                 with db.transaction() as tx:
                     self._write_one_by_one(tx, batch)
-        except BaseException as exc:
+        except Exception as exc:
             for pending in batch:
                 if pending.result is not None or pending.error is None:
                     pending.result = None
                     pending.error = exc
                     pending.shared_error = True
+        except BaseException:
+            # Interrupted (KeyboardInterrupt from a signal handler): the batch is in the
+            # file or not at all. If it is not, the other appends of the batch were not
+            # written and go to the next turn (their callers see nothing); if it is, they
+            # get their results. Only the interrupted caller sees the interrupt.
+            if not self._batch_committed(batch):
+                for pending in batch:
+                    pending.result = None
+                    pending.error = None
+            raise
+
+    def _batch_committed(self, batch: list[_Pending]) -> bool:
+        """Whether the events of ``batch`` are in the file (after an interrupt, when the
+        commit may or may not have happened): looks up one event id the batch wrote."""
+        event_id = next(
+            (
+                rows[0][0]
+                for p in batch
+                if p.result is not None
+                for _, _, rows, _ in p.parts
+                if rows
+            ),
+            None,
+        )
+        if event_id is None:
+            return False
+        while True:
+            try:
+                return bool(self._query("SELECT 1 FROM events WHERE id = ?", (event_id,)))
+            except Exception:
+                raise
+            except BaseException:
+                pass  # interrupted again while looking: look again
 
     # -- reading ----------------------------------------------------------------------
 
