@@ -60,5 +60,5 @@ def test_deep_data_is_still_refused_by_name() -> None:
 
     codec = Codec(registry)
     deep = "[" * 100_000 + "]" * 100_000
-    with pytest.raises(MessageDecodeError, match="interrupted.Priced"):
+    with pytest.raises(MessageDecodeError, match=r"interrupted\.Priced"):
         codec.decode("interrupted.Priced", '{"sku":' + deep + ',"price":"1"}')
