@@ -1,4 +1,5 @@
-"""Write the API reference, ``docs/api.md``, from the docstrings of ``eventlite.__all__``.
+"""Write the API reference, ``docs/api.md``, from the docstrings of ``eventlite.__all__``
+and of the ``__all__`` of each public module (MODULES).
 
     python docs/_api.py            # print the page
     python docs/_api.py --write    # write docs/api.md
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import importlib
 import inspect
 import itertools
 import sys
@@ -23,18 +25,53 @@ from typing import Any, ForwardRef
 
 import eventlite
 
+# The public modules whose names the page documents after the top level's, in this order;
+# a name is documented once, under the first module that exports it.
+MODULES = [
+    "messages",
+    "codec",
+    "envelope",
+    "exceptions",
+    "bus",
+    "middleware",
+    "metrics",
+    "clock",
+    "store",
+    "sqlite",
+    "memory",
+    "postgres",
+    "relay",
+    "dlq",
+    "inbox",
+    "idempotency",
+    "queue",
+    "projection",
+    "saga",
+    "process",
+    "scheduler",
+    "snapshot",
+    "aggregate",
+    "repository",
+    "unit_of_work",
+    "retry",
+    "app",
+    "aio",
+    "bridges",
+    "streams",
+    "testing",
+]
+
 PAGE = Path(__file__).resolve().parent / "api.md"
 
 HEADER = """\
 # API reference
 
-Every name that `import eventlite` gives, in alphabetical order, with its signature and
-its docstring. This page is generated from the code by `docs/_api.py` (run
+First every name that `import eventlite` gives (the everyday ones), then, module by
+module, the public names that live in the module of their concept (`eventlite.store`,
+`eventlite.sqlite`, `eventlite.queue`, …), each in alphabetical order with its signature
+and its docstring. This page is generated from the code by `docs/_api.py` (run
 `python docs/_api.py --write` after changing a docstring; a test checks the page is up to
-date). The testing toolkit lives in `eventlite.testing` ([testing](testing.md)) and the
-command line in `eventlite.cli` ([the command line](cli.md)); a few helpers stay in their
-own modules (`eventlite.relay.subscriber_status`, `eventlite.dlq.queue_source`,
-`eventlite.process.timeout_stream`), described on the pages of their concepts.
+date). The command line is described in [the command line](cli.md).
 """
 
 
@@ -143,8 +180,11 @@ def _members(cls: type[Any]) -> Iterator[tuple[str, list[str]]]:
             yield name, [head, *_first_paragraph(doc).splitlines()]
 
 
-def _section(name: str, obj: Any, source_docs: dict[str, str]) -> list[str]:
-    lines = [f"## `{name}`", ""]
+def _section(
+    name: str, obj: Any, source_docs: dict[str, str], module: str = "eventlite"
+) -> list[str]:
+    title = name if module == "eventlite" else f"{module}.{name}"
+    lines = [f"### `{title}`", ""]
     if inspect.isclass(obj):
         if issubclass(obj, enum.Enum):
             head = f"class {name}(enum.Enum): " + ", ".join(m.name for m in obj)
@@ -177,12 +217,26 @@ def _section(name: str, obj: Any, source_docs: dict[str, str]) -> list[str]:
 def render() -> str:
     """The whole page."""
     source_docs = _source_docs()
-    names = sorted(eventlite.__all__, key=str.lower)
+    parts: list[tuple[str, list[str]]] = [("eventlite", sorted(eventlite.__all__, key=str.lower))]
+    seen = set(eventlite.__all__)
+    for short in MODULES:
+        module = importlib.import_module(f"eventlite.{short}")
+        names = sorted((n for n in module.__all__ if n not in seen), key=str.lower)
+        seen.update(names)
+        if names:
+            parts.append((f"eventlite.{short}", names))
     lines = [HEADER, "## Contents", ""]
-    lines.append(", ".join(f"[`{n}`](#{n.lower()})" for n in names))
+    for module_name, _names in parts:
+        lines.append(f"- [`{module_name}`](#{module_name.replace('.', '')})")
     lines.append("")
-    for name in names:
-        lines += _section(name, getattr(eventlite, name), source_docs)
+    for module_name, names in parts:
+        module = importlib.import_module(module_name)
+        lines += [f"## `{module_name}`", ""]
+        summary = _first_paragraph(inspect.getdoc(module) or "")
+        if summary:
+            lines += [summary, ""]
+        for name in names:
+            lines += _section(name, getattr(module, name), source_docs, module_name)
     return "\n".join(lines).rstrip() + "\n"
 
 

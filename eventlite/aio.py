@@ -109,7 +109,7 @@ class AsyncApp:
         durable subscriber, a process manager). Raises ``TypeError`` for a handler that is
         not a coroutine function or that takes more than the message, and what
         :meth:`App.register <eventlite.App.register>` raises
-        (:class:`~eventlite.HandlerAlreadyRegistered`, ``TypeError`` for an event).
+        (:class:`~eventlite.exceptions.HandlerAlreadyRegistered`, ``TypeError`` for an event).
         """
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(

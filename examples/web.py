@@ -253,7 +253,7 @@ class CorrelationMiddleware:
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
-        with eventlite.message_context(request):
+        with eventlite.envelope.message_context(request):
             await self.app(scope, receive, send_with_id)
 
 

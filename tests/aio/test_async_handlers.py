@@ -65,7 +65,7 @@ async def test_what_an_async_handler_dispatches_is_correlated_to_it(app: App) ->
 
     request = eventlite.Envelope(Noticed("request"))
     async with aio:
-        with eventlite.message_context(request):
+        with eventlite.envelope.message_context(request):
             correlation, causation, thread = await aio.dispatch(Checkout("o-1"))
         assert thread.startswith("eventlite-aio")
         assert request.correlation_id == correlation
@@ -127,7 +127,7 @@ async def test_dispatching_its_type_synchronously_is_refused(app: App) -> None:
 
     with pytest.raises(TypeError, match=r"Checkout has an async handler \(.*checkout\)"):
         app.dispatch(Checkout("o-1"))
-    with pytest.raises(eventlite.HandlerAlreadyRegistered):
+    with pytest.raises(eventlite.exceptions.HandlerAlreadyRegistered):
         app.register(Checkout, lambda command: None)
     await aio.aclose()
     with pytest.raises(eventlite.BusClosed):
@@ -160,7 +160,7 @@ def test_what_cannot_be_an_async_handler_is_refused(app: App) -> None:
         aio.register(Checkout, takes_nothing)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="is an event"):
         aio.register(Placed, handler)
-    with pytest.raises(eventlite.HandlerAlreadyRegistered):
+    with pytest.raises(eventlite.exceptions.HandlerAlreadyRegistered):
         aio.register(Place, handler)
     assert Checkout not in app.bus.handlers()
     aio.register(Checkout, handler)  # an optional parameter is fine

@@ -90,7 +90,7 @@ async def test_a_request_context_flows_into_the_handler_thread(app: App) -> None
     event."""
     request = eventlite.Envelope(Noticed("request"))
     async with AsyncApp(app) as aio:
-        with eventlite.message_context(request):
+        with eventlite.envelope.message_context(request):
             correlation, causation, _ = await aio.dispatch(Place("o-1"))
         assert (request.correlation_id, request.id) == (correlation, causation)
         (stored,) = app.store.read_all()
@@ -104,7 +104,7 @@ async def test_concurrent_flows_never_mix(app: App) -> None:
 
         async def one(n: int) -> tuple[str, str, tuple[str, str | None, str]]:
             request = eventlite.Envelope(Noticed(f"r-{n}"))
-            with eventlite.message_context(request):
+            with eventlite.envelope.message_context(request):
                 await asyncio.sleep(0)  # let the others interleave
                 got = await aio.dispatch(Place(f"o-{n}"))
             return request.correlation_id, request.id, got
@@ -164,7 +164,7 @@ async def test_publish_runs_subscribers_in_a_pool_thread_with_the_callers_flow(
     envelope current on the loop."""
     request = eventlite.Envelope(Noticed("request"))
     async with AsyncApp(app) as aio:
-        with eventlite.message_context(request):
+        with eventlite.envelope.message_context(request):
             await aio.publish(Noticed("a"), Noticed("b"), key="k")
     ((*_, a_corr, a_cause, a_thread), (*_, b_corr, _, _)) = seen.items
     assert (request.correlation_id, request.id) == (a_corr, a_cause)
@@ -184,7 +184,7 @@ async def test_to_thread_runs_any_call_with_the_callers_context(app: App) -> Non
 
     async with AsyncApp(app) as aio:
         await aio.dispatch(Place("o-1"))
-        with eventlite.message_context(request):
+        with eventlite.envelope.message_context(request):
             got = await aio.to_thread(read, "order-o-1", limit=5)
     assert (request.id, ["Placed"]) == got
 
