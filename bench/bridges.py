@@ -152,7 +152,7 @@ def _publish_rate(broker: Broker, bodies: list[bytes], per: int, runs: int) -> f
         t0 = time.perf_counter()
         n = publish(name)
         rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return statistics.median(rates)  # type: ignore[no-any-return]
 
 
 # -- raw clients ------------------------------------------------------------------------------
@@ -250,8 +250,8 @@ def _raw_redis(url: str, bodies: list[bytes]) -> Case:
             if not reply:
                 break
             clock.tick()
-            ids = [entry_id for entry_id, _ in reply[0][1]]
-            client.xack(name, "g", *ids)
+            ids = [entry_id for entry_id, _ in reply[0][1]]  # type: ignore[index, misc, str-unpack]
+            client.xack(name, "g", *ids)  # type: ignore[arg-type]
             got += len(ids)
             clock.tick()
         client.delete(name)
@@ -308,7 +308,7 @@ def _raw_nats(url: str, bodies: list[bytes]) -> Case:
 
 def _raw_kafka(bootstrap: str, bodies: list[bytes]) -> Case:
     from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
@@ -574,7 +574,7 @@ def run(quick: bool = False) -> list[Row]:
             # moto scans a queue on every receive: a few hundred messages keep it usable
             sqs_n = min(n, 300)
             rows += _rows("sqs (moto, standard queue)", "sqs", "boto3 batches of 10",
-                          SQS(fifo=False, **options), _raw_sqs(options, _bodies(sqs_n)),
+                          SQS(fifo=False, **options), _raw_sqs(options, _bodies(sqs_n)),  # type: ignore[arg-type]
                           sqs_n, PER, 1, None, 0)  # fmt: skip
         finally:
             moto.stop(remove=True)

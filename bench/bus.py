@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -87,7 +88,7 @@ def _sync_rows(quick: bool) -> list[Row]:
             bus.subscribe(ItemAdded, _noop, name=f"noop-{i}")
             signal.connect(receivers[i])
         ours, theirs = _paired(
-            lambda bus=bus: bus.publish(ev), lambda signal=signal: signal.send(ev), number
+            functools.partial(bus.publish, ev), functools.partial(signal.send, ev), number
         )
         rows.append(
             Row(

@@ -16,6 +16,14 @@ from hypothesis import strategies as st
 
 from eventlite.messages import MessageKind, Registry
 
+# Types built at run time from generated parts (a type checker cannot follow them).
+_Optional: Any = Optional
+_Union: Any = Union
+_list: Any = list
+_tuple: Any = tuple
+_dict: Any = dict
+_frozenset: Any = frozenset
+
 
 class Colour(enum.Enum):
     """An enum field type for generated messages."""
@@ -68,16 +76,16 @@ def _extend(
     inner: st.SearchStrategy[tuple[Any, st.SearchStrategy[Any]]],
 ) -> st.SearchStrategy[tuple[Any, st.SearchStrategy[Any]]]:
     def optional(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
-        return (Optional[t[0]], st.none() | t[1])  # noqa: UP045 - a runtime type object
+        return (_Optional[t[0]], st.none() | t[1])
 
     def listof(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
-        return (list[t[0]], st.lists(t[1], max_size=4))
+        return (_list[t[0]], st.lists(t[1], max_size=4))
 
     def tupleof(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
-        return (tuple[t[0], ...], st.lists(t[1], max_size=4).map(tuple))
+        return (_tuple[t[0], ...], st.lists(t[1], max_size=4).map(tuple))
 
     def dictof(t: tuple[Any, st.SearchStrategy[Any]]) -> tuple[Any, st.SearchStrategy[Any]]:
-        return (dict[str, t[0]], st.dictionaries(st.text(max_size=5), t[1], max_size=3))
+        return (_dict[str, t[0]], st.dictionaries(st.text(max_size=5), t[1], max_size=3))
 
     def nested(
         fields: list[tuple[Any, st.SearchStrategy[Any]]],
@@ -89,16 +97,16 @@ def _extend(
         pair: tuple[tuple[Any, st.SearchStrategy[Any]], tuple[Any, st.SearchStrategy[Any]]],
     ) -> tuple[Any, st.SearchStrategy[Any]]:
         (k, ks), (v, vs) = pair
-        return (dict[k, v], st.dictionaries(ks, vs, max_size=3))
+        return (_dict[k, v], st.dictionaries(ks, vs, max_size=3))
 
     def union(
         pair: tuple[tuple[Any, st.SearchStrategy[Any]], tuple[Any, st.SearchStrategy[Any]]],
     ) -> tuple[Any, st.SearchStrategy[Any]]:
         (a, sa), (b, sb) = pair
-        return (Union[a, b], sa | sb)  # noqa: UP007 - a runtime type object
+        return (_Union[a, b], sa | sb)
 
     frozensets = st.sampled_from(_hashable_leaves).map(
-        lambda t: (frozenset[t[0]], st.frozensets(t[1], max_size=4))
+        lambda t: (_frozenset[t[0]], st.frozensets(t[1], max_size=4))
     )
     return st.one_of(
         inner.map(optional),

@@ -56,7 +56,12 @@ def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
     s = SQLiteEventStore(tmp_path / "s.db", codec=Codec(registry))
     commits: list[str] = []
     s.commits = commits  # type: ignore[attr-defined]
-    s.database._conn.set_trace_callback(lambda sql: sql == "COMMIT" and commits.append(sql))
+
+    def trace(sql: str) -> None:
+        if sql == "COMMIT":
+            commits.append(sql)
+
+    s.database._conn.set_trace_callback(trace)
     yield s
     s.close()
 
@@ -78,7 +83,7 @@ def _queue_behind_a_transaction(
     for i, (args, kwargs) in enumerate(appends, 1):
         appender = Appender(store, *args, **kwargs)
         appender.start()
-        _wait_for(lambda i=i: len(store._queue) == i, f"append {i} to queue")
+        _wait_for(lambda i=i: len(store._queue) == i, f"append {i} to queue")  # type: ignore[misc]
         queued.append(appender)
     return leader, queued, held
 
@@ -86,7 +91,9 @@ def _queue_behind_a_transaction(
 def test_queued_appends_share_one_commit(store: SQLiteEventStore) -> None:
     """Appends that arrive while another is being written are committed together, in
     arrival order, with one COMMIT for the lot."""
-    appends = [((f"s{i}", [Noted(n=i), Noted(n=i + 10)]), {}) for i in range(5)]
+    appends: list[tuple[Any, ...]] = [
+        ((f"s{i}", [Noted(n=i), Noted(n=i + 10)]), {}) for i in range(5)
+    ]
     leader, queued, held = _queue_behind_a_transaction(store, appends)
     held.__exit__(None, None, None)
     for t in [leader, *queued]:
@@ -131,7 +138,7 @@ def test_a_failed_batch_fails_every_caller(
 ) -> None:
     """When the storage fails under a batch, every caller in it gets StorageError and
     nothing of the batch is written."""
-    appends = [((f"s{i}", [Noted(n=i)]), {}) for i in range(3)]
+    appends: list[tuple[Any, ...]] = [((f"s{i}", [Noted(n=i)]), {}) for i in range(3)]
     leader, queued, held = _queue_behind_a_transaction(store, appends)
     write = store._write
 
@@ -155,7 +162,7 @@ def test_a_failed_batch_fails_every_caller(
 
 def test_close_with_queued_appends_does_not_hang(store: SQLiteEventStore) -> None:
     """Closing while appends wait ends each of them: written, or StorageError."""
-    appends = [((f"s{i}", [Noted(n=i)]), {}) for i in range(3)]
+    appends: list[tuple[Any, ...]] = [((f"s{i}", [Noted(n=i)]), {}) for i in range(3)]
     leader, queued, held = _queue_behind_a_transaction(store, appends)
     closer = threading.Thread(target=store.close)
     closer.start()

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ..envelope import Envelope
 from ..exceptions import ConcurrencyError, DuplicateEventError
@@ -35,6 +35,8 @@ __all__ = [
     "StreamInfo",
     "StreamState",
 ]
+
+_Self = TypeVar("_Self", bound="EventStore")
 
 
 class StreamState(enum.Enum):
@@ -390,7 +392,7 @@ class EventStore(abc.ABC):
         """Release the store's resources; idempotent. Afterwards every call raises
         :class:`StorageError`."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -78,6 +78,8 @@ STORES: tuple[str, ...] = (
     "streams",
 )
 """The names of the stores of a :class:`Storage`, as its properties are named."""
+
+_Self = TypeVar("_Self", bound="Storage")
 
 
 @attrs.frozen
@@ -290,7 +292,7 @@ class Storage(abc.ABC):
         :attr:`events`)."""
         raise self.unsupported("stream processors")
 
-    def __enter__(self) -> Storage:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -77,9 +77,10 @@ def test_backoff_is_bounded_and_gives_up_at_the_deadline() -> None:
     assert len(calls) >= 3
     assert "secret" not in str(info.value)
     assert "ConnectionError" in str(info.value)
+    empty: dict[str, int] = {}
     with pytest.raises(KeyError):
         backoff.retry(
-            lambda: {}["x"], deadline=time.monotonic() + 1, retry_on=(OSError,), describe="b"
+            lambda: empty["x"], deadline=time.monotonic() + 1, retry_on=(OSError,), describe="b"
         )
     with pytest.raises(ValueError):
         Backoff(initial=0)

@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +28,6 @@ class Clocked:
 
 
 @event(registry=registry)
-@attrs.frozen
 class Tick(Clocked):
     pass
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,7 +29,6 @@ class ShipOrder:
 
 
 @command(registry=registry)
-@attrs.frozen
 class PlaceRushOrder(PlaceOrder):
     pass
 
@@ -46,13 +44,11 @@ class OrderEvent:
 
 
 @event(registry=registry)
-@attrs.frozen
 class OrderPlaced(OrderEvent):
     total: int = 0
 
 
 @event(registry=registry)
-@attrs.frozen
 class OrderShipped(OrderEvent):
     carrier: str = "post"
 
@@ -282,8 +278,8 @@ def test_a_subscriber_of_a_base_class_receives_its_subclasses(bus: MessageBus) -
 
 
 def test_publish_with_no_subscribers_does_nothing(bus: MessageBus) -> None:
-    """Publishing an event nobody subscribed to is allowed and returns None."""
-    assert None is bus.publish(OrderShipped("o-1"))
+    """Publishing an event nobody subscribed to is allowed (and returns None, as typed)."""
+    bus.publish(OrderShipped("o-1"))
 
 
 def test_subscribe_returns_a_handle_with_a_default_name(bus: MessageBus) -> None:

@@ -117,8 +117,11 @@ def test_only_one_of_many_concurrent_registrations_wins() -> None:
     winners: list[int] = []
 
     def register(i: int) -> Callable[[], None]:
+        def handle(command: Ping) -> int:
+            return i
+
         def run() -> None:
-            bus.register(Ping, lambda c, i=i: i)
+            bus.register(Ping, handle)
             winners.append(i)
 
         return run

@@ -14,7 +14,7 @@ PAGE = Path(__file__).resolve().parent.parent.parent / "docs" / "cli.md"
 
 def _command_words() -> list[str]:
     """Every command line the CLI accepts, down to subcommands: ``info``, ``dlq list``."""
-    words = []
+    words: list[str] = []
     parser = cli.build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     for name, sub in commands.choices.items():

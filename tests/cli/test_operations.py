@@ -63,13 +63,13 @@ class OrderTotals(Projection):
 
     def setup(self, db: sqlite_utils.Database) -> None:
         """Create the table."""
-        db["order_totals"].create(
+        db["order_totals"].create(  # type: ignore[union-attr]
             {"order_id": str, "total": int}, pk="order_id", if_not_exists=True
         )
 
     @projects(OrderPlaced)
     def _placed(self, e: OrderPlaced, db: sqlite_utils.Database) -> None:
-        db["order_totals"].insert({"order_id": e.order_id, "total": e.total})
+        db["order_totals"].insert({"order_id": e.order_id, "total": e.total})  # type: ignore[union-attr]
 
 
 def failing_email(e: OrderPlaced) -> None:

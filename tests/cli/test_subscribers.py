@@ -70,8 +70,8 @@ def test_segments_get_rows_of_their_own(
         common = {"head": 20, "blocked_keys": (), "retrying": 0, "parked": 0, "updated_at": 0.0}
         return [
             _Segmented("mailer", 12, lag=8, dead_letters=0, segment=0, owner="host-a:41",
-                       lease_expires_at=1_700_000_030.0, **common),
-            _Segmented("mailer", 20, lag=0, dead_letters=1, segment=1, owner=None, **common),
+                       lease_expires_at=1_700_000_030.0, **common),  # type: ignore[arg-type]
+            _Segmented("mailer", 20, lag=0, dead_letters=1, segment=1, owner=None, **common),  # type: ignore[arg-type]
         ]  # fmt: skip
 
     monkeypatch.setattr(_status, "subscriber_status", segmented)

@@ -92,7 +92,7 @@ def test_every_read_names_the_position_of_an_undecodable_row(tmp_path: Path, spo
         failures: list[BaseException] = []
         for read in reads:
             with pytest.raises(MessageDecodeError) as info:
-                read()
+                read()  # type: ignore[no-untyped-call]
             failures.append(info.value)
         assert [2] * len(reads) == [getattr(f, "position", None) for f in failures]
         assert "position 2" in str(failures[0])

@@ -152,7 +152,7 @@ def test_float_for_decimal_is_refused() -> None:
 def test_naive_datetime_is_refused_on_encode() -> None:
     """Encoding a naive datetime fails clearly instead of guessing its zone."""
     order = _order()
-    naive = OrderPlaced(**{**_as_kwargs(order), "placed_at": datetime(2024, 1, 1)})
+    naive = OrderPlaced(**{**_as_kwargs(order), "placed_at": datetime(2024, 1, 1)})  # type: ignore[arg-type]
     with pytest.raises(MessageEncodeError, match="naive datetime"):
         codec.encode(naive)
 
@@ -278,7 +278,7 @@ def test_malformed_envelopes_are_decode_errors(text: str) -> None:
 def _as_kwargs(order: OrderPlaced) -> dict[str, object]:
     import attrs
 
-    return attrs.asdict(order, recurse=False)
+    return attrs.asdict(order, recurse=False)  # type: ignore[arg-type]
 
 
 def test_decoder_matches_decode_for_values_and_errors() -> None:

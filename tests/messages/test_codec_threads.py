@@ -57,7 +57,7 @@ def test_a_check_being_compiled_is_never_used_half_made() -> None:
             threading.Event().wait(0.2)
         return lambda value: value.text
 
-    codec.converter.register_unstructure_hook_factory(lambda t: t is Slow, slow_hook_factory)
+    codec.converter.register_unstructure_hook_factory(lambda t: t is Slow, slow_hook_factory)  # type: ignore[type-var]
     message = Noted(Line(Decimal(1)), Slow("s"))
     errors: list[BaseException] = []
 

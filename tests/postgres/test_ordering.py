@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def _run(storage: PostgresStorage, url: str, processes: int, threads: int, appen
         child.start()
     try:
         start.set()
-        results = {}
+        results: dict[Any, Any] = {}
         while len(results) < processes:
             name, value = out.get(timeout=300)
             assert not isinstance(value, str), f"{name}: {value}"

@@ -89,7 +89,7 @@ def test_a_portable_projection_runs_on_both_backends(
             events.insert(0, Opened(account, f"owner{i}"))
         _commit(storage, projector, f"acc-{i % 3}", events)
     projector.catch_up()
-    assert fold(list(storage.events.read_all())) == read_model(projector, ledger)
+    assert fold(list(storage.events.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
     assert (3, 36) == (
         projector.reader()[ledger.tables[0]].count,
         projector.reader()[ledger.tables[0]].get("a1")["balance"] + 14,
@@ -142,7 +142,7 @@ def _rebuild_under_load(storage: PostgresStorage, mode: str, rounds: int) -> Non
     projector.catch_up()
     head = storage.events.head_position()
     wait_until(lambda: projector.status(ledger.name)[0].position == head)
-    assert fold(list(storage.events.read_all())) == read_model(projector, ledger)
+    assert fold(list(storage.events.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
     [status] = projector.status(ledger.name)
     assert ("live", head) == (status.state, status.position)
     assert progress[-1][0] == progress[-1][1]
@@ -198,6 +198,6 @@ def test_no_commit_slips_into_the_hand_over(open_storage: Open) -> None:
     projector.rebuild(ledger.name)
     assert ledger.appended.wait(10)
     assert 6 == storage.events.head_position()
-    assert fold(list(storage.events.read_all())) == read_model(projector, ledger)
+    assert fold(list(storage.events.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
     assert ("live", 6) == (projector.status()[0].state, projector.status()[0].position)
     projector.close()

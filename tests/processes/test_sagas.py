@@ -86,7 +86,7 @@ def test_all_steps_complete_and_the_data_is_stored(storage: SQLiteStorage) -> No
     assert [("execute", s) for s in STEPS] == rec.log
     assert SagaStatus.COMPLETED == instance.status
     assert tuple(STEPS) == instance.completed_steps
-    assert SagaData(order="o-1", **{s: f"{s}-done" for s in STEPS}) == instance.data
+    assert SagaData(order="o-1", **{s: f"{s}-done" for s in STEPS}) == instance.data  # type: ignore[arg-type]
     assert (None, None, ()) == (instance.step, instance.error, instance.compensation_errors)
     assert instance.finished_at == instance.started_at  # the fake clock did not move
     assert instance == sagas.get("s-1")

@@ -47,14 +47,14 @@ class Ledger(Projection):
 
     def setup(self, db: sqlite_utils.Database) -> None:
         t_bal, t_seen = self.tables
-        db[t_bal].create(
+        db[t_bal].create(  # type: ignore[union-attr]
             {"account": str, "owner": str, "balance": int}, pk="account", if_not_exists=True
         )
-        db[t_seen].create({"position": int, "stream": str}, pk="position", if_not_exists=True)
+        db[t_seen].create({"position": int, "stream": str}, pk="position", if_not_exists=True)  # type: ignore[union-attr]
 
     @projects(Opened)
     def _opened(self, e: Opened, db: sqlite_utils.Database, envelope: Envelope) -> None:
-        db[self.tables[0]].upsert({"account": e.account, "owner": e.owner}, pk="account")
+        db[self.tables[0]].upsert({"account": e.account, "owner": e.owner}, pk="account")  # type: ignore[union-attr]
         self._seen(db, envelope)
 
     @projects(Deposited)
@@ -67,7 +67,7 @@ class Ledger(Projection):
         self._seen(db, envelope)
 
     def _seen(self, db: sqlite_utils.Database, envelope: Envelope) -> None:
-        db[self.tables[1]].insert({"position": envelope.position, "stream": envelope.stream_id})
+        db[self.tables[1]].insert({"position": envelope.position, "stream": envelope.stream_id})  # type: ignore[union-attr]
 
 
 class ScratchLedger(Ledger):

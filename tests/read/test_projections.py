@@ -123,7 +123,7 @@ def test_catch_up_applies_every_event_once(store: SQLiteEventStore, projector: P
     store.append("acc-0", [BigDeposited("a0", 1000, "bonus")])
     ledger = projector.add(Ledger())
     projector.catch_up()
-    assert fold(list(store.read_all())) == read_model(projector, ledger)
+    assert fold(list(store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
     [status] = projector.status("ledger")
     assert (store.head_position(), "live", 0) == (status.position, status.state, status.lag)
 
@@ -135,7 +135,7 @@ def test_tracking_thread_follows_commits(store: SQLiteEventStore, projector: Pro
     fill(store, deposits=30)
     projector.notify()
     wait_until(lambda: projector.status("ledger")[0].position == store.head_position())
-    assert fold(list(store.read_all())) == read_model(projector, ledger)
+    assert fold(list(store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
 
 
 def test_tracking_thread_polls_without_notify(
@@ -147,7 +147,7 @@ def test_tracking_thread_polls_without_notify(
         projector.start()
         fill(store, deposits=5)
         wait_until(lambda: projector.status("ledger")[0].position == store.head_position())
-        assert fold(list(store.read_all())) == read_model(projector, ledger)
+        assert fold(list(store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
 
 
 def test_failing_handler_stops_at_its_event_and_retries(
@@ -184,14 +184,14 @@ def test_failing_handler_stops_at_its_event_and_retries(
             projector.catch_up()
         assert (five, "fragile") == (caught.value.position, caught.value.name)
         status = projector.status("fragile")[0]
-        assert status.position < five
+        assert status.position < five  # type: ignore[operator]
         projector.start()
         wait_until(lambda: len(errors) >= 2)
         assert "cannot handle five" in (projector.status("fragile")[0].error or "")
         broken.clear()
         wait_until(lambda: projector.status("fragile")[0].position == store.head_position())
         assert None is projector.status("fragile")[0].error
-        assert fold(list(store.read_all())) == read_model(projector, fragile)
+        assert fold(list(store.read_all())) == read_model(projector, fragile)  # type: ignore[arg-type]
 
 
 def test_batch_hooks_gather_and_write_once_per_batch(
@@ -205,7 +205,7 @@ def test_batch_hooks_gather_and_write_once_per_batch(
         tables = ("totals",)
 
         def setup(self, db: sqlite_utils.Database) -> None:
-            db["totals"].create({"account": str, "total": int}, pk="account", if_not_exists=True)
+            db["totals"].create({"account": str, "total": int}, pk="account", if_not_exists=True)  # type: ignore[union-attr]
 
         def begin_batch(self) -> None:
             self.pending: dict[str, int] = {}
@@ -277,7 +277,7 @@ def test_inline_projection_commits_with_the_events(app: App) -> None:
     projector.start()
     with app.unit_of_work() as uow:
         _open(uow, projector, "a1")
-    assert fold(list(app.store.read_all())) == read_model(projector, ledger)
+    assert fold(list(app.store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
     assert app.store.head_position() == projector.status("ledger")[0].position
 
 
@@ -288,7 +288,7 @@ def test_inline_projection_rolls_back_with_a_failed_commit(app: App) -> None:
     ledger = projector.add(Ledger(), mode="inline")
     with app.unit_of_work() as uow:
         _open(uow, projector, "a1")
-    before = read_model(projector, ledger)
+    before = read_model(projector, ledger)  # type: ignore[arg-type]
 
     def explode(tx: Any, recorded: Any) -> None:
         raise RuntimeError("outbox full")
@@ -296,11 +296,11 @@ def test_inline_projection_rolls_back_with_a_failed_commit(app: App) -> None:
     with pytest.raises(RuntimeError, match="outbox full"), app.unit_of_work() as uow:
         _open(uow, projector, "a2")
         uow.on_commit_write(explode)
-    assert before == read_model(projector, ledger)
+    assert before == read_model(projector, ledger)  # type: ignore[arg-type]
 
     with pytest.raises(ConcurrencyError), app.unit_of_work() as uow:
         _open(uow, projector, "a1")  # the stream exists already
-    assert before == read_model(projector, ledger)
+    assert before == read_model(projector, ledger)  # type: ignore[arg-type]
     assert 2 == projector.status("ledger")[0].position == app.store.head_position()
 
 
@@ -329,7 +329,7 @@ def test_inline_catches_up_events_stored_outside_units_of_work(app: App) -> None
     app.store.append("side", [Opened("s", "side")] + [Deposited("s", k) for k in range(10)])
     with app.unit_of_work() as uow:
         _open(uow, projector, "a1")
-    assert fold(list(app.store.read_all())) == read_model(projector, ledger)
+    assert fold(list(app.store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
 
 
 def test_inline_without_sqlite_is_refused(tmp_path: Path) -> None:
@@ -355,7 +355,7 @@ def test_rebuild_with_no_events(projector: Projector) -> None:
     calls: list[tuple[int, int]] = []
     assert 0 == projector.rebuild("ledger", progress=lambda d, t: calls.append((d, t)))
     assert [(0, 0)] == calls
-    assert ({}, []) == read_model(projector, ledger)
+    assert ({}, []) == read_model(projector, ledger)  # type: ignore[arg-type]
     assert "live" == projector.status("ledger")[0].state
 
 
@@ -370,7 +370,7 @@ def test_rebuild_resets_and_reports_progress(store: SQLiteEventStore, projector:
     calls: list[tuple[int, int]] = []
     head = store.head_position()
     assert head == projector.rebuild("ledger", progress=lambda d, t: calls.append((d, t)))
-    assert fold(list(store.read_all())) == read_model(projector, ledger)
+    assert fold(list(store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
     assert (head, head) == calls[-1]
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert len(calls) > 1
@@ -398,7 +398,7 @@ def test_rebuild_interrupted_is_finished_by_start(
         second.start()
         [status] = second.status("ledger")
         assert ("live", store.head_position()) == (status.state, status.position)
-        assert fold(list(store.read_all())) == read_model(second, ledger)
+        assert fold(list(store.read_all())) == read_model(second, ledger)  # type: ignore[arg-type]
 
 
 def test_inline_rebuild_holds_back_hooks_until_the_hand_over(app: App) -> None:
@@ -423,7 +423,7 @@ def test_inline_rebuild_holds_back_hooks_until_the_hand_over(app: App) -> None:
     assert [(seen[0], seen[0])] == held  # the commit did not move the rebuilding checkpoint
     with app.unit_of_work() as uow:
         _open(uow, projector, "after")
-    assert fold(list(app.store.read_all())) == read_model(projector, ledger)
+    assert fold(list(app.store.read_all())) == read_model(projector, ledger)  # type: ignore[arg-type]
 
 
 def test_status_lists_every_projection_in_the_file(
@@ -479,7 +479,7 @@ def test_two_projectors_on_one_file_share_the_work(tmp_path: Path) -> None:
     for p in projectors:
         p.close()
     assert [] == errors
-    assert fold(list(stores[0].read_all())) == read_model(projectors[1], ledgers[1])
+    assert fold(list(stores[0].read_all())) == read_model(projectors[1], ledgers[1])  # type: ignore[arg-type]
     for s in stores:
         s.close()
 
@@ -522,6 +522,6 @@ def test_any_interleaving_matches_the_reference(tmp_path_factory: Any, ops: list
                 projector.rebuild(a)
         projector.catch_up()
         expected = fold(list(app.store.read_all()))
-        assert expected == read_model(projector, inline)
-        assert expected == read_model(projector, tracking)
+        assert expected == read_model(projector, inline)  # type: ignore[arg-type]
+        assert expected == read_model(projector, tracking)  # type: ignore[arg-type]
         projector.close()

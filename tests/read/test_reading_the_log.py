@@ -108,7 +108,7 @@ def test_the_read_side_needs_durable_storage() -> None:
         ),
     ]:
         with pytest.raises(StorageError) as caught:
-            build()
+            build()  # type: ignore[no-untyped-call]
         assert str(caught.value).startswith(f"{feature} need durable storage")
     with pytest.raises(TypeError, match="needs a Storage"):
         Projector(memory.events)  # type: ignore[arg-type]

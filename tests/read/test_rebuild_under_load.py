@@ -72,11 +72,11 @@ def _rebuild_under_load(app: App, mode: str, rounds: int, work: Any) -> None:
     projector.catch_up()
     head = app.store.head_position()
     wait_until(lambda: projector.status("ledger")[0].position == head)
-    rebuilt = read_model(projector, ledger)
+    rebuilt = read_model(projector, ledger)  # type: ignore[arg-type]
     # built from scratch afterwards, with no writer running
     scratch = projector.add(ScratchLedger(), mode="tracking")
     projector.catch_up("scratch")
-    assert read_model(projector, scratch) == rebuilt
+    assert read_model(projector, scratch) == rebuilt  # type: ignore[arg-type]
     assert fold(list(app.store.read_all())) == rebuilt
     [status] = projector.status("ledger")
     assert ("live", head) == (status.state, status.position)

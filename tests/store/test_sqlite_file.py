@@ -34,10 +34,10 @@ class Noted:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteEventStore:
+def store(tmp_path: Path) -> SQLiteEventStore:  # type: ignore[misc]
     """A new store file, closed after the test."""
     s = SQLiteEventStore(tmp_path / "s.db", codec=Codec(registry))
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
@@ -238,7 +238,7 @@ def test_a_new_migration_step_upgrades_an_old_file(
     def add_outbox(db: object) -> None:
         db.table("outbox").create({"id": int, "event_id": str}, pk="id")  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(_db, "MIGRATIONS", [*_db.MIGRATIONS, Migration("outbox", add_outbox)])
+    monkeypatch.setattr(_db, "MIGRATIONS", [*_db.MIGRATIONS, Migration("outbox", add_outbox)])  # type: ignore[attr-defined]
     monkeypatch.setattr(_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with SQLiteEventStore(p, codec=Codec(registry)) as store:
         assert SCHEMA_VERSION + 1 == store.database.schema_version
@@ -258,7 +258,7 @@ def test_a_failing_migration_changes_nothing(
         db.table("half").create({"id": int})  # type: ignore[attr-defined]
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_db, "MIGRATIONS", [*_db.MIGRATIONS, Migration("broken", broken)])
+    monkeypatch.setattr(_db, "MIGRATIONS", [*_db.MIGRATIONS, Migration("broken", broken)])  # type: ignore[attr-defined]
     monkeypatch.setattr(_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(SchemaError) as info:
         SQLiteEventStore(p)

@@ -105,8 +105,8 @@ def join(
     ]
     if how in ("left", "outer"):
         matched = {p[0] for p in pairs}
-        pairs += [(lv.id, None) for lv in left if lv.id not in matched]
+        pairs += [(lv.id, None) for lv in left if lv.id not in matched]  # type: ignore[misc]
     if how == "outer":
         matched = {p[1] for p in pairs}
-        pairs += [(None, rv.id) for rv in right if rv.id not in matched]
+        pairs += [(None, rv.id) for rv in right if rv.id not in matched]  # type: ignore[misc]
     return sorted(pairs, key=lambda p: (p[0] or -1, p[1] or -1))

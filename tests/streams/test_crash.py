@@ -115,7 +115,7 @@ def _start(path: Path) -> subprocess.Popen[str]:
 
 def _is_prefix(part: tuple[Any, ...], whole: tuple[Any, ...]) -> bool:
     events, _, dead = part
-    return events == whole[0][: len(events)] and dead == whole[2][: len(dead)]
+    return events == whole[0][: len(events)] and dead == whole[2][: len(dead)]  # type: ignore[no-any-return]
 
 
 def _kill_and_restart(tmp_path: Path, n: int, kills: int, seed: int) -> None:

@@ -46,7 +46,7 @@ def check_join(
     outputs = run_all(build(how, before, after, split, JITTER - split), events, points)
     left = [e for e in events if isinstance(e, Reading)]
     right = [e for e in events if isinstance(e, Other)]
-    assert model.join(left, right, before, after, how) == pairs(outputs)
+    assert model.join(left, right, before, after, how) == pairs(outputs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("how", ["inner", "left", "outer"])

@@ -126,7 +126,7 @@ def test_a_join_pairs_exactly_the_accepted_events(
     the batch model over each side's accepted events."""
     outputs = run_all(build_join(how, before, after, ooo, lateness), events)
     left, _ = model.accepted([e for e in events if isinstance(e, Reading)], ooo, lateness)
-    right, _ = model.accepted([e for e in events if isinstance(e, Other)], ooo, lateness)
+    right, _ = model.accepted([e for e in events if isinstance(e, Other)], ooo, lateness)  # type: ignore[misc]
     assert model.join(left, right, before, after, how) == pairs(outputs)
 
 

@@ -61,7 +61,7 @@ def test_a_second_runner_waits_for_the_owner_then_takes_over() -> None:
         second.catch_up()
         (status,) = second.status()
         assert 0 == status.lag
-        assert "second" == storage.leases.holder("stream:everything").owner
+        assert "second" == storage.leases.holder("stream:everything").owner  # type: ignore[union-attr]
         _check(storage)
 
 
@@ -80,8 +80,8 @@ def test_an_expired_lease_is_taken_over_and_the_former_owner_cannot_commit() -> 
         append_batches(storage, [EVENTS[30:60]])
         fresh.catch_up()
         assert (2, "fresh") == (
-            storage.leases.holder("stream:everything").generation,
-            storage.leases.holder("stream:everything").owner,
+            storage.leases.holder("stream:everything").generation,  # type: ignore[union-attr]
+            storage.leases.holder("stream:everything").owner,  # type: ignore[union-attr]
         )
         append_batches(storage, [EVENTS[60:]])
         assert 0 == stale.catch_up()  # computes a batch, then finds the lease gone

@@ -100,7 +100,7 @@ def test_a_wrong_declaration_is_refused_when_made(build: Any, error: type, match
         (lambda: Tumbling(0), "must be positive"),
         (lambda: Hopping(10, 20), "longer than the size"),
         (lambda: Session(timedelta(seconds=-1)), "must not be negative"),
-        (lambda: Tumbling("1m"), "timedelta or a number of seconds"),
+        (lambda: Tumbling("1m"), "timedelta or a number of seconds"),  # type: ignore[arg-type]
     ],
 )
 def test_a_wrong_window_is_refused(window: Any, match: str) -> None:

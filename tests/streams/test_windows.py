@@ -240,8 +240,8 @@ def test_window_results_flow_into_events() -> None:
         stream, [Reading(1, "a", 1, 5), Reading(2, "a", 2, 6), Reading(3, "a", 12, 1)]
     )
     assert [("totals-a", Total("a", 0, 11), 3), ("totals-a", Total("a", 10, 1), 3)] == [
-        (o.stream_id, o.message, o.position)
-        for o in outputs  # type: ignore[union-attr]
+        (o.stream_id, o.message, o.position)  # type: ignore[union-attr]
+        for o in outputs
     ]
 
 

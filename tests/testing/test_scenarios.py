@@ -355,7 +355,7 @@ def test_app_then_passes_with_the_handlers_result() -> None:
 def test_app_then_streams_checks_every_stream() -> None:
     """then_streams() takes the events of several streams, each in order."""
     scenario = BANK.given("Account-b", Opened("bob")).when(Transfer("a", "b", Decimal(4)))
-    scenario.then_streams({"Account-a": [Withdrawn(Decimal(4))], "Account-b": [Deposited(4)]})
+    scenario.then_streams({"Account-a": [Withdrawn(Decimal(4))], "Account-b": [Deposited(4)]})  # type: ignore[arg-type]
 
 
 def test_app_then_raises_passes_when_nothing_is_stored() -> None:
@@ -543,7 +543,7 @@ def test_app_a_failing_subscriber_fails_the_scenario() -> None:
         app.subscribe(Withdrawn, broken, name="mailer")
         return app
 
-    scenario = AppScenario(with_broken).given("Account-a", Opened("ann"), Deposited(5))
+    scenario = AppScenario(with_broken).given("Account-a", Opened("ann"), Deposited(5))  # type: ignore[arg-type]
     with pytest.raises(ScenarioFailed) as info:
         scenario.when(Withdraw("a", Decimal(1))).then("Account-a", Withdrawn(Decimal(1)))
     expected = (

@@ -113,7 +113,7 @@ def shop_flow() -> list[str]:
             t.dispatch(PlaceOrder(order_id))
         t.run_until_idle()
         t.advance(timedelta(seconds=30))
-        return t.trace()
+        return t.trace()  # type: ignore[no-any-return]
 
 
 def order_trace(n: str, audit_failed: bool = False) -> list[str]:
@@ -196,7 +196,7 @@ def test_in_memory_with_a_plain_publish_and_a_failing_subscriber() -> None:
     subscriber that fails after its retries is recorded as a failure under its event."""
     with TestApp(build, registry=registry, storage="memory") as t:
 
-        @t.app.subscribes(Pinged)
+        @t.app.subscribes(Pinged)  # type: ignore[untyped-decorator]
         def broken(e: Pinged) -> None:
             raise ValueError("bad note")
 
@@ -218,7 +218,7 @@ def test_a_bare_app_on_a_file_of_your_choice(tmp_path: Path) -> None:
     path = tmp_path / "kept.db"
     with TestApp(registry=registry, path=path) as t:
 
-        @t.app.handles(PlaceOrder)
+        @t.app.handles(PlaceOrder)  # type: ignore[untyped-decorator]
         def place_order(c: PlaceOrder, uow: UnitOfWork) -> None:
             uow.append("Order-x", [OrderPlaced(c.order_id)])
 
