@@ -69,7 +69,7 @@ from .relay import DeliveryCall, DurableSubscriber, Finish, Relay, Start, Subscr
 from .repository import Repository
 from .retry import RetryPolicy
 from .saga import Saga, SagaError, SagaOrchestrator
-from .sqlite import Database, SQLiteStorage, Synchronous, Transaction
+from .sqlite import Database, SQLiteStorage, Synchronous
 from .store.events import EventStore
 from .store.snapshots import SnapshotStore
 from .store.storage import Storage
@@ -356,7 +356,7 @@ class App:
             # the handler's, its inbox mark and its checkpoint, or not at all.
             with self.storage.transaction(), self.unit_of_work() as uow:
                 if finish is not None:
-                    uow.on_commit_write(lambda tx, _events: finish(_require_tx(tx)))
+                    uow.on_commit_write(lambda tx, _events: finish(tx))
                 return handler(message, uow=uow, **kwargs)
 
         return call, uses_uow
@@ -1124,11 +1124,3 @@ def call_app_factory(
 
 def _name(handler: Callable[..., Any]) -> str:
     return getattr(handler, "__qualname__", repr(handler))
-
-
-def _require_tx(tx: StoreTransaction) -> Transaction:
-    if not isinstance(
-        tx, Transaction
-    ):  # pragma: no cover - durable subscribers exist only with a file
-        raise RuntimeError("durable delivery needs the SQLite transaction")
-    return tx

@@ -19,27 +19,33 @@ from . import _info
 from ._database import PostgresDatabase, PostgresTransaction
 from ._listener import LogListener
 from ._url import is_postgres_url, mask_url
+from .checkpoints import PostgresCheckpointStore
 from .claims import PostgresClaimStore
 from .dead_letters import PostgresDeadLetterStore
 from .events import PostgresEventStore
 from .idempotency import PostgresIdempotencyStore
+from .inbox import PostgresInboxStore
 from .leases import PostgresLeaseStore
 from .processes import PostgresProcessStore
 from .projections import PostgresProjectionStore
 from .queues import PostgresQueueStore
+from .retries import PostgresRetryStore
 from .sagas import PostgresSagaStore
 from .snapshots import PostgresSnapshotStore
 
 __all__ = [
+    "PostgresCheckpointStore",
     "PostgresClaimStore",
     "PostgresDatabase",
     "PostgresDeadLetterStore",
     "PostgresEventStore",
     "PostgresIdempotencyStore",
+    "PostgresInboxStore",
     "PostgresLeaseStore",
     "PostgresProcessStore",
     "PostgresProjectionStore",
     "PostgresQueueStore",
+    "PostgresRetryStore",
     "PostgresSagaStore",
     "PostgresSnapshotStore",
     "PostgresStorage",
@@ -94,6 +100,9 @@ class PostgresStorage(Storage):
         """The pool, the transactions and the schema."""
         self.events: PostgresEventStore = PostgresEventStore(self.database, codec=codec)
         self.snapshots: PostgresSnapshotStore = PostgresSnapshotStore(self.database)
+        self._checkpoints = PostgresCheckpointStore(self.database)
+        self._inbox = PostgresInboxStore(self.database)
+        self._retries = PostgresRetryStore(self.database)
         self._leases = PostgresLeaseStore(self.database)
         self._dead_letters = PostgresDeadLetterStore(self.database)
         self._queues = PostgresQueueStore(self.database)
@@ -123,6 +132,21 @@ class PostgresStorage(Storage):
         """See :meth:`Storage.info`; ``details``: ``schema``, ``server_version`` and
         ``tables``."""
         return _info.info(self, self.database)
+
+    @property
+    def checkpoints(self) -> PostgresCheckpointStore:
+        """See :attr:`Storage.checkpoints`: the ``subscriber_checkpoints`` table."""
+        return self._checkpoints
+
+    @property
+    def inbox(self) -> PostgresInboxStore:
+        """See :attr:`Storage.inbox`: the ``inbox`` table."""
+        return self._inbox
+
+    @property
+    def retries(self) -> PostgresRetryStore:
+        """See :attr:`Storage.retries`: the ``delivery_retries`` table."""
+        return self._retries
 
     @property
     def leases(self) -> PostgresLeaseStore:

@@ -457,6 +457,41 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX claims_owner ON claims (scope, owner)",
         ),
     ),
+    Migration(
+        "durable delivery: checkpoints, inbox, delayed retries",
+        (
+            """
+            CREATE TABLE subscriber_checkpoints (
+                name text PRIMARY KEY,
+                position bigint NOT NULL,
+                updated_at double precision NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE inbox (
+                subscriber text NOT NULL,
+                message_id text NOT NULL,
+                handled_at double precision NOT NULL,
+                PRIMARY KEY (subscriber, message_id)
+            )
+            """,
+            "CREATE INDEX inbox_handled_at ON inbox (handled_at)",
+            """
+            CREATE TABLE delivery_retries (
+                subscriber text NOT NULL,
+                position bigint NOT NULL,
+                key text NOT NULL,
+                attempts integer NOT NULL,
+                due_at double precision,
+                first_failed_at double precision,
+                error text,
+                PRIMARY KEY (subscriber, position)
+            )
+            """,
+            "CREATE INDEX delivery_retries_key ON delivery_retries (subscriber, key, position)",
+            "CREATE INDEX delivery_retries_due ON delivery_retries (subscriber, due_at)",
+        ),
+    ),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

@@ -19,13 +19,16 @@ from tests.postgres._pg import recycled_storage, require_postgres
 BACKENDS: dict[str, tuple[str, ...] | None] = {
     "sqlite": None,
     "postgres": (
+        "TestCheckpoints",
         "TestClaims",
         "TestDeadLetters",
         "TestIdempotency",
+        "TestInbox",
         "TestLeases",
         "TestProcesses",
         "TestProjections",
         "TestQueues",
+        "TestRetries",
         "TestSagas",
         "TestStorage",
     ),

@@ -6,6 +6,7 @@ what is stored is a prefix of the uninterrupted run's output."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -105,7 +106,16 @@ def _start(path: Path) -> subprocess.Popen[str]:
         text=True,
     )
     assert child.stdout is not None
-    line = child.stdout.readline()
+    # The first line is read from the pipe itself, a byte at a time: a buffered readline
+    # could also take "done" (a short final run prints both at once), and communicate(),
+    # which reads the pipe directly, would then never see it.
+    fd, raw = child.stdout.fileno(), b""
+    while not raw.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        raw += chunk
+    line = raw.decode()
     if line.strip() != "ready":
         child.kill()
         _, err = child.communicate(timeout=30)

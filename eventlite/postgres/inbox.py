@@ -1,0 +1,90 @@
+"""The inbox in the ``inbox`` table of an eventlite PostgreSQL schema: the message ids each
+consumer has handled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..store.checkpoints import check_time
+from ..store.inbox import InboxStore, check_consumer
+from ._database import PostgresDatabase
+from .checkpoints import _text
+
+__all__ = ["PostgresInboxStore"]
+
+_MARK = (
+    "INSERT INTO inbox (subscriber, message_id, handled_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (subscriber, message_id) DO NOTHING"
+)
+_CONTAINS = "SELECT 1 FROM inbox WHERE subscriber = %s AND message_id = %s"
+_PURGE_ALL = "DELETE FROM inbox WHERE handled_at < %s"
+_PURGE_ONE = "DELETE FROM inbox WHERE subscriber = %s AND handled_at < %s"
+_COUNT_ALL = "SELECT count(*) FROM inbox"
+_COUNT_ONE = "SELECT count(*) FROM inbox WHERE subscriber = %s"
+
+
+def _check(consumer: str, message_id: str) -> tuple[str, str]:
+    """The stored forms of a consumer name and a message id."""
+    check_consumer(consumer)
+    if not isinstance(message_id, str):
+        raise ValueError(f"a message id must be a str, got {message_id!r}")
+    return _text(consumer, "an inbox consumer name"), _text(message_id, "a message id")
+
+
+class PostgresInboxStore(InboxStore):
+    """The :class:`~eventlite.store.inbox.InboxStore` contract in PostgreSQL (primary key:
+    consumer, message id); a mark joins the calling thread's open transaction, so it
+    commits with the handler's effects."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self.database = database
+        """The database."""
+
+    def mark(self, consumer: str, message_id: str, at: float) -> bool:
+        """See :meth:`InboxStore.mark`: ``INSERT ... ON CONFLICT DO NOTHING``."""
+        params = (*_check(consumer, message_id), check_time(at, "at"))
+        count = self.database.run(
+            "writing the inbox",
+            lambda conn: conn.execute(_MARK, params).rowcount,
+            repeat=False,
+        )
+        return count == 1
+
+    def contains(self, consumer: str, message_id: str) -> bool:
+        """See :meth:`InboxStore.contains`."""
+        try:
+            params = _check(consumer, message_id)
+        except ValueError:
+            return False
+        row = self.database.run(
+            "reading the inbox", lambda conn: conn.execute(_CONTAINS, params).fetchone()
+        )
+        return row is not None
+
+    def purge(self, before: float, consumer: str | None = None) -> int:
+        """See :meth:`InboxStore.purge`."""
+        cutoff = check_time(before, "before")
+        sql, params = (
+            (_PURGE_ALL, (cutoff,))
+            if consumer is None
+            else (_PURGE_ONE, (_text(consumer, "an inbox consumer name"), cutoff))
+        )
+        count: int = self.database.run(
+            "purging the inbox", lambda conn: conn.execute(sql, params).rowcount
+        )
+        return count
+
+    def count(self, consumer: str | None = None) -> int:
+        """See :meth:`InboxStore.count`."""
+        sql, params = (
+            (_COUNT_ALL, ())
+            if consumer is None
+            else (_COUNT_ONE, (_text(consumer, "an inbox consumer name"),))
+        )
+        row: Any = self.database.run(
+            "reading the inbox", lambda conn: conn.execute(sql, params).fetchone()
+        )
+        return int(row[0])
+
+    def __repr__(self) -> str:
+        return f"<PostgresInboxStore {self.database.description}>"
