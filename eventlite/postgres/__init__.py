@@ -32,6 +32,7 @@ from .queues import PostgresQueueStore
 from .retries import PostgresRetryStore
 from .sagas import PostgresSagaStore
 from .snapshots import PostgresSnapshotStore
+from .streams import PostgresStreamStateStore
 
 __all__ = [
     "PostgresCheckpointStore",
@@ -49,6 +50,7 @@ __all__ = [
     "PostgresSagaStore",
     "PostgresSnapshotStore",
     "PostgresStorage",
+    "PostgresStreamStateStore",
     "PostgresTransaction",
     "is_postgres_url",
     "mask_url",
@@ -111,6 +113,7 @@ class PostgresStorage(Storage):
         self._sagas = PostgresSagaStore(self.database)
         self._processes = PostgresProcessStore(self.database)
         self._claims = PostgresClaimStore(self.database)
+        self._streams = PostgresStreamStateStore(self.database)
         self._listener = LogListener(self.database)
 
     @property
@@ -190,6 +193,12 @@ class PostgresStorage(Storage):
     def claims(self) -> PostgresClaimStore:
         """See :attr:`Storage.claims`: the ``claims`` table."""
         return self._claims
+
+    @property
+    def streams(self) -> PostgresStreamStateStore:
+        """See :attr:`Storage.streams`: ``stream_processors`` and
+        ``stream_processor_state``; the tables streams write are tables of the schema."""
+        return self._streams
 
     def transaction(self) -> AbstractContextManager[PostgresTransaction]:
         """See :meth:`Storage.transaction`: ``BEGIN`` on one pooled connection."""

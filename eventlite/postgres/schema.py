@@ -492,6 +492,33 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX delivery_retries_due ON delivery_retries (subscriber, due_at)",
         ),
     ),
+    Migration(
+        "stream processors: state entries and status",
+        (
+            """
+            CREATE TABLE stream_processors (
+                name text PRIMARY KEY,
+                position bigint NOT NULL,
+                status text NOT NULL,
+                watermarks text NOT NULL,
+                open text NOT NULL,
+                late text NOT NULL,
+                error text,
+                updated_at double precision NOT NULL,
+                rebuilt_at double precision
+            )
+            """,
+            """
+            CREATE TABLE stream_processor_state (
+                stream text NOT NULL,
+                operator text NOT NULL,
+                key text NOT NULL,
+                value text NOT NULL,
+                PRIMARY KEY (stream, operator, key)
+            )
+            """,
+        ),
+    ),
 ]
 """Every schema step, in order. Append new steps at the end; never change a shipped one."""
 

@@ -31,6 +31,7 @@ BACKENDS: dict[str, tuple[str, ...] | None] = {
         "TestRetries",
         "TestSagas",
         "TestStorage",
+        "TestStreams",
     ),
     "memory": ("TestClaims", "TestStorage"),
 }

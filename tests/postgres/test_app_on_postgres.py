@@ -6,6 +6,7 @@ and a backend connection terminated mid-delivery is survived."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,25 @@ def test_delivery_survives_its_connection_being_terminated(
         assert killed is not None and killed[0] >= 1
         app.run_until_idle(timeout=60)
         assert list(range(1, total + 1)) == _notes(app)
+
+
+def test_a_stream_runs_on_postgres_and_continues_after_a_restart(url: str) -> None:
+    """app.stream(...) over the log on PostgreSQL: its events reach a durable subscriber,
+    its rows are in the schema, and a new app continues where the last one stopped."""
+    from tests.streams.test_app import Counted, per_minute, registry, views
+
+    seen: list[Any] = []
+    with App(url, registry=registry) as app:
+        app.subscribe(Counted, seen.append, durable=True, name="counted", start="beginning")
+        app.stream(per_minute())
+        app.store.append("views", views(5, 20, 70))
+        app.run_until_idle()
+        assert [Counted("/home", "09:00", 2)] == seen
+    with App(url, registry=registry) as app:
+        app.subscribe(Counted, seen.append, durable=True, name="counted")
+        app.stream(per_minute())
+        app.store.append("views", views(130))
+        app.run_until_idle()
+        assert [Counted("/home", "09:00", 2), Counted("/home", "09:01", 1)] == seen
+        rows = app.projector.reader()["views_per_minute"].rows
+        assert [1, 2] == sorted(r["value"] for r in rows)
