@@ -49,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
 from .aggregate import Aggregate
@@ -127,6 +128,11 @@ class App:
     :param metrics: durable delivery's hooks (see :mod:`eventlite.metrics`).
     :param poll_interval: seconds between the relay's looks for commits made by other
         processes sharing the file (commits of this process wake it at once).
+    :param lease_seconds: each durable subscriber (saga starters and process managers
+        included) is delivered by one process at a time, the holder of its lease, renewed
+        every third of this time; when the holder dies, another process takes over once
+        it expires. Seconds or a ``timedelta``; None for no leases. Keep it longer than
+        the slowest handler.
 
     Close it (or use it as a context manager) to finish background work and close the file.
     """
@@ -144,6 +150,7 @@ class App:
         clock: Clock | None = None,
         metrics: DeliveryMetrics | None = None,
         poll_interval: float = 0.05,
+        lease_seconds: float | timedelta | None = 30.0,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
         """The registry every message class of this app is declared in."""
@@ -188,6 +195,9 @@ class App:
         """Durable delivery's metrics hooks."""
         self.poll_interval = poll_interval
         """Seconds between the relay's polls for other processes' commits."""
+        self.lease_seconds = lease_seconds
+        """How long a durable subscriber's lease lasts without renewal: one process at a
+        time delivers to each (see ``docs/scaling.md``); None for no leases."""
         self._dlq: DeadLetterQueue | None = None
         self._idempotency: Idempotency | None = None
         self._queues: Queues | None = None
@@ -551,6 +561,7 @@ class App:
                         clock=self.clock,
                         metrics=self.metrics,
                         poll_interval=self.poll_interval,
+                        lease_seconds=self.lease_seconds,
                     )
         return relay
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from ..clock import Clock
 from ..store.checkpoints import CheckpointStore
@@ -24,7 +27,16 @@ class Cursor:
     :class:`~eventlite.store.checkpoints.CheckpointMoved`.
     """
 
-    __slots__ = ("checkpoints", "clock", "committed", "flushed", "name", "position")
+    __slots__ = (
+        "checkpoints",
+        "clock",
+        "committed",
+        "flushed",
+        "guard",
+        "name",
+        "position",
+        "transaction",
+    )
 
     def __init__(self, checkpoints: CheckpointStore, name: str, clock: Clock) -> None:
         self.checkpoints = checkpoints
@@ -33,6 +45,10 @@ class Cursor:
         self.position = 0
         self.committed = 0
         self.flushed = time.monotonic()  # when the stored checkpoint last caught up
+        # Run in the transaction of every checkpoint move (the lease check), and the
+        # transaction a flush opens for it; none without leases.
+        self.guard: Callable[[], None] | None = None
+        self.transaction: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     @property
     def unsaved(self) -> int:
@@ -61,7 +77,11 @@ class Cursor:
 
     def move(self, position: int) -> None:
         """Move the stored checkpoint to ``position`` in the open transaction (a
-        compare-and-set from :attr:`committed`); call :meth:`moved` after the commit."""
+        compare-and-set from :attr:`committed`, after the :attr:`guard`); call
+        :meth:`moved` after the commit."""
+        guard = self.guard
+        if guard is not None:
+            guard()
         self.checkpoints.move(self.name, self.committed, position, self.clock.now())
 
     def moved(self, position: int) -> None:
@@ -77,7 +97,8 @@ class Cursor:
         """Write the in-memory position to the stored checkpoint, if it moved."""
         if self.position > self.committed:
             position = self.position
-            self.move(position)
+            with self.transaction():
+                self.move(position)
             self.moved(position)
         else:
             self.flushed = time.monotonic()

@@ -14,10 +14,12 @@ from ..exceptions import StorageError
 from ..metrics import DeliveryMetrics
 from ..retry import RetryPolicy
 from ..store.checkpoints import CheckpointMoved
+from ..store.leases import LeaseLost
 from ._log import LogPass
 from ._redelivery import Redelivery
 from ._retries import DelayedRetries
 from ._subscriber import DeliveryCall, Subscriber, describe
+from ._tenure import Tenure
 
 if TYPE_CHECKING:
     from ._relay import Relay, Start
@@ -76,6 +78,13 @@ class Consumer:
         self.reports_lag = type(relay.metrics).lag is not DeliveryMetrics.lag
         self.requested = 0
         self.completed = 0
+        # this process's hold on the subscriber's lease (None without leases)
+        self.tenure: Tenure | None = None
+        leases, ttl = relay.leases, relay.lease_seconds
+        if leases is not None and ttl is not None:
+            tenure = self.tenure = Tenure(leases, name, relay.owner, ttl)
+            sub.cursor.guard = tenure.check
+            sub.cursor.transaction = sub.storage.transaction
         self.thread = threading.Thread(target=self.run, name=f"eventlite-relay-{name}", daemon=True)
 
     # -- life ---------------------------------------------------------------------------
@@ -170,6 +179,22 @@ class Consumer:
                 )
             if full:
                 self.last_full = time.monotonic()
+            tenure = self.tenure
+            if tenure is not None:
+                try:
+                    held = tenure.hold()
+                    if held and tenure.fresh:
+                        # taken (over): the storage says where delivery stands
+                        sub.pending = None
+                        self._recover()
+                        tenure.fresh = False
+                except StorageError as exc:
+                    self._storage_failed(exc)
+                    continue
+                if not held:
+                    # another process delivers to this subscriber: nothing to do here
+                    self._complete(ticket)
+                    continue
             try:
                 while self.work(full) and not self.stopping:
                     pass
@@ -181,6 +206,19 @@ class Consumer:
                     lag = max(0, sub.store.head_position() - cursor.position)
                     sub.metric("lag", self.name, lag)
                 relay._maintain()
+            except LeaseLost as lost:
+                sub.pending = None
+                if self.tenure is not None:
+                    self.tenure.drop()
+                log.warning(
+                    "durable subscriber %s: its lease passed to %s; what this process had "
+                    "not committed is left to it",
+                    self.name,
+                    lost.holder.owner if lost.holder is not None else "nobody",
+                )
+                with suppress(Exception):
+                    self._recover()
+                continue
             except CheckpointMoved:
                 sub.pending = None
                 self._recover()
@@ -212,12 +250,19 @@ class Consumer:
             if self.failures:
                 log.info("durable subscriber %s: the storage works again", self.name)
                 self.failures = 0
-            with self.cv:
-                if ticket > self.completed:
-                    self.completed = ticket
-                    self.cv.notify_all()
+            self._complete(ticket)
         with suppress(Exception):
             cursor.flush()
+        if self.tenure is not None:
+            with suppress(Exception):
+                self.tenure.release()
+
+    def _complete(self, ticket: int) -> None:
+        """The pass of ``ticket`` is complete (for :meth:`Relay.drain`)."""
+        with self.cv:
+            if ticket > self.completed:
+                self.completed = ticket
+                self.cv.notify_all()
 
     def work(self, full: bool) -> bool:
         """One pass: a write the storage refused last time, operators' retries (on a

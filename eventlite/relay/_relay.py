@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Final, Literal
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, seconds
 from ..codec import Codec
 from ..dlq import DeadLetterQueue
 from ..inbox import Inbox
 from ..metrics import DeliveryMetrics
 from ..retry import RetryPolicy
 from ..scheduler import Scheduler
+from ..store.leases import LeaseStore
 from ..store.storage import Storage
 from ._consumer import Consumer, start_required
 from ._status import SubscriberStatus, subscriber_status
 from ._subscriber import DeliveryCall
+from ._tenure import live_owners
 
 __all__ = ["DEFAULT_RETRY", "DurableSubscriber", "Relay", "Start"]
 
@@ -93,6 +99,11 @@ class Relay:
     :param poll_interval: seconds between looks for commits of other processes and for
         operators' retries of dead letters.
     :param batch_size: events read from the log per query.
+    :param lease_seconds: each subscriber is delivered by one process at a time, the holder
+        of its lease (renewed every third of this time; another process takes over once it
+        expires). Seconds or a ``timedelta``; None for no leases.
+    :param owner: this process's name in the leases (default: host, process id and a
+        random part).
     :param checkpoint_interval: the longest a subscriber without a unit of work keeps its
         progress in memory before writing its checkpoint (it also writes it every
         ``batch_size`` events, and when idle or drained); a crash redelivers at most that
@@ -116,6 +127,8 @@ class Relay:
         batch_size: int = 500,
         checkpoint_interval: float = 0.1,
         inbox_retention: float | None = 7 * 86400.0,
+        lease_seconds: float | timedelta | None = 30.0,
+        owner: str | None = None,
     ) -> None:
         if not isinstance(storage, Storage):
             raise TypeError(f"Relay needs a Storage (app.storage), got {type(storage).__name__}")
@@ -129,6 +142,20 @@ class Relay:
             )
         self.storage = storage
         """Where the log and the delivery state are kept."""
+        self.lease_seconds: float | None = (
+            None if lease_seconds is None else seconds(lease_seconds, "lease_seconds")
+        )
+        """How long a subscriber's lease lasts without renewal (None: no leases)."""
+        if self.lease_seconds is not None and not self.lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This process's name in the subscribers' leases."""
+        self.leases: LeaseStore | None = None
+        """Where the subscribers' leases are kept: None without leases, or when the
+        storage keeps none (in memory)."""
+        if self.lease_seconds is not None and storage.keeps("leases"):
+            self.leases = storage.leases
+            live_owners.add(self.owner)
         self.store = storage.events
         """The event store whose log is delivered."""
         self.codec = codec
@@ -287,6 +314,7 @@ class Relay:
         with self._lock:
             self._closed = True
             consumers = list(self._consumers.values())
+        live_owners.discard(self.owner)  # its leases may be taken over from now on
         for consumer in consumers:
             consumer.stop()
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -16,6 +16,7 @@ from ..metrics import DeliveryMetrics
 from ..retry import RetryPolicy
 from ..store.checkpoints import CheckpointMoved
 from ..store.events import LogRecord
+from ..store.leases import LeaseLost
 from ..store.storage import Transaction
 from ._checkpoints import Cursor
 
@@ -206,7 +207,7 @@ class Subscriber:
             except AlreadyHandled:
                 outcome.kind = "skipped"
                 return outcome
-            except CheckpointMoved:
+            except (CheckpointMoved, LeaseLost):
                 raise
             except Exception as exc:
                 if outcome.first_failed_at is None:

@@ -123,13 +123,13 @@ def test_older_schema_is_migrated(open_storage: Open, pg_url: str, schema: str) 
     storage.events.append("a", [Noted(n=1)])
     storage.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE {schema}.claims")  # what the last step creates
+        # what the last step creates
+        conn.execute(f"DROP TABLE {schema}.stream_processors, {schema}.stream_processor_state")
         conn.execute(f"UPDATE {schema}.eventlite_schema SET version = version - 1")
     again = open_storage()
     assert SCHEMA_VERSION == again.database.schema_version
     assert 1 == again.events.head_position()
-    again.claims.claim("s", "v", "o")  # the table the step made back
-    assert "o" == again.claims.holder("s", "v")
+    assert "s" == again.streams.register("s", 1.0).name  # the tables the step made back
 
 
 @pytest.mark.parametrize("bad", ["Shop", "a-b", "x" * 64, "1abc", ""])
