@@ -1082,8 +1082,14 @@ def _db_parameter(factory: Callable[..., Any]) -> inspect.Parameter | None:
             return p
     first = params[0] if params else None
     if first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD):
+        # build(bus, clock) takes options, not a store: an option's name is never the store
+        if first.name in _OPTION_NAMES:
+            return None
         return first if first.default is first.empty else None
     return None
+
+
+_OPTION_NAMES = frozenset({"registry", "bus", "clock", "metrics", "codec", "synchronous"})
 
 
 def factory_takes_db(factory: Callable[..., Any]) -> bool:

@@ -244,13 +244,19 @@ class _RecordingMetrics(DeliveryMetrics):
 
 
 def _call_build(build: Callable[..., App], options: dict[str, Any]) -> App:
-    """Call the composition root with the options it names; a ``**options`` parameter
-    gets the App's own options (all but ``registry``, which the root chooses, unless it
-    names it)."""
+    """Call the composition root by the one convention of
+    :func:`~eventlite.app.call_app_factory` (the store, when it takes one, and the options
+    it names); a ``**options`` parameter gets the App's own options (all but
+    ``registry``, which the root chooses, unless it names it)."""
+    from ..app import call_app_factory
+
     params = inspect.signature(build).parameters.values()
     names = {p.name for p in params if p.kind is not p.VAR_KEYWORD}
+    rest = {k: v for k, v in options.items() if k != "db"}
     if any(p.kind is p.VAR_KEYWORD for p in params):
-        return build(**{k: v for k, v in options.items() if k != "registry" or k in names})
+        if "registry" not in names:
+            del rest["registry"]
+        return call_app_factory(build, options["db"], **rest)
     missing = [n for n in ("bus", "clock") if n not in names]
     if missing:
         name = getattr(build, "__qualname__", repr(build))
@@ -259,7 +265,7 @@ def _call_build(build: Callable[..., App], options: dict[str, Any]) -> App:
             "so the test app can record what the bus carries and move the clock (or take "
             "**options and pass them all on)"
         )
-    return build(**{k: v for k, v in options.items() if k in names})
+    return call_app_factory(build, options["db"], **rest)
 
 
 def _seconds(amount: float | timedelta) -> float:

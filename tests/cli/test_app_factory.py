@@ -142,3 +142,43 @@ def test_app_scenario_gives_a_factory_that_takes_a_store_a_temporary_file() -> N
         {"Order-1": [Placed("o-1")], "Audit-o-1": [Placed("o-1-seen")]}
     )
     assert (1, False) == (len(made), os.path.exists(made[0]))
+
+
+def _options_first(bus: Any, clock: Any) -> str:
+    return f"bus={bus} clock={clock}"
+
+
+def test_a_factory_whose_first_parameter_is_an_option_takes_no_store() -> None:
+    """``build(bus, clock)`` names App options, not a store: it is given the options and
+    no store (an option's name is never read as the store's parameter)."""
+    assert not factory_takes_db(_options_first)
+    assert "bus=B clock=C" == call_app_factory(_options_first, "shop.db", bus="B", clock="C")
+
+
+def test_test_app_gives_a_positional_store_parameter_its_file() -> None:
+    """TestApp follows the same convention: ``build(path, *, bus, clock)``, whose durable
+    subscriber needs a file, is given the test's temporary file (before, only a parameter
+    named ``db`` got it, and ``path`` was left without one)."""
+    from eventlite.testing import TestApp
+
+    from .conftest import Placed, registry
+
+    made: list[str] = []
+
+    def build(path: str, *, bus: Any, clock: Any) -> App:
+        made.append(path)
+        app = App(path, registry=registry, bus=bus, clock=clock, synchronous="normal")
+
+        @app.subscribes(Placed, durable=True, name="audit", start="beginning")
+        def audit(e: Placed, uow: Any) -> None:
+            if not e.order_id.endswith("-seen"):
+                uow.append(f"Audit-{e.order_id}", [Placed(e.order_id + "-seen")])
+
+        return app
+
+    with TestApp(build, registry=registry) as t:
+        t.app.store.append("Order-1", [Placed("o-1")])
+        t.run_until_idle()
+        audited = [e.message for e in t.app.store.read_stream("Audit-o-1")]
+    assert [Placed("o-1-seen")] == audited
+    assert 1 == len(made) and made[0].endswith("app.db")
