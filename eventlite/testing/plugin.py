@@ -64,7 +64,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Declare the ``eventlite`` marker."""
     config.addinivalue_line(
         "markers",
-        "eventlite(storage): storage='sqlite' or 'memory' for this test's eventlite_app",
+        "eventlite(storage, app): storage='sqlite' or 'memory' for this test's eventlite_app; "
+        "app=factory makes it, called by eventlite.app.call_app_factory",
     )
 
 
@@ -98,10 +99,24 @@ def eventlite_app(
 ) -> Iterator[App]:
     """A fresh :class:`~eventlite.App` with the ``eventlite_registry``, closed after the
     test; on ``eventlite.db`` in the test's ``tmp_path`` (``synchronous="normal"``: a test
-    needs no protection from power loss) or in memory."""
-    from ..app import App
+    needs no protection from power loss) or in memory.
 
-    if eventlite_storage == "memory":
+    ``@pytest.mark.eventlite(app=build)`` makes it with the application's factory instead,
+    by the one convention of :func:`~eventlite.app.call_app_factory`: a factory that
+    takes a store is given that file (``None`` in memory), and the registry when it names
+    ``registry``."""
+    from ..app import App, call_app_factory
+
+    marker = request.node.get_closest_marker("eventlite")
+    factory = marker.kwargs.get("app") if marker is not None else None
+    if factory is not None:
+        db = None
+        if eventlite_storage != "memory":
+            db = request.getfixturevalue("tmp_path") / "eventlite.db"
+        app = call_app_factory(factory, db, registry=eventlite_registry)
+        if not isinstance(app, App):
+            raise pytest.UsageError(f"the eventlite marker's app= made {app!r}, not an App")
+    elif eventlite_storage == "memory":
         app = App(registry=eventlite_registry)
     else:
         tmp_path = request.getfixturevalue("tmp_path")

@@ -4,8 +4,13 @@ app on a temporary file or in memory, the app's store and registry, and a fake c
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
+
+from eventlite.app import App
+from eventlite.messages import Registry, event
+from eventlite.unit_of_work import UnitOfWork
 
 pytest_plugins = ["pytester"]
 
@@ -98,3 +103,35 @@ def test_the_ini_option_chooses_memory(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+_factory_registry = Registry()
+
+
+@event(registry=_factory_registry)
+class _Seen:
+    name: str
+
+
+def _durable_app(path: str) -> App:
+    """An app that needs a file: a durable subscriber copies each _Seen to an audit."""
+    app = App(path, registry=_factory_registry, synchronous="normal")
+
+    @app.subscribes(_Seen, durable=True, name="audit", start="beginning")
+    def audit(e: _Seen, uow: UnitOfWork) -> None:
+        if not e.name.endswith("-audited"):
+            uow.append("Audit", [_Seen(e.name + "-audited")])
+
+    return app
+
+
+@pytest.mark.eventlite(app=_durable_app)
+def test_the_marker_names_an_app_factory_given_the_file(eventlite_app: App, tmp_path: Path) -> None:
+    """``@pytest.mark.eventlite(app=build)``: the fixture calls the factory by the one
+    convention, so ``build(path)``, whose durable subscriber needs a file, gets the test's
+    file (before, the fixture could only make a bare app)."""
+    assert (tmp_path / "eventlite.db").exists()
+    eventlite_app.start()
+    eventlite_app.store.append("Seen-1", [_Seen("ada")])
+    eventlite_app.run_until_idle()
+    assert [_Seen("ada-audited")] == [e.message for e in eventlite_app.store.read_stream("Audit")]
