@@ -71,6 +71,30 @@ def _wrong_kind(cls: type[Any], kind: MessageKind, method: str) -> TypeError:
     )
 
 
+def _sender(method: str, doc: str) -> Callable[[MessageBus, Any], Any]:
+    """The one path of :meth:`MessageBus.dispatch` and :meth:`MessageBus.ask`, made once
+    per method so that neither pays for a second call: route the message through the
+    method's table (commands or queries) and run its handler in this thread, with a pending
+    envelope current (see eventlite.envelope: made only if something needs it)."""
+    dispatching = method == "dispatch"
+
+    def send(self: MessageBus, message: Any) -> Any:
+        try:
+            call = (self._commands if dispatching else self._queries)[type(message)]
+        except KeyError:
+            call = self._route_miss(message, method)
+        token = _set([message, _get(), None])
+        try:
+            return call(message)
+        finally:
+            _reset(token)
+
+    send.__name__ = method
+    send.__qualname__ = f"MessageBus.{method}"
+    send.__doc__ = doc
+    return send
+
+
 class MessageBus:
     """Routes commands and queries to their one handler, and events to their subscribers.
 
@@ -297,42 +321,27 @@ class MessageBus:
     # method calling a shared helper would cost a third of a dispatch, so they stay apart.
     # A closed bus empties both tables (see close()), so a miss is where it refuses.
 
-    def dispatch(self, command: Any) -> Any:
+    dispatch = _sender(
+        "dispatch",
         """Run the command's handler in this thread and return its result.
 
         The handler's exception propagates unchanged. Raises :class:`NoHandlerError` when the
         command's type has no handler, :class:`NotAMessage` when its class is neither a
         declared message nor given a handler, ``TypeError`` when it is an event or a query,
         and :class:`BusClosed` after :meth:`close`.
-        """
-        try:
-            call = self._commands[type(command)]
-        except KeyError:
-            call = self._route_miss(command, "dispatch")
-        # A pending envelope (see eventlite.envelope): made only if something needs it.
-        token = _set([command, _get(), None])
-        try:
-            return call(command)
-        finally:
-            _reset(token)
+        """,
+    )
 
-    def ask(self, query: Any) -> Any:
+    ask = _sender(
+        "ask",
         """Run the query's handler in this thread and return its answer.
 
         The handler's exception propagates unchanged. Raises :class:`NoHandlerError` when the
         query's type has no handler, :class:`NotAMessage` when its class is neither a
         declared message nor given a handler, ``TypeError`` when it is an event or a
         command, and :class:`BusClosed` after :meth:`close`.
-        """
-        try:
-            call = self._queries[type(query)]
-        except KeyError:
-            call = self._route_miss(query, "ask")
-        token = _set([query, _get(), None])
-        try:
-            return call(query)
-        finally:
-            _reset(token)
+        """,
+    )
 
     def publish(self, *events: Any, key: Any = None) -> None:
         """Deliver each event to its subscribers, in the order given.
