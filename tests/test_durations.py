@@ -30,7 +30,7 @@ def _test_app(amount: float | timedelta) -> float:
     with TestApp(storage="memory") as t:
         start = t.clock.now()
         t.advance(amount)
-        return t.clock.now() - start
+        return float(t.clock.now() - start)
 
 
 @pytest.mark.parametrize(
