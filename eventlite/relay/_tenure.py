@@ -93,6 +93,7 @@ class Tenure:
         if self.lease is None and now < self.retry_at:
             return False
         got = self.leases.acquire(self.name, self.owner, self.ttl)
+        holder = None
         if got is None:
             holder = self.leases.holder(self.name)
             if holder is not None and dead_here(holder.owner):
@@ -101,6 +102,13 @@ class Tenure:
                 self.leases.release(self.name, holder.owner, holder.generation)
                 got = self.leases.acquire(self.name, self.owner, self.ttl)
         if got is None:
+            if self.retry_at == 0.0:  # said once, when it first stands by
+                log.info(
+                    "durable subscriber %s: its lease is held by %s; standing by (another "
+                    "process, or an App of this one that was not closed)",
+                    self.name,
+                    holder.owner if holder is not None else "another owner",
+                )
             self.retry_at = now + min(self.ttl / 6, 1.0)
             return False
         if lease is None or got.generation != lease.generation:
@@ -113,6 +121,7 @@ class Tenure:
                 )
         self.lease = got
         self.renew_at = now + self.ttl / 3
+        self.retry_at = 0.0
         return True
 
     def check(self) -> None:
