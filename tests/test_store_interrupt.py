@@ -267,18 +267,7 @@ def test_a_leader_interrupted_before_writing_requeues_its_batch(
         commit(batch)
 
     monkeypatch.setattr(store, "_commit", interrupted_commit)
-    holder = Holder(store).__enter__()
-    lead = _leader_waiting_for_the_lock(store)
-    others = [Appender(store, f"other{i}", i) for i in range(3)]
-
-    def queue_others() -> None:
-        _wait_for(lambda: 1 == len(store._queue), "the main thread's append to queue")
-        for queued, t in enumerate(others, 2):
-            t.start()
-            _wait_for(_queue_is(store, queued), f"append {queued} to queue")
-
-    threading.Thread(target=queue_others, daemon=True).start()
-    _release_when_queued(holder, store, 4)
+    holder, (lead, *others) = _main_leads_a_batch_with_others(store)
     with pytest.raises(Interrupted):
         store.append("main", [Noted(n=1)])  # leads "main" and the others' batch
     holder.__exit__()

@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..store.retries import storable_text
 from ..store.streams import (
     LIVE,
     REBUILDING,
@@ -187,7 +188,7 @@ class PostgresStreamStateStore(StreamStateStore):
 
     def fail(self, name: str, error: str) -> None:
         """See :meth:`StreamStateStore.fail`."""
-        text = store_text(error.encode("utf-8", "backslashreplace").decode("utf-8"))
+        text = store_text(storable_text(error))
         self.database.run(
             "recording a stream's error",
             lambda conn: conn.execute(
