@@ -57,6 +57,8 @@ MODULES = [
     "app",
     "aio",
     "bridges",
+    "bridges.outbound",
+    "bridges.inbound",
     "streams",
     "testing",
 ]

@@ -52,7 +52,14 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
+from ._types import any_of
 from .aggregate import Aggregate
+from .bridges.base import Broker
+from .bridges.cloudevents import CloudEventCodec
+from .bridges.inbound import PREFIX as BRIDGE_IN
+from .bridges.inbound import Inbound, InboundHandler
+from .bridges.outbound import PREFIX as BRIDGE_OUT
+from .bridges.outbound import Outbound
 from .bus import MessageBus, Subscription
 from .clock import Clock, SystemClock
 from .codec import Codec
@@ -205,6 +212,8 @@ class App:
         self._sagas: SagaOrchestrator | None = None
         self._processes: ProcessManagers | None = None
         self._streams: StreamRunner | None = None
+        self._outbound: list[Outbound] = []
+        self._inbound: list[Inbound] = []
         self._missing: dict[str, StorageError] = {}
         if self.storage.durable:
             # A backend may keep only some stores: what it lacks is None here, and asking
@@ -580,6 +589,144 @@ class App:
             return []
         return self.relay.subscribers()
 
+    # -- bridges to brokers ----------------------------------------------------------------
+
+    def publish_to(
+        self,
+        broker: Broker,
+        *event_types: type[Any],
+        destination: str | Callable[[Envelope], str],
+        key: Callable[[Envelope], str | None] | None = None,
+        name: str | None = None,
+        start: Start | None = None,
+        source: str = "/eventlite",
+        binary: bool = False,
+        send_timeout: float = 10.0,
+    ) -> DurableSubscriber:
+        """Send the committed events of ``event_types`` (and their subclasses) to
+        ``broker`` as CloudEvents (see ``docs/bridges.md``): an outbound bridge, a durable
+        subscriber of the log named ``"bridge-out:<name>"`` that sends a page of the log
+        per batch, in commit order, and moves its checkpoint only after the broker
+        confirmed the batch. Nothing committed is lost: a crash or a broker outage before
+        the confirm sends the batch again (the receiver's inbox drops the copies).
+
+        ``destination`` is where the events go (an exchange, topic, subject, stream key or
+        queue, as the broker module says), one for all or a function of the envelope;
+        ``key`` gives the ordering key (default: the event's key, else its stream id);
+        ``name`` keys the checkpoint (default: ``destination`` when it is a name) and must
+        stay the same across releases; ``start`` is as for a durable subscriber.
+        ``source`` is the CloudEvents ``source`` naming this service; ``binary`` sends
+        binary-mode CloudEvents (attributes in headers) where the broker has headers.
+        ``send_timeout`` is how long one batch waits for a lost connection before it is
+        given up and tried again after a back-off. A message the broker refuses (too
+        large, say), or one that cannot be encoded, is dead-lettered under the bridge's
+        name and the others go on. Raises ``ValueError`` without event types, without a
+        name, for a name in use, and in memory.
+        """
+        if not event_types:
+            raise ValueError("publish_to needs at least one event type to send")
+        if name is None:
+            if not isinstance(destination, str):
+                raise ValueError("publish_to with a destination function needs a name=")
+            name = destination
+        self._need_file("outbound bridges", "publish_to")
+        wire = CloudEventCodec(
+            self.codec,
+            source=source,
+            binary=binary and broker.features.headers,
+            header_prefix=broker.features.header_prefix,
+        )
+        subscriber_name = f"{BRIDGE_OUT}{name}"
+        bridge = Outbound(
+            broker,
+            wire,
+            name=subscriber_name,
+            destination=destination,
+            key=key,
+            send_timeout=send_timeout,
+            counters=self.metrics.bridged,
+        )
+        event_type = event_types[0] if len(event_types) == 1 else any_of(name, event_types)
+        subscriber = self.relay.add_batch(
+            subscriber_name, event_type, bridge, handler=bridge, start=start
+        )
+        self._outbound.append(bridge)
+        return subscriber
+
+    def consume_from(
+        self,
+        broker: Broker,
+        *,
+        source: str,
+        group: str,
+        name: str | None = None,
+        handler: InboundHandler | None = None,
+        record: bool = True,
+        stream: Callable[[Envelope], str] | None = None,
+        retry: RetryPolicy | None = None,
+        batch: int = 100,
+        prefetch: int = 200,
+    ) -> Inbound:
+        """Receive CloudEvents from ``source`` on ``broker`` in consumer ``group`` (see
+        ``docs/bridges.md``): an inbound bridge, one thread, named ``"bridge-in:<name>"``
+        (its inbox consumer and dead-letter source; default name: ``source``).
+
+        Each message is decoded with this app's registry (a type it lacks is
+        dead-lettered, never imported), dropped when the inbox says it was handled, and
+        otherwise, in one unit of work with up to ``batch`` others: marked in the inbox,
+        appended to the local log (``record=True``: in the stream ``stream(envelope)``,
+        default ``"<name>:<its stream id>"``, keeping its id, time and metadata, so this
+        app's durable subscribers, process managers, sagas, projections and streams see
+        it) and given to ``handler(event, uow)`` when there is one. The broker is
+        acknowledged after the commit. A message that cannot be decoded, and one whose
+        handling fails ``retry.max_attempts`` times (default 3), is dead-lettered raw,
+        with its broker coordinates, and the flow goes on; ``dlq retry`` hands it back.
+        ``prefetch`` bounds the deliveries held unacknowledged. Raises ``ValueError`` for
+        a name in use and in memory.
+        """
+        self._need_file("inbound bridges", "consume_from")
+        bridge_name = f"{BRIDGE_IN}{name if name is not None else source}"
+        if any(b.name == bridge_name for b in self._inbound):
+            raise ValueError(f"an inbound bridge named {bridge_name!r} already exists")
+        wire = CloudEventCodec(self.codec, header_prefix=broker.features.header_prefix)
+        bridge = Inbound(
+            broker,
+            wire,
+            name=bridge_name,
+            source=source,
+            group=group,
+            storage=self.storage,
+            dlq=self.dlq,
+            unit_of_work=self.unit_of_work,
+            clock=self.clock,
+            handler=handler,
+            record=record,
+            stream=stream,
+            retry=retry,
+            batch=batch,
+            prefetch=prefetch,
+            poll_interval=self.poll_interval * 10,
+            counters=self.metrics.bridged,
+        )
+        self._inbound.append(bridge)
+        bridge.connect()
+        bridge.start()
+        return bridge
+
+    def bridges(self) -> list[dict[str, Any]]:
+        """Each bridge of this app: name, direction (``"out"``/``"in"``), broker, where it
+        sends or reads, its counters in this process and its last error; an outbound
+        bridge also its ``lag`` (log positions not yet confirmed by the broker)."""
+        out: list[dict[str, Any]] = []
+        status = {s.name: s for s in self.subscribers()} if self._outbound else {}
+        for bridge in self._outbound:
+            row = bridge.describe()
+            found = status.get(bridge.name)
+            row["lag"] = found.lag if found is not None else None
+            out.append(row)
+        out.extend(bridge.describe() for bridge in self._inbound)
+        return out
+
     # -- read side and long-running processes --------------------------------------------
 
     @property
@@ -951,6 +1098,16 @@ class App:
         # stop it ends after its current step instead of holding the relay up. Every step
         # runs even if an earlier one fails, so no thread is left behind an error.
         steps: list[Callable[[], object]] = []
+        for inbound in self._inbound:
+
+            def close_inbound(inbound: Inbound = inbound) -> None:
+                if not inbound.close(remaining()):
+                    abandoned.append(
+                        f"inbound bridge {inbound.name} still handling a batch (it comes "
+                        "again from the broker)"
+                    )
+
+            steps.append(close_inbound)
         if self._sagas is not None:
             steps.append(self._sagas.close)
         relay = self._relay
@@ -965,6 +1122,12 @@ class App:
                     )
 
             steps.append(close_relay)
+        for outbound in self._outbound:
+
+            def close_outbound(outbound: Outbound = outbound) -> None:
+                outbound.close(min(5.0, remaining()))
+
+            steps.append(close_outbound)
         for thread in self._resumers:
 
             def join_resumer(thread: threading.Thread = thread) -> None:

@@ -55,6 +55,12 @@ class DeliveryMetrics:
     def lag(self, subscriber: str, lag: int) -> None:
         """After each pass: how many log positions ``subscriber`` is behind the head."""
 
+    def bridged(self, bridge: str, counter: str, n: int) -> None:
+        """A broker bridge counted ``n`` of ``counter``: ``sent`` (confirmed by the
+        broker), ``refused`` (dead-lettered on the way out), ``handled``, ``duplicates``
+        (dropped by the inbox), ``dead_lettered`` (on the way in), ``failed`` (a batch
+        given up on a broker or handling failure)."""
+
 
 @attrs.define
 class SubscriberCounts:
@@ -76,6 +82,8 @@ class SubscriberCounts:
     """The longest successful handling."""
     lag: int = 0
     """The lag last reported."""
+    bridged: dict[str, int] = attrs.field(factory=dict)
+    """A bridge's counters by name (``sent``, ``handled``, ``duplicates``...)."""
 
 
 class CountingMetrics(DeliveryMetrics):
@@ -88,7 +96,8 @@ class CountingMetrics(DeliveryMetrics):
     def counts(self, subscriber: str) -> SubscriberCounts:
         """A copy of the counts of ``subscriber`` (zeros for one never seen)."""
         with self._lock:
-            return attrs.evolve(self._counts[subscriber])
+            c = self._counts[subscriber]
+            return attrs.evolve(c, bridged=dict(c.bridged))
 
     def handled(self, subscriber: str, envelope: Envelope, seconds: float) -> None:
         """Count one handling and its time."""
@@ -128,3 +137,9 @@ class CountingMetrics(DeliveryMetrics):
         """Keep the last lag."""
         with self._lock:
             self._counts[subscriber].lag = lag
+
+    def bridged(self, bridge: str, counter: str, n: int) -> None:
+        """Add ``n`` to the bridge's ``counter``."""
+        with self._lock:
+            counts = self._counts[bridge].bridged
+            counts[counter] = counts.get(counter, 0) + n

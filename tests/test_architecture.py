@@ -28,6 +28,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eventlite"
 
 LAYERS: dict[str, int] = {
     "eventlite._ids": 0,
+    "eventlite._types": 0,
     "eventlite.exceptions": 0,
     "eventlite.clock": 0,
     "eventlite.messages": 0,

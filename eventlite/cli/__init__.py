@@ -63,7 +63,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import NoReturn, TextIO
 
 from ..exceptions import EventliteError
-from . import _dlq, _graph, _log, _processes, _status, _streams, _trace  # noqa: F401 - register commands
+from . import _bridges, _dlq, _graph, _log, _processes, _status, _streams, _trace  # noqa: F401 - register commands
 from ._base import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -121,6 +121,7 @@ _BUILT_IN = (
     "projections",
     "sagas",
     "streams",
+    "bridges",
 )
 """The built-in commands, in the order ``--help`` lists them."""
 

@@ -21,6 +21,7 @@ _PURGE_ALL = "DELETE FROM inbox WHERE handled_at < %s"
 _PURGE_ONE = "DELETE FROM inbox WHERE subscriber = %s AND handled_at < %s"
 _COUNT_ALL = "SELECT count(*) FROM inbox"
 _COUNT_ONE = "SELECT count(*) FROM inbox WHERE subscriber = %s"
+_CONSUMERS = "SELECT subscriber, count(*) FROM inbox GROUP BY subscriber"
 
 
 def _check(consumer: str, message_id: str) -> tuple[str, str]:
@@ -85,6 +86,13 @@ class PostgresInboxStore(InboxStore):
             "reading the inbox", lambda conn: conn.execute(sql, params).fetchone()
         )
         return int(row[0])
+
+    def consumers(self) -> dict[str, int]:
+        """See :meth:`InboxStore.consumers`."""
+        rows: Any = self.database.run(
+            "reading the inbox", lambda conn: conn.execute(_CONSUMERS).fetchall()
+        )
+        return dict(sorted((str(name), int(n)) for name, n in rows))
 
     def __repr__(self) -> str:
         return f"<PostgresInboxStore {self.database.description}>"

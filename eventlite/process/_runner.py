@@ -3,11 +3,11 @@ on its instance, and the outcome written with the event's inbox mark."""
 
 from __future__ import annotations
 
-import abc
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from .._types import any_of
 from ..clock import Clock
 from ..codec import Codec
 from ..envelope import Envelope, current_envelope
@@ -56,7 +56,7 @@ class ProcessRunner:
         self._timeouts = TimeoutFirer(
             manager.name, storage=storage, codec=codec, clock=clock, dlq=dlq, alarm=alarm
         )
-        self.event_type: type[Any] = _any_of(manager.name, manager.handled_types())
+        self.event_type: type[Any] = any_of(manager.name, manager.handled_types())
         """A class that every handled event class (and subclass) counts as a subclass of:
         what the durable subscriber subscribes to."""
 
@@ -200,13 +200,3 @@ class ProcessRunner:
 
     def __repr__(self) -> str:
         return f"<ProcessRunner {self.manager.name!r}>"
-
-
-def _any_of(name: str, types: Iterable[type[Any]]) -> type[Any]:
-    """An abstract class that the given classes are registered with, so ``issubclass`` and
-    ``isinstance`` accept them and their subclasses: one durable subscription for several
-    unrelated event classes."""
-    marker = abc.ABCMeta(f"{name} events", (abc.ABC,), {"__module__": __name__})
-    for t in types:
-        marker.register(t)
-    return cast("type[Any]", marker)

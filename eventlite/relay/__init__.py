@@ -36,7 +36,8 @@ message it already handled.
 
 The package reads top-down: :mod:`._relay` (the relay and its subscribers),
 :mod:`._consumer` (a subscriber's thread and passes), :mod:`._log` (the pass over the
-log), :mod:`._retries` (delayed retries), :mod:`._redelivery` (dead letters an operator
+log), :mod:`._batch` (the pass of a subscriber that takes a page at once),
+:mod:`._retries` (delayed retries), :mod:`._redelivery` (dead letters an operator
 released), :mod:`._checkpoints` (the cursor and its checkpoint), :mod:`._status`, and
 :mod:`._subscriber` (what the passes share). It reads the log only through
 :meth:`EventStore.read_records <eventlite.store.EventStore.read_records>`,
@@ -47,6 +48,7 @@ See ``docs/delivery.md`` for the guarantees, and why checkpoints rather than an 
 
 from __future__ import annotations
 
+from ._batch import BatchCall
 from ._consumer import BACKOFF_FIRST, BACKOFF_MAX
 from ._relay import DEFAULT_RETRY, DurableSubscriber, Relay, Start
 from ._status import SubscriberStatus, subscriber_status
@@ -55,6 +57,7 @@ from ._subscriber import DeliveryCall, Finish
 __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
+    "BatchCall",
     "DEFAULT_RETRY",
     "DeliveryCall",
     "DurableSubscriber",

@@ -15,6 +15,7 @@ from ..metrics import DeliveryMetrics
 from ..retry import RetryPolicy
 from ..store.checkpoints import CheckpointMoved
 from ..store.leases import LeaseLost
+from ._batch import BatchCall, BatchPass
 from ._log import LogPass
 from ._redelivery import Redelivery
 from ._retries import DelayedRetries
@@ -61,6 +62,7 @@ class Consumer:
         uses_uow: bool,
         policy: RetryPolicy,
         on_pass: Callable[[], bool] | None = None,
+        batch: BatchCall | None = None,
     ) -> None:
         self.relay = relay
         self.sub = sub = Subscriber(relay, name, event_type, call, uses_uow, policy)
@@ -69,7 +71,9 @@ class Consumer:
         self.event_type = event_type
         self.on_pass = on_pass
         self.retries = DelayedRetries(sub)
-        self.log = LogPass(sub, self.retries)
+        self.log: LogPass | BatchPass = (
+            LogPass(sub, self.retries) if batch is None else BatchPass(sub, batch)
+        )
         self.redelivery = Redelivery(sub)
         self.cv = threading.Condition(threading.Lock())
         self.woken = True  # a first pass at once: the log may hold a backlog

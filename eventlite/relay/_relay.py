@@ -21,6 +21,7 @@ from ..retry import RetryPolicy
 from ..scheduler import Scheduler
 from ..store.leases import LeaseStore
 from ..store.storage import Storage
+from ._batch import BatchCall, single
 from ._consumer import Consumer, start_required
 from ._status import SubscriberStatus, subscriber_status
 from ._subscriber import DeliveryCall
@@ -37,6 +38,9 @@ Start = Literal["beginning", "end"]
 DEFAULT_RETRY: Final = RetryPolicy(max_attempts=3, delayed_attempts=0)
 """The policy of durable subscribers that give none: three immediate attempts, then the
 dead-letter queue."""
+
+_BATCH_RETRY: Final = RetryPolicy(max_attempts=1, delayed_attempts=0)
+"""A batch subscriber's policy for one released dead letter: one attempt, then back."""
 
 _MAINTENANCE_EVERY = 3600.0
 
@@ -217,6 +221,42 @@ class Relay:
         subscriber without ``start`` on a log that holds events (naming the subscriber and
         the head of the log); ``RuntimeError`` after :meth:`close`.
         """
+        return self._add(name, event_type, call, handler, uses_uow, retry, start, on_pass, None)
+
+    def add_batch(
+        self,
+        name: str,
+        event_type: type[Any],
+        batch: BatchCall,
+        *,
+        handler: Callable[..., Any] | None = None,
+        start: Start | None = None,
+    ) -> DurableSubscriber:
+        """Add a durable subscriber that takes the log a page at a time and start its
+        thread: ``batch(envelopes)`` gets the events of ``event_type`` of one page (up to
+        ``batch_size`` events of the log), in order, and says which it refused (see
+        :data:`~eventlite.relay.BatchCall`); the checkpoint moves past the page once the
+        call returned, with the dead letters of the refused ones. A call that raises is
+        repeated from the checkpoint after a back-off. ``start`` is as for :meth:`add`.
+
+        An outbound bridge (``app.publish_to``) is one: a page is one confirmed send.
+        """
+        return self._add(
+            name, event_type, single(batch), handler, False, _BATCH_RETRY, start, None, batch
+        )
+
+    def _add(
+        self,
+        name: str,
+        event_type: type[Any],
+        call: DeliveryCall,
+        handler: Callable[..., Any] | None,
+        uses_uow: bool,
+        retry: RetryPolicy | None,
+        start: Start | None,
+        on_pass: Callable[[], bool] | None,
+        batch: BatchCall | None,
+    ) -> DurableSubscriber:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a durable subscriber needs a non-empty name, got {name!r}")
         if start is not None and start not in ("beginning", "end"):
@@ -230,7 +270,7 @@ class Relay:
                     f"a durable subscriber named {name!r} already exists; each needs its own "
                     "name (the name keys its checkpoint in the storage)"
                 )
-            consumer = Consumer(self, name, event_type, call, uses_uow, policy, on_pass)
+            consumer = Consumer(self, name, event_type, call, uses_uow, policy, on_pass, batch)
             consumer.load(start)
             sub = DurableSubscriber(
                 self,

@@ -116,7 +116,7 @@ class Subscriber:
         self.stopping = False
         self.pending: tuple[str, Callable[[], None]] | None = None
         self.wake: Callable[[], None] = lambda: None  # set by the consumer
-        self.count: Callable[[], None] = relay._count
+        self.count: Callable[..., None] = relay._count
         """Count one settled message, for :meth:`Relay.drain`."""
         self.times_handling = type(relay.metrics).handled is not DeliveryMetrics.handled
 

@@ -19,6 +19,7 @@ _PURGE_ONE = "DELETE FROM inbox WHERE subscriber = ? AND handled_at < ?"
 _COUNT_ALL = "SELECT count(*) FROM inbox"
 _WRITING = "writing the inbox"
 _COUNT_ONE = "SELECT count(*) FROM inbox WHERE subscriber = ?"
+_CONSUMERS = "SELECT subscriber, count(*) FROM inbox GROUP BY subscriber"
 
 
 def _bad_text(exc: UnicodeEncodeError) -> ValueError:
@@ -77,6 +78,15 @@ class SQLiteInboxStore(InboxStore):
         if consumer is None:
             return int(self._read(_COUNT_ALL, ())[0])
         return int(self._read(_COUNT_ONE, (consumer,))[0])
+
+    def consumers(self) -> dict[str, int]:
+        """See :meth:`InboxStore.consumers`."""
+        db = self.database
+        try:
+            rows = db.read_connection().execute(_CONSUMERS).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading the inbox", db.path) from exc
+        return dict(sorted((str(name), int(n)) for name, n in rows))
 
     def __repr__(self) -> str:
         return f"<SQLiteInboxStore {self.database.path!r}>"

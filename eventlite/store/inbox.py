@@ -45,6 +45,10 @@ class InboxStore(abc.ABC):
     def count(self, consumer: str | None = None) -> int:
         """How many marks are kept, for one consumer or for all."""
 
+    @abc.abstractmethod
+    def consumers(self) -> dict[str, int]:
+        """Every consumer that holds marks, with how many, sorted by name."""
+
 
 def check_consumer(consumer: object) -> str:
     """``consumer`` if it is a non-empty string; else ``ValueError`` (for backends)."""

@@ -59,6 +59,15 @@ class InboxStoreContract:
             inbox.mark(consumer, message_id, 1.0)
         assert (3, 2, 1, 0) == (inbox.count(), inbox.count("a"), inbox.count("b"), inbox.count("c"))
 
+    def test_consumers_lists_each_with_its_marks(self, inbox: InboxStore) -> None:
+        """consumers() names every consumer holding marks, sorted, with its count."""
+        assert {} == inbox.consumers()
+        for consumer, message_id in [("b", "1"), ("a", "1"), ("b", "2"), ("é ✓", "1")]:
+            inbox.mark(consumer, message_id, 1.0)
+        found = inbox.consumers()
+        assert {"a": 1, "b": 2, "é ✓": 1} == found
+        assert ["a", "b", "é ✓"] == list(found)
+
     def test_purge_forgets_marks_made_before_the_cutoff(self, inbox: InboxStore) -> None:
         """purge(before) deletes the marks made strictly before ``before``, of one consumer
         or of all, and says how many."""

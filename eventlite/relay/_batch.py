@@ -1,0 +1,150 @@
+"""The batch pass: a durable subscriber that takes a page of the log at once (an outbound
+bridge sends it to a broker in one batch), its checkpoint moving once per page, after the
+page is done."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..envelope import Envelope, _current
+from ..exceptions import MessageError, UnknownMessageType
+from ..store.events import LogRecord
+from ._subscriber import Finish, Subscriber, type_of
+
+__all__ = ["BatchCall", "BatchPass", "single"]
+
+log = logging.getLogger("eventlite.relay")
+
+BatchCall = Callable[[Sequence[Envelope]], Sequence["Exception | None"]]
+"""How the relay calls a batch subscriber: ``call(envelopes)`` with the events of one page
+of the log that are of its type, in log order. It returns one entry per envelope, in the
+same order: None when that event is done, or the error that refused it (that one goes to
+the dead-letter queue, the others are done). Raising means none of them is done: the page
+is delivered again from the checkpoint after a back-off (the relay's, as when the storage
+fails), so the call must be safe to repeat (at-least-once)."""
+
+
+def single(batch: BatchCall) -> Callable[[Any, Finish | None], Any]:
+    """The one-message call of a batch subscriber, for the dead letters an operator
+    releases (:class:`~eventlite.relay._redelivery.Redelivery`): the batch call with one
+    envelope, its refusal raised."""
+
+    def call(message: Any, finish: Finish | None) -> Any:
+        current = _current.get()
+        env = (
+            current
+            if isinstance(current, Envelope) and current.message is message
+            else Envelope(message)
+        )
+        error = batch([env])[0]
+        if error is not None:
+            raise error
+
+    return call
+
+
+class BatchPass:
+    """Reads a page of the log after the subscriber's position, hands the events of its
+    type to the batch call in one go, and moves the checkpoint past the page in one
+    transaction with the dead letters of what the call refused.
+
+    A batch subscriber holds back no stream: what it cannot decode or deliver is
+    dead-lettered without a key and the events after it go on (an operator's
+    ``dlq retry`` delivers it again, later than its successors). It has no delayed
+    retries: a call that raises is repeated, page and all, after a back-off.
+    """
+
+    def __init__(self, sub: Subscriber, batch: BatchCall) -> None:
+        self.sub = sub
+        self.batch = batch
+        self.relay = sub.relay
+
+    def deliver_new(self) -> bool:
+        """Settle one page of the log after the position; False when there was none."""
+        sub = self.sub
+        cursor = sub.cursor
+        records = sub.store.read_records(cursor.position, self.relay.batch_size)
+        if not records:
+            return False
+        envelopes: list[Envelope] = []
+        bad: list[tuple[LogRecord, MessageError]] = []
+        last = cursor.position
+        for record in records:
+            if sub.stopping:
+                break
+            last = record[0]
+            interest = sub.interested(record[4])
+            if interest is False:
+                continue
+            if interest is None:
+                bad.append((record, UnknownMessageType(type_of(record), last)))
+                continue
+            env, why = sub.decode(record)
+            if env is None:
+                assert why is not None
+                bad.append((record, why))
+                continue
+            envelopes.append(env)
+        self._settle(envelopes, bad, last)
+        return True
+
+    def _settle(
+        self, envelopes: list[Envelope], bad: list[tuple[LogRecord, MessageError]], last: int
+    ) -> None:
+        sub = self.sub
+        cursor = sub.cursor
+        refused: list[tuple[Envelope, Exception]] = []
+        if envelopes:
+            results = self.batch(envelopes)
+            if len(results) != len(envelopes):
+                raise RuntimeError(
+                    f"batch subscriber {sub.name} returned {len(results)} results for "
+                    f"{len(envelopes)} events"
+                )
+            refused = [(e, r) for e, r in zip(envelopes, results, strict=True) if r is not None]
+        if not refused and not bad:
+            # The page is done: its checkpoint is written now when it carried events for
+            # this subscriber (a page is its unit of progress), else by the next flush.
+            cursor.advance(last)
+            if envelopes:
+                cursor.flush()
+                sub.count(len(envelopes))
+            return
+        with sub.storage.transaction():
+            for env, error in refused:
+                sub.dlq.add(
+                    sub.name,
+                    env,
+                    key=None,
+                    error=error,
+                    attempts=1,
+                    position=env.position,
+                )
+            for record, why in bad:
+                sub.dead_letter_raw(record, why, None)
+            cursor.move(last)
+        cursor.moved(last)
+        sub.count(len(envelopes) + len(bad))
+        for env, error in refused:
+            sub.metric("dead_lettered", sub.name, env.position, error)
+            log.error(
+                "batch subscriber %s: %s %s at position %s was refused (%s); dead-lettered, "
+                "the events after it go on",
+                sub.name,
+                env.type,
+                env.id,
+                env.position,
+                error,
+            )
+        for record, why in bad:
+            sub.metric("dead_lettered", sub.name, record.position, why)
+            log.error(
+                "batch subscriber %s: the stored event at position %d (%s) cannot be "
+                "delivered (%s); dead-lettered",
+                sub.name,
+                record.position,
+                type_of(record),
+                why,
+            )

@@ -1,0 +1,215 @@
+"""publish_to and consume_from beyond the contract: what the outbound checkpoint waits for,
+refusals, wiring errors, metrics, the CLI, closing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from eventlite import App
+from eventlite.bridges import BrokerUnavailable, OutgoingMessage, SendResult
+from eventlite.bridges.memory import MemoryBroker, MemoryPublisher
+from eventlite.metrics import CountingMetrics
+from eventlite.testing.contracts.app_bridges import NotForTheBroker, OrderPlaced, registry
+from tests.cli._run import run
+
+
+def wait(what: str, ok: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class FlakyPublisher(MemoryPublisher):
+    """Sends nothing while its broker is down: every message fails unavailable."""
+
+    def __init__(self, broker: FlakyBroker) -> None:
+        super().__init__(broker)
+        self.flaky = broker
+
+    def _send(self, messages: list[OutgoingMessage], deadline: float) -> list[SendResult]:
+        if self.flaky.down:
+            self.flaky.refusals += 1
+            error = BrokerUnavailable("flaky", "down for the test")
+            return [SendResult(m, error) for m in messages]
+        return super()._send(messages, deadline)
+
+
+class FlakyBroker(MemoryBroker):
+    """A memory broker that can be taken down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.refusals = 0
+
+    def publisher(self) -> FlakyPublisher:
+        return FlakyPublisher(self)
+
+
+@pytest.fixture
+def metrics() -> CountingMetrics:
+    return CountingMetrics()
+
+
+@pytest.fixture
+def sender(tmp_path: Path, metrics: CountingMetrics) -> Iterator[App]:
+    app = App(str(tmp_path / "sender.db"), registry=registry, poll_interval=0.01, metrics=metrics)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, metrics: CountingMetrics) -> Iterator[App]:
+    app = App(str(tmp_path / "receiver.db"), registry=registry, poll_interval=0.01, metrics=metrics)
+    yield app
+    app.close()
+
+
+def checkpoint(app: App, name: str) -> int:
+    [status] = [s for s in app.subscribers() if s.name == name]
+    return status.checkpoint
+
+
+def test_the_checkpoint_waits_for_the_broker(sender: App) -> None:
+    """While the broker is down nothing is confirmed and the checkpoint stays; once it is
+    back, every event is sent in order and the checkpoint reaches the head."""
+    broker = FlakyBroker()
+    broker.down = True
+    sender.publish_to(broker, OrderPlaced, destination="orders", send_timeout=0.05)
+    with sender.unit_of_work() as uow:
+        uow.append("order-1", [OrderPlaced("o", i) for i in range(20)])
+    wait("two refused batches", lambda: broker.refusals >= 2)
+    assert 0 == checkpoint(sender, "bridge-out:orders")
+    assert [] == broker.messages("orders")
+    [row] = sender.bridges()
+    assert "BrokerUnavailable" in str(row["last_error"])
+    assert 20 == row["lag"]
+    broker.down = False
+    wait("20 sent", lambda: len(broker.messages("orders")) >= 20)
+    wait("the checkpoint at the head", lambda: checkpoint(sender, "bridge-out:orders") == 20)
+    ids = [m.id for m in broker.messages("orders")]
+    assert [e.id for e in sender.store.read_all(1, 20)] == ids
+
+
+def test_a_refused_message_is_dead_lettered_and_the_rest_go_on(sender: App) -> None:
+    """A message the broker refuses goes to the dead-letter queue with its envelope; the
+    others are sent; an operator's retry sends it."""
+    broker = MemoryBroker()
+    broker.fail_next(1)
+    sender.publish_to(broker, OrderPlaced, destination="orders")
+    with sender.unit_of_work() as uow:
+        uow.append("order-1", [OrderPlaced("o", i) for i in range(5)])
+    wait("4 sent", lambda: len(broker.messages("orders")) >= 4)
+    wait("the checkpoint", lambda: checkpoint(sender, "bridge-out:orders") == 5)
+    [letter] = sender.dlq.list("bridge-out:orders")
+    first = next(iter(sender.store.read_all(1, 1)))
+    assert first.id == letter.message_id
+    assert "fail_next" in str(letter.error_message)
+    sender.dlq.retry(letter.id)
+    wait("5 sent", lambda: len(broker.messages("orders")) >= 5)
+    assert first.id == broker.messages("orders")[-1].id
+    wait("the dead letter resolved", lambda: not sender.dlq.list("bridge-out:orders"))
+
+
+def test_several_types_one_destination_by_function(sender: App) -> None:
+    """publish_to takes several types; a destination function routes by envelope; other
+    types stay home."""
+    broker = MemoryBroker()
+    sender.publish_to(
+        broker,
+        OrderPlaced,
+        NotForTheBroker,
+        destination=lambda env: "small" if env.type.endswith("NotForTheBroker") else "orders",
+        name="routed",
+    )
+    with sender.unit_of_work() as uow:
+        uow.append("s", [OrderPlaced("o", 1), NotForTheBroker(2), OrderPlaced("o", 3)])
+    wait("3 sent", lambda: len(broker.messages("orders")) + len(broker.messages("small")) >= 3)
+    assert 2 == len(broker.messages("orders"))
+    assert 1 == len(broker.messages("small"))
+
+
+def test_wiring_errors_name_the_problem(sender: App, tmp_path: Path) -> None:
+    """No types, a function destination without a name, a name in use, an in-memory app."""
+    broker = MemoryBroker()
+    with pytest.raises(ValueError, match="at least one event type"):
+        sender.publish_to(broker, destination="x")
+    with pytest.raises(ValueError, match="needs a name="):
+        sender.publish_to(broker, OrderPlaced, destination=lambda env: "x")
+    sender.publish_to(broker, OrderPlaced, destination="x")
+    with pytest.raises(ValueError, match="bridge-out:x"):
+        sender.publish_to(broker, OrderPlaced, destination="x")
+    sender.consume_from(broker, source="in", group="g")
+    with pytest.raises(ValueError, match="bridge-in:in"):
+        sender.consume_from(broker, source="in", group="g")
+    with pytest.raises(ValueError, match="batch"):
+        sender.consume_from(broker, source="in2", group="g", batch=10, prefetch=5)
+    memory = App(registry=registry)
+    try:
+        with pytest.raises(RuntimeError):
+            memory.publish_to(broker, OrderPlaced, destination="x")
+        with pytest.raises(RuntimeError):
+            memory.consume_from(broker, source="x", group="g")
+    finally:
+        memory.close()
+
+
+def test_metrics_count_both_directions(
+    sender: App, receiver: App, metrics: CountingMetrics
+) -> None:
+    """The metrics hook carries the bridges' counters."""
+    broker = MemoryBroker()
+    receiver.consume_from(broker, source="orders", group="g")
+    sender.publish_to(broker, OrderPlaced, destination="orders")
+    with sender.unit_of_work() as uow:
+        uow.append("order-1", [OrderPlaced("o", i) for i in range(7)])
+    wait("7 handled", lambda: metrics.counts("bridge-in:orders").bridged.get("handled") == 7)
+    assert 7 == metrics.counts("bridge-out:orders").bridged["sent"]
+
+
+def test_the_cli_shows_both_directions(sender: App, receiver: App, tmp_path: Path) -> None:
+    """``bridges`` lists an outbound bridge with its checkpoint and lag, and an inbound one
+    with what it handled and its dead letters, from the files alone."""
+    broker = MemoryBroker()
+    inbound = receiver.consume_from(broker, source="orders", group="g")
+    sender.publish_to(broker, OrderPlaced, destination="orders")
+    with sender.unit_of_work() as uow:
+        uow.append("order-1", [OrderPlaced("o", i) for i in range(3)])
+    with broker.publisher() as pub:
+        pub.send_batch([OutgoingMessage("orders", b"junk", id="junk-1")])
+    wait("3 handled", lambda: inbound.status.handled == 3 and inbound.status.dead_lettered == 1)
+    wait("the checkpoint", lambda: checkpoint(sender, "bridge-out:orders") == 3)
+    out = run("bridges", "--db", tmp_path / "sender.db", "--json")
+    assert 0 == out.code, out.err
+    [row] = [json.loads(line) for line in out.lines]
+    assert ("orders", "out", 3, 0) == (row["name"], row["direction"], row["checkpoint"], row["lag"])
+    out = run("bridges", "--db", tmp_path / "receiver.db")
+    assert 0 == out.code, out.err
+    assert "orders" in out.lines[1] and "in" in out.lines[1]
+    [line] = [
+        json.loads(x) for x in run("bridges", "--db", tmp_path / "receiver.db", "--json").lines
+    ]
+    assert (3, 1) == (line["handled"], line["dead_letters"])
+    App(str(tmp_path / "empty.db")).close()
+    empty = run("bridges", "--db", tmp_path / "empty.db")
+    assert (1, "eventlite: no broker bridge has left a trace in this store") == (
+        empty.code,
+        empty.err.strip(),
+    )
+
+
+def test_close_stops_and_releases_the_bridges(tmp_path: Path) -> None:
+    """close() returns nothing abandoned; the inbound thread has ended."""
+    broker = MemoryBroker()
+    app = App(str(tmp_path / "a.db"), registry=registry)
+    inbound = app.consume_from(broker, source="orders", group="g")
+    app.publish_to(broker, OrderPlaced, destination="orders")
+    assert inbound.alive
+    assert [] == app.close(timeout=5)
+    assert not inbound.alive
