@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from eventlite.testing.services import require_service
+
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = {
@@ -167,12 +169,24 @@ o-2 confirmed under correlation id checkout-42
 server stopped; the app was closed with it: True
 reopened shop.db: 22 events stored
 """,
+    "two_services": """\
+over rabbitmq: an order service and a shipping service, each with its own file
+the shipping service shipped some orders, then was killed with SIGKILL: True
+orders placed: 30
+restarted, it shipped the rest: 30 shipments, every order once: True
+the order service heard of 30 shipments, none twice: True
+""",
 }
+
+NEEDS: dict[str, tuple[str, str, int]] = {"two_services": ("RabbitMQ", "127.0.0.1", 5672)}
+"""Examples that talk to a service of the machine."""
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_output(name: str) -> None:
     """The example exits 0 and prints exactly its expected trace."""
+    if name in NEEDS:
+        require_service(*NEEDS[name])
     result = subprocess.run(
         [sys.executable, "-m", f"examples.{name}"],
         cwd=ROOT,
