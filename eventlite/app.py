@@ -642,6 +642,7 @@ class App:
             wire,
             name=subscriber_name,
             destination=destination,
+            decode=self.store.decode,
             key=key,
             send_timeout=send_timeout,
             counters=self.metrics.bridged,

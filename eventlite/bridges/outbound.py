@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..envelope import Envelope
+from ..store.events import LogRecord
 from .base import BridgeError, Broker, OutgoingMessage, Publisher, SendFailed, mask_url
-from .cloudevents import CloudEventCodec
+from .cloudevents import CONTENT_TYPE, CloudEventCodec
 
 __all__ = ["PREFIX", "KeyOf", "Outbound", "OutboundStatus"]
 
@@ -33,6 +34,8 @@ PREFIX = "bridge-out:"
 """The start of an outbound bridge's subscriber name (its checkpoint and dead letters)."""
 
 log = logging.getLogger("eventlite.bridges")
+
+_STRUCTURED = {"content-type": CONTENT_TYPE}
 
 KeyOf = Callable[[Envelope], "str | None"]
 """The ordering key of an event (default: its key, or its stream id)."""
@@ -61,6 +64,7 @@ class Outbound:
     :param broker: where to send.
     :param wire: encodes envelopes as CloudEvents.
     :param destination: one destination for all, or a function of the envelope.
+    :param decode: the store's ``decode``, for records that cannot be sent as stored.
     :param key: the ordering key of an event (default: its key, or its stream id).
     :param send_timeout: seconds one batch may wait for a lost connection to come back
         before the page is given up and tried again after the relay's back-off.
@@ -75,6 +79,7 @@ class Outbound:
         *,
         name: str,
         destination: str | Callable[[Envelope], str],
+        decode: Callable[[LogRecord], Envelope],
         key: KeyOf | None = None,
         send_timeout: float = 10.0,
         counters: Callable[[str, str, int], None] | None = None,
@@ -88,6 +93,8 @@ class Outbound:
         self.wire = wire
         self.name = name
         self.destination = destination
+        self.decode = decode
+        """Decodes a stored record (the store's ``decode``) when it takes the long way."""
         self.key = key
         self.send_timeout = send_timeout
         self.status = OutboundStatus()
@@ -104,22 +111,45 @@ class Outbound:
             except Exception:
                 log.exception("bridge metrics hook failed")
 
-    def __call__(self, envelopes: Sequence[Envelope]) -> list[Exception | None]:
-        """Send ``envelopes`` in one batch; one entry per envelope: None once confirmed,
-        or why it was refused. Raises when the broker could not be reached (the relay then
-        repeats the page)."""
-        results: list[Exception | None] = [None] * len(envelopes)
+    def __call__(self, items: Sequence[LogRecord | Envelope]) -> list[Exception | None]:
+        """Send ``items`` (stored records of a page of the log, or one released dead
+        letter's envelope) in one batch; one entry per item: None once confirmed, or why it
+        was refused. Raises when the broker could not be reached (the relay then repeats
+        the page)."""
+        results: list[Exception | None] = [None] * len(items)
         messages: list[OutgoingMessage] = []
         index: list[int] = []
         destination = self.destination
         key_of = self.key
-        for i, env in enumerate(envelopes):
+        wire = self.wire
+        # the short way: the stored row becomes the CloudEvent without being decoded
+        fast = isinstance(destination, str) and key_of is None and not wire.binary
+        for i, item in enumerate(items):
             try:
+                if type(item) is not Envelope:
+                    assert isinstance(item, LogRecord)
+                    if fast:
+                        body = wire.encode_record(item, item.stream_id)
+                        if body is not None:
+                            messages.append(
+                                OutgoingMessage(
+                                    destination,  # type: ignore[arg-type]  # a str when fast
+                                    body,
+                                    key=item.stream_id,
+                                    headers=_STRUCTURED,
+                                    id=item.id,
+                                )
+                            )
+                            index.append(i)
+                            continue
+                    env = self.decode(item)
+                else:
+                    env = item
                 where = destination if isinstance(destination, str) else destination(env)
                 key = key_of(env) if key_of is not None else None
                 if key is None:
                     key = str(env.key) if env.key is not None else env.stream_id
-                messages.append(self.wire.outgoing(env, where, key=key))
+                messages.append(wire.outgoing(env, where, key=key))
             except Exception as exc:
                 results[i] = exc
                 continue
@@ -142,11 +172,11 @@ class Outbound:
                 results[i] = error
         refused = sum(1 for r in results if r is not None)
         status = self.status
-        status.sent += len(envelopes) - refused
+        status.sent += len(items) - refused
         status.refused += refused
         status.last_error = None if not refused else str(next(r for r in results if r))
         status.last_sent_at = time.time()
-        self._count("sent", len(envelopes) - refused)
+        self._count("sent", len(items) - refused)
         self._count("refused", refused)
         return results
 

@@ -17,13 +17,17 @@ __all__ = ["BatchCall", "BatchPass", "single"]
 
 log = logging.getLogger("eventlite.relay")
 
-BatchCall = Callable[[Sequence[Envelope]], Sequence["Exception | None"]]
-"""How the relay calls a batch subscriber: ``call(envelopes)`` with the events of one page
-of the log that are of its type, in log order. It returns one entry per envelope, in the
-same order: None when that event is done, or the error that refused it (that one goes to
-the dead-letter queue, the others are done). Raising means none of them is done: the page
-is delivered again from the checkpoint after a back-off (the relay's, as when the storage
-fails), so the call must be safe to repeat (at-least-once)."""
+BatchCall = Callable[[Sequence["LogRecord | Envelope"]], Sequence["Exception | None"]]
+"""How the relay calls a batch subscriber: ``call(items)`` with the events of one page of
+the log that are of its type, in log order, as stored records
+(:class:`~eventlite.store.events.LogRecord`, not decoded: the subscriber decodes what it
+needs with the store's ``decode``, or sends the stored form as it is); a dead letter an
+operator released comes alone, as its :class:`~eventlite.envelope.Envelope`. It returns
+one entry per item, in the same order: None when that event is done, or the error that
+refused it (that one goes to the dead-letter queue, the others are done). Raising means
+none of them is done: the page is delivered again from the checkpoint after a back-off
+(the relay's, as when the storage fails), so the call must be safe to repeat
+(at-least-once)."""
 
 
 def single(batch: BatchCall) -> Callable[[Any, Finish | None], Any]:
@@ -46,9 +50,9 @@ def single(batch: BatchCall) -> Callable[[Any, Finish | None], Any]:
 
 
 class BatchPass:
-    """Reads a page of the log after the subscriber's position, hands the events of its
-    type to the batch call in one go, and moves the checkpoint past the page in one
-    transaction with the dead letters of what the call refused.
+    """Reads a page of the log after the subscriber's position, hands the stored events
+    of its type to the batch call in one go, and moves the checkpoint past the page in
+    one transaction with the dead letters of what the call refused.
 
     A batch subscriber holds back no stream: what it cannot decode or deliver is
     dead-lettered without a key and the events after it go on (an operator's
@@ -68,7 +72,7 @@ class BatchPass:
         records = sub.store.read_records(cursor.position, self.relay.batch_size)
         if not records:
             return False
-        envelopes: list[Envelope] = []
+        wanted: list[LogRecord] = []
         bad: list[tuple[LogRecord, MessageError]] = []
         last = cursor.position
         for record in records:
@@ -81,61 +85,59 @@ class BatchPass:
             if interest is None:
                 bad.append((record, UnknownMessageType(type_of(record), last)))
                 continue
-            env, why = sub.decode(record)
-            if env is None:
-                assert why is not None
-                bad.append((record, why))
-                continue
-            envelopes.append(env)
-        self._settle(envelopes, bad, last)
+            wanted.append(record)
+        self._settle(wanted, bad, last)
         return True
 
     def _settle(
-        self, envelopes: list[Envelope], bad: list[tuple[LogRecord, MessageError]], last: int
+        self, wanted: list[LogRecord], bad: list[tuple[LogRecord, MessageError]], last: int
     ) -> None:
         sub = self.sub
         cursor = sub.cursor
-        refused: list[tuple[Envelope, Exception]] = []
-        if envelopes:
-            results = self.batch(envelopes)
-            if len(results) != len(envelopes):
+        refused: list[tuple[LogRecord, Exception]] = []
+        if wanted:
+            results = self.batch(wanted)
+            if len(results) != len(wanted):
                 raise RuntimeError(
                     f"batch subscriber {sub.name} returned {len(results)} results for "
-                    f"{len(envelopes)} events"
+                    f"{len(wanted)} events"
                 )
-            refused = [(e, r) for e, r in zip(envelopes, results, strict=True) if r is not None]
+            refused = [(r, e) for r, e in zip(wanted, results, strict=True) if e is not None]
         if not refused and not bad:
             # The page is done: its checkpoint is written now when it carried events for
             # this subscriber (a page is its unit of progress), else by the next flush.
             cursor.advance(last)
-            if envelopes:
+            if wanted:
                 cursor.flush()
-                sub.count(len(envelopes))
+                sub.count(len(wanted))
             return
+        letters: list[tuple[LogRecord, Envelope | None, Exception]] = []
         with sub.storage.transaction():
-            for env, error in refused:
-                sub.dlq.add(
-                    sub.name,
-                    env,
-                    key=None,
-                    error=error,
-                    attempts=1,
-                    position=env.position,
-                )
+            for record, error in refused:
+                env, why = sub.decode(record)
+                if env is None:
+                    assert why is not None
+                    sub.dead_letter_raw(record, why, None)
+                    error = why
+                else:
+                    sub.dlq.add(
+                        sub.name, env, key=None, error=error, attempts=1, position=env.position
+                    )
+                letters.append((record, env, error))
             for record, why in bad:
                 sub.dead_letter_raw(record, why, None)
             cursor.move(last)
         cursor.moved(last)
-        sub.count(len(envelopes) + len(bad))
-        for env, error in refused:
-            sub.metric("dead_lettered", sub.name, env.position, error)
+        sub.count(len(wanted) + len(bad))
+        for record, env, error in letters:
+            sub.metric("dead_lettered", sub.name, record.position, error)
             log.error(
-                "batch subscriber %s: %s %s at position %s was refused (%s); dead-lettered, "
+                "batch subscriber %s: %s %s at position %d was refused (%s); dead-lettered, "
                 "the events after it go on",
                 sub.name,
-                env.type,
-                env.id,
-                env.position,
+                type_of(record),
+                env.id if env is not None else record.id,
+                record.position,
                 error,
             )
         for record, why in bad:

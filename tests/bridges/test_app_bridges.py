@@ -213,3 +213,59 @@ def test_close_stops_and_releases_the_bridges(tmp_path: Path) -> None:
     assert inbound.alive
     assert [] == app.close(timeout=5)
     assert not inbound.alive
+
+
+def test_a_stored_row_encodes_as_its_envelope_does(tmp_path: Path) -> None:
+    """The short way (the stored row spliced into the CloudEvent) decodes to the same
+    envelope as the long way (decoded, then encoded), for every field shape, metadata
+    and trace headers; a row it cannot take says so (None)."""
+    import decimal
+    import json as _json
+    from datetime import datetime, timezone
+
+    from eventlite.bridges import CloudEventCodec
+    from eventlite.envelope import Envelope, Metadata
+    from eventlite.testing.contracts.app_bridges import Line
+
+    app = App(str(tmp_path / "rows.db"), registry=registry)
+    try:
+        wire = CloudEventCodec(app.codec, source="/test")
+        events = [
+            Envelope(
+                OrderPlaced(
+                    "o-1",
+                    7,
+                    total=decimal.Decimal("1.10"),
+                    at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+                    tags=["ü"],
+                    counts={"x": 1},
+                    note='\u2028 "q" \\',
+                    lines=(Line("a", 1),),
+                ),
+                metadata=Metadata(
+                    correlation_id="c-1",
+                    causation_id="m-0",
+                    user_id="u-1",
+                    headers={
+                        "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+                        "tenant": "t ✓",
+                    },
+                ),
+            ),
+            Envelope(OrderPlaced("o-2", 8)),
+        ]
+        with app.unit_of_work() as uow:
+            uow.append("order-1", events)
+        for record in app.store.read_records(0, 10):
+            fast = wire.encode_record(record, record.stream_id)
+            assert fast is not None
+            slow, _ = wire.encode(app.store.decode(record), record.stream_id)
+            assert wire.decode(fast) == wire.decode(slow)
+            assert _json.loads(fast) == _json.loads(slow)
+            assert wire.encode_record(record._replace(data="{broken"), None) is None
+            assert wire.encode_record(record._replace(schema_version=99), None) is None
+            assert wire.encode_record(record._replace(type="no.such.Type"), None) is None
+        binary = CloudEventCodec(app.codec, binary=True)
+        assert binary.encode_record(next(iter(app.store.read_records(0, 1))), None) is None
+    finally:
+        app.close()
