@@ -308,7 +308,7 @@ def _raw_nats(url: str, bodies: list[bytes]) -> Case:
 
 def _raw_kafka(bootstrap: str, bodies: list[bytes]) -> Case:
     from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined,unused-ignore]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
