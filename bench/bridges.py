@@ -566,6 +566,98 @@ def _app_bridges(broker: Broker, n: int) -> tuple[float, float, float]:
     return outbound, inbound, e2e
 
 
+_LATENCY_CHILD = """
+import json, sys, time
+from eventlite import App
+from eventlite.messages import Registry, event
+{recipe}
+registry = Registry()
+
+
+@event(registry=registry, name="bench.Ping")
+class Ping:
+    n: int
+    sent_at: float
+
+
+seen = []
+
+
+def handle(e, uow):
+    seen.append((e.n, time.time()))
+
+
+app = App({path!r}, registry=registry, lease_seconds=None)
+app.consume_from(broker, source={topic!r}, group="g", handler=handle, batch=100, prefetch=200)
+print("ready", flush=True)
+want = int(sys.stdin.readline())
+deadline = time.monotonic() + 60
+while len(seen) < want and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps(seen), flush=True)
+app.close()
+"""
+
+
+def _latency(broker: Broker, recipe: str, rate: int, seconds: float) -> tuple[float, float] | None:
+    """From the return of a commit in this process to the handler running in a child
+    process, through the broker, at ``rate`` events/s for ``seconds``: (p50, p99) in
+    milliseconds."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from eventlite import App
+    from eventlite.messages import Registry, event
+
+    registry = Registry()
+
+    @event(registry=registry, name="bench.Ping")
+    class Ping:
+        n: int
+        sent_at: float
+
+    folder = Path(tempfile.mkdtemp(prefix="elbench-latency-"))
+    topic = f"elbench{uuid.uuid4().hex[:8]}lat"
+    script = _LATENCY_CHILD.replace("{recipe}", recipe).format(
+        path=str(folder / "receiver.db"), topic=topic
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            return None
+        sender = App(str(folder / "sender.db"), registry=registry, lease_seconds=None)
+        total = int(rate * seconds)
+        committed: dict[int, float] = {}
+        try:
+            sender.publish_to(broker, Ping, destination=topic)
+            start = time.perf_counter()
+            for i in range(total):
+                due = start + i / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                with sender.unit_of_work() as uow:
+                    uow.append(f"ping-{i % 8}", [Ping(i, time.time())])
+                committed[i] = time.time()
+            child.stdin.write(f"{total}\n")
+            child.stdin.flush()
+            seen = json.loads(child.stdout.readline())
+        finally:
+            sender.close()
+    finally:
+        child.wait(30)
+        with contextlib.suppress(Exception):
+            broker.purge(topic)
+    if not seen:
+        return None
+    ms = sorted((at - committed[n]) * 1000 for n, at in seen)
+    return ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+
+
 # -- the suite --------------------------------------------------------------------------------
 
 
@@ -580,6 +672,7 @@ def _rows(
     runs: int,
     fs_address: str | None,
     fs_n: int,
+    recipe: str | None = None,
 ) -> list[Row]:
     print(f"(bridges: measuring {kind})", file=sys.stderr, flush=True)
     bodies = _bodies(n)
@@ -612,6 +705,16 @@ def _rows(
             inbound, "msg/s", f"raw {label} consume + ack", raw_con, "ratio ≥ 0.5 or ≥ 30k/s",
             inbound >= 0.5 * raw_con or inbound >= in_floor, True),
     ]  # fmt: skip
+    if recipe is not None:
+        latency = _latency(broker, recipe, 1000, 3.0 if n > 2_000 else 1.0)
+        if latency is not None:
+            p50, p99 = latency
+            rows += [
+                Row(f"{kind}: commit -> handled in another process, p50, 1,000 ev/s", p50, "ms",
+                    "", None, "", None),
+                Row(f"{kind}: commit -> handled in another process, p99, 1,000 ev/s", p99, "ms",
+                    "", None, "p99 ≤ 20 ms", p99 <= 20.0),
+            ]  # fmt: skip
     fs = _faststream(fs_kind, fs_address, fs_n) if fs_address is not None else None
     rows.append(
         Row(f"{kind}: end to end, commit in one app -> committed in another, {min(app_n, n):,}",
@@ -635,8 +738,9 @@ def run(quick: bool = False) -> list[Row]:
         from eventlite.bridges.rabbitmq import RabbitMQ
 
         url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+        recipe = f"from eventlite.bridges.rabbitmq import RabbitMQ\nbroker = RabbitMQ({url!r})"
         rows += _rows("rabbitmq", "rabbitmq", "pika confirms per 100", RabbitMQ(url),
-                      _raw_rabbitmq(url, _bodies(n)), n, PER, runs, url, fs_n)  # fmt: skip
+                      _raw_rabbitmq(url, _bodies(n)), n, PER, runs, url, fs_n, recipe)  # fmt: skip
     else:
         print("(rabbitmq: not reachable on 127.0.0.1:5672)", file=sys.stderr)
     if tcp_open("127.0.0.1", 6379):
@@ -651,8 +755,9 @@ def run(quick: bool = False) -> list[Row]:
         from eventlite.bridges.nats import JetStream
 
         url = "nats://127.0.0.1:4222"
+        recipe = f"from eventlite.bridges.nats import JetStream\nbroker = JetStream({url!r})"
         rows += _rows("nats", "nats", "nats-py gathered PubAcks per 100", JetStream(url),
-                      _raw_nats(url, _bodies(n)), n, PER, runs, url, fs_n)  # fmt: skip
+                      _raw_nats(url, _bodies(n)), n, PER, runs, url, fs_n, recipe)  # fmt: skip
     else:
         print("(nats: not reachable on 127.0.0.1:4222)", file=sys.stderr)
     try:

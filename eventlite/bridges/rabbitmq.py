@@ -2,9 +2,11 @@
 
 Topology: a publisher's ``destination`` is a durable *topic exchange* (declared on first
 use; ``""`` is the default exchange, which routes by queue name) and the message ``key`` is
-the routing key. A subscriber's ``source`` is that exchange and its ``group`` is the name
-of a durable queue, declared and bound to the exchange with ``binding`` (``#``: every
-key) when the subscriber is made; subscribers with one group share the queue's messages.
+the routing key. A subscriber's ``source`` is that exchange and its ``group`` names a
+durable queue, ``<source>.<group>`` (:meth:`RabbitMQ.queue_name`), declared and bound to the
+exchange with ``binding`` (``#``: every key) when the subscriber is made; subscribers with
+one source and group share the queue's messages, and one group of two sources is two
+queues (as a consumer group is per topic, stream or subject on the other brokers).
 RabbitMQ drops what an exchange routes to no queue, so make the subscriber (or call
 :meth:`RabbitMQ.declare`) before publishing.
 
@@ -221,13 +223,19 @@ class RabbitMQ(Broker):
         return RabbitMQPublisher(self)
 
     def subscriber(self, source: str, *, group: str, prefetch: int = 100) -> RabbitMQSubscriber:
-        """A subscriber of exchange ``source`` through the durable queue named ``group``
-        (declared and bound now)."""
+        """A subscriber of exchange ``source`` through the durable queue of ``group``
+        (:meth:`queue_name`; declared and bound now)."""
         return RabbitMQSubscriber(self, source, group, prefetch)
 
+    @staticmethod
+    def queue_name(source: str, group: str) -> str:
+        """The durable queue of consumer ``group`` on exchange ``source``:
+        ``"<source>.<group>"`` (``group`` alone for the default exchange ``""``)."""
+        return f"{source}.{group}" if source else group
+
     def declare(self, source: str, group: str) -> None:
-        """Declare exchange ``source``, queue ``group`` and the binding between them, so
-        that messages published before any subscriber runs are kept."""
+        """Declare exchange ``source``, the queue of ``group`` and the binding between
+        them, so that messages published before any subscriber runs are kept."""
         self.subscriber(source, group=group, prefetch=1).close()
 
     def _remember(self, kind: str, name: str) -> None:
@@ -413,6 +421,8 @@ class RabbitMQSubscriber(Subscriber):
     def __init__(self, broker: RabbitMQ, source: str, group: str, prefetch: int) -> None:
         super().__init__(source, group, prefetch)
         self._broker = broker
+        self.queue = broker.queue_name(source, group)
+        """The durable queue this subscriber consumes."""
         self._conn: _Connection | None = None
         self._generation = 0
         # filled by the I/O thread (deque appends are atomic); _arrived wakes a waiting
@@ -425,7 +435,7 @@ class RabbitMQSubscriber(Subscriber):
     def _setup(self, channel: Any, generation: int, done: Callable[..., None]) -> None:
         """On the I/O thread: QoS, queue, exchange, binding, then consume, each step after
         the broker answered the one before (so the binding exists before ``done``)."""
-        broker, q = self._broker, self.group
+        broker, q = self._broker, self.queue
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             self._outstanding.add(method.delivery_tag)
@@ -507,14 +517,14 @@ class RabbitMQSubscriber(Subscriber):
         return Delivery(
             body,
             headers=headers,
-            source=self.group,
+            source=self.queue,
             key=method.routing_key or None,
             message_id=props.message_id,
             redelivered=bool(method.redelivered),
             coordinates={
                 "exchange": method.exchange,
                 "routing_key": method.routing_key,
-                "queue": self.group,
+                "queue": self.queue,
                 "delivery_tag": method.delivery_tag,
             },
             token=(generation, method.delivery_tag),

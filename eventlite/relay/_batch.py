@@ -5,6 +5,7 @@ page is done."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -104,12 +105,20 @@ class BatchPass:
                 )
             refused = [(r, e) for r, e in zip(wanted, results, strict=True) if e is not None]
         if not refused and not bad:
-            # The page is done: its checkpoint is written now when it carried events for
-            # this subscriber (a page is its unit of progress), else by the next flush.
+            # The page is done: its progress is written as a plain subscriber's is, once
+            # batch_size events or checkpoint_interval seconds are settled in memory only
+            # (and when idle): the broker confirmed them, so a crash before the write only
+            # sends them again.
             cursor.advance(last)
             if wanted:
-                cursor.flush()
                 sub.count(len(wanted))
+            relay = self.relay
+            unsaved = cursor.unsaved
+            if unsaved and (
+                unsaved >= relay.batch_size
+                or time.monotonic() - cursor.flushed >= relay.checkpoint_interval
+            ):
+                cursor.flush()
             return
         letters: list[tuple[LogRecord, Envelope | None, Exception]] = []
         with sub.storage.transaction():
