@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ..dlq import QUEUE_SOURCE_PREFIX, DeadLetter, DeadLetterNotFound, DeadLetterQueue
+from ..relay import parse_segment
 from ..saga import DLQ_SOURCE_PREFIX as SAGA_SOURCE_PREFIX
 from ..store.storage import Storage
 from ._base import (
@@ -150,6 +151,13 @@ def _owner(source: str) -> str:
         return f"work queue {source[len(QUEUE_SOURCE_PREFIX) :]!r} puts it back at its next receive"
     if source.startswith(SAGA_SOURCE_PREFIX):
         return "nothing redelivers a saga's failed compensation: undo it by hand, then discard"
+    segment = parse_segment(source)
+    if segment is not None:
+        name, index, segments = segment
+        return (
+            f"the app holding segment {index} of {segments} of subscriber {name!r} "
+            "redelivers it at its next poll"
+        )
     return f"the app running subscriber {source!r} redelivers it at its next poll"
 
 
