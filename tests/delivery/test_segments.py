@@ -343,3 +343,33 @@ def test_a_segment_s_dead_letter_is_retried_from_the_cli(path: Path) -> None:
         assert 0 == app.dlq.count(None)
     finally:
         app.close()
+
+
+def test_retry_all_of_a_split_subscriber_releases_every_segment(path: Path) -> None:
+    """``dlq retry-all NAME`` of a split subscriber marks the dead letters of all its
+    segments for retry, and says which segment redelivers each."""
+    broken = True
+    handled: list[tuple[str, int]] = []
+    app = App(path, registry=registry)
+    try:
+
+        def note(e: Ticked) -> None:
+            if broken:
+                raise RuntimeError("broken")
+            handled.append((e.stream, e.n))
+
+        app.subscribe(Ticked, note, durable=True, name="noter", start="beginning", segments=4)
+        appended = _append(app, 0, 24)
+        app.run_until_idle()
+        sources = {d.source for d in app.dlq.list(None, limit=None)}
+        assert {segment_name("noter", i, 4) for i in range(4)} == sources
+        broken = False
+        result = run("--db", path, "dlq", "retry-all", "noter")
+        assert 0 == result.code, result.err
+        assert 4 == result.out.count("segment")
+        app.run_until_idle()
+        _wait(lambda: len(handled) == len(appended), "every retried stream")
+        assert sorted(appended) == sorted(handled)
+        assert 0 == app.dlq.count(None)
+    finally:
+        app.close()
