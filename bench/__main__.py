@@ -8,7 +8,7 @@ import sys
 
 from ._harness import machine, print_rows
 
-SUITES = ["bus", "store", "delivery", "read", "postgres", "streams", "bridges"]
+SUITES = ["bus", "store", "delivery", "read", "postgres", "streams", "bridges", "scaling"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -402,6 +402,7 @@ class App:
         name: str,
         durable: Literal[True],
         start: Start | None = None,
+        segments: int = 1,
     ) -> DurableSubscriber: ...
 
     def subscribe(
@@ -414,6 +415,7 @@ class App:
         name: str | None = None,
         durable: bool = False,
         start: Start | None = None,
+        segments: int = 1,
     ) -> Subscription | DurableSubscriber:
         """Subscribe ``handler`` to an event type, with its dependencies injected (a
         ``uow`` parameter gets a unit of work committed after the handler).
@@ -431,14 +433,20 @@ class App:
         attempts, then the message is dead-lettered to :attr:`dlq`. ``start`` says where a
         new subscriber begins: the ``"beginning"`` of the log (every stored event) or its
         ``"end"`` (only events committed from now on); it is required when the log already
-        holds events and the subscriber is new. Returns a
-        :class:`~eventlite.relay.DurableSubscriber`. Raises ``ValueError`` on an app
-        without a file, without a name, with ``background=True``, or without ``start``
-        for a new subscriber on a log that holds events.
+        holds events and the subscriber is new. ``segments=N`` splits it by a hash of the
+        stream id into N segments, each with its own thread, checkpoint and lease, so up
+        to N processes share its work and each stream keeps its order (see
+        ``docs/scaling.md``). Returns a :class:`~eventlite.relay.DurableSubscriber`.
+        Raises ``ValueError`` on an app without a file, without a name, with
+        ``background=True``, without ``start`` for a new subscriber on a log that holds
+        events, or with a number of ``segments`` other than the one its stored
+        checkpoints were made with.
         """
         if not durable:
             if start is not None:
                 raise ValueError("start= is for durable subscribers (durable=True)")
+            if segments != 1:
+                raise ValueError("segments= is for durable subscribers (durable=True)")
             return self.bus.subscribe(
                 event_type,
                 self._inject(handler, 0),
@@ -471,6 +479,7 @@ class App:
             uses_uow=uses_uow,
             retry=retry,
             start=start,
+            segments=segments,
         )
 
     def subscribes(
@@ -482,6 +491,7 @@ class App:
         name: str | None = None,
         durable: bool = False,
         start: Start | None = None,
+        segments: int = 1,
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`subscribe`; returns the function unchanged."""
 
@@ -492,9 +502,17 @@ class App:
                         f"a durable subscriber needs a stable name= ({_name(handler)} has none)"
                     )
                 self.subscribe(
-                    event_type, handler, retry=retry, name=name, durable=True, start=start
+                    event_type,
+                    handler,
+                    retry=retry,
+                    name=name,
+                    durable=True,
+                    start=start,
+                    segments=segments,
                 )
             else:
+                if segments != 1:
+                    raise ValueError("segments= is for durable subscribers (durable=True)")
                 self.subscribe(event_type, handler, background=background, retry=retry, name=name)
             return handler
 

@@ -188,3 +188,7 @@ def messages(draw: st.DrawFn, *, wrong: bool = False) -> tuple[Registry, Any]:
     registry.register(cls, MessageKind.EVENT)
     value = draw(st.builds(cls, *[s for _, s in fields]))
     return registry, value
+
+
+stream_ids = st.one_of(st.text(min_size=1, max_size=40), lone_surrogates)
+"""Stream ids as an app may give them: any text, lone surrogates included."""

@@ -153,6 +153,17 @@ dispatch CancelOrder o-1 again
 reopened quickstart.db: 3 events stored
   Order o-1 at version 2, cancelled=True
 """,
+    "scale_out": """\
+three workers run subscriber 'fulfil' with segments=3
+each worker holds one segment (the fair share of 3 segments among 3): True
+appended 90 steps of 30 orders
+steps handled per worker: 18, 33, 39
+SIGKILL to the worker holding segment 0
+appended 90 more steps
+segment 0 taken over by a surviving worker: True
+every step handled exactly once: True
+each order's steps handled in order: True
+""",
     "web": """\
 serving the shop on a free port of 127.0.0.1
 POST /orders o-1: 2 x kettle at 30.00 -> 201, total 60.00

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ..dlq import QUEUE_SOURCE_PREFIX, DeadLetter, DeadLetterNotFound, DeadLetterQueue
+from ..relay import parse_segment
 from ..saga import DLQ_SOURCE_PREFIX as SAGA_SOURCE_PREFIX
 from ..store.storage import Storage
 from ._base import (
@@ -64,7 +65,11 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _source_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="SOURCE", help="a subscriber, queue:NAME or saga:NAME")
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a subscriber (every segment of a split one), queue:NAME or saga:NAME",
+    )
 
 
 def _purge_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +155,13 @@ def _owner(source: str) -> str:
         return f"work queue {source[len(QUEUE_SOURCE_PREFIX) :]!r} puts it back at its next receive"
     if source.startswith(SAGA_SOURCE_PREFIX):
         return "nothing redelivers a saga's failed compensation: undo it by hand, then discard"
+    segment = parse_segment(source)
+    if segment is not None:
+        name, index, segments = segment
+        return (
+            f"the app holding segment {index} of {segments} of subscriber {name!r} "
+            "redelivers it at its next poll"
+        )
     return f"the app running subscriber {source!r} redelivers it at its next poll"
 
 
@@ -252,14 +264,31 @@ def _dlq_retry(ctx: CommandContext) -> int:
     return EXIT_OK
 
 
+def _segments_of(storage: Storage, source: str) -> list[str]:
+    """The stored names of the segments of subscriber ``source`` (none when not split)."""
+    if not storage.keeps("checkpoints"):
+        return []
+    found = []
+    for checkpoint in storage.checkpoints.list():
+        parsed = parse_segment(checkpoint.name)
+        if parsed is not None and parsed[0] == source:
+            found.append(checkpoint.name)
+    return found
+
+
 def _dlq_retry_all(ctx: CommandContext) -> int:
     source = ctx.args.source
-    if not _dlq(ctx.storage).count(source):
+    dlq = _dlq(ctx.storage)
+    # a subscriber split into segments: the dead letters of every segment
+    sources = [s for s in [source, *_segments_of(ctx.storage, source)] if dlq.count(s)]
+    if not sources:
         raise CliError(f"no dead letter from source {source!r}", EXIT_NOT_FOUND)
     with ctx.writable() as storage:
-        changed = _dlq(storage).retry_all(source)
-    ctx.emit(f"{plural(changed, 'dead letter')} from {source} marked for retry")
-    ctx.emit(f"not delivered yet: {_owner(source)}")
+        writable = _dlq(storage)
+        changed = sum(writable.retry_all(s) for s in sources)
+    ctx.emit(f"{plural(changed, 'dead letter')} from {', '.join(sources)} marked for retry")
+    for each in sources:
+        ctx.emit(f"not delivered yet: {_owner(each)}")
     return EXIT_OK
 
 

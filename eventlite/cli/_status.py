@@ -3,9 +3,10 @@
 Both read through the library over the store opened read-only: :meth:`Queues.stats
 <eventlite.queue.Queues.stats>` and :func:`~eventlite.relay.subscriber_status`.
 
-``subscribers`` has room for subscribers split into segments, each owned through a lease:
-a status that names its ``segment``, ``owner`` and ``lease_expires_at`` gets a row of its
-own with those columns (and keys in ``--json``; null where there is none).
+``subscribers`` shows a subscriber split into segments one row per segment; when any
+subscriber is split or its lease is held, the table gets ``SEGMENT``, ``OWNER`` and
+``LEASE UNTIL`` columns (``--json`` always has the ``segment``, ``owner`` and
+``lease_expires_at`` keys; null where there is none).
 """
 
 from __future__ import annotations
@@ -84,21 +85,12 @@ def _subscribers_arguments(parser: argparse.ArgumentParser) -> None:
     _json_argument(parser)
 
 
-_LEASE_FIELDS = ("segment", "owner", "lease_expires_at")
-"""What a segmented subscriber's status adds (read when present)."""
-
-
-def _lease(s: SubscriberStatus) -> dict[str, Any]:
-    return {name: getattr(s, name, None) for name in _LEASE_FIELDS}
-
-
 def _status_dict(s: SubscriberStatus) -> dict[str, Any]:
-    lease = _lease(s)
     return {
         "name": s.name,
-        "segment": lease["segment"],
-        "owner": lease["owner"],
-        "lease_expires_at": iso(lease["lease_expires_at"]),
+        "segment": s.segment,
+        "owner": s.owner,
+        "lease_expires_at": iso(s.lease_expires_at),
         "checkpoint": s.checkpoint,
         "head": s.head,
         "lag": s.lag,
@@ -133,7 +125,7 @@ def subscribers(ctx: CommandContext) -> int:
         for s in found:
             ctx.emit(json.dumps(_status_dict(s), ensure_ascii=False))
         return EXIT_OK
-    segmented = any(any(v is not None for v in _lease(s).values()) for s in found)
+    segmented = any(s.segment is not None or s.owner is not None for s in found)
     headers = ["SUBSCRIBER"]
     if segmented:
         headers += ["SEGMENT", "OWNER", "LEASE UNTIL"]
@@ -150,11 +142,10 @@ def subscribers(ctx: CommandContext) -> int:
     for s in found:
         row: list[object] = [s.name]
         if segmented:
-            lease = _lease(s)
             row += [
-                "-" if lease["segment"] is None else lease["segment"],
-                lease["owner"] or "-",
-                when(lease["lease_expires_at"]),
+                "-" if s.segment is None else s.segment,
+                s.owner or "-",
+                when(s.lease_expires_at),
             ]
         row += [
             f"{s.checkpoint}/{s.head}",

@@ -34,13 +34,18 @@ dead-lettered without a key, so it holds back no stream. While the storage fails
 subscriber backs off (see :data:`BACKOFF_MAX`) and never runs a handler again for a
 message it already handled.
 
+A subscriber added with ``segments=N`` is split by a hash of the stream id into N
+segments, each with its own thread, checkpoint and lease (:func:`segment_of`,
+:func:`segment_name`; ``docs/scaling.md``), so up to N processes share its work.
+
 The package reads top-down: :mod:`._relay` (the relay and its subscribers),
 :mod:`._consumer` (a subscriber's thread and passes), :mod:`._log` (the pass over the
 log), :mod:`._batch` (the pass of a subscriber that takes a page at once),
-:mod:`._retries` (delayed retries), :mod:`._redelivery` (dead letters an operator
-released), :mod:`._checkpoints` (the cursor and its checkpoint), :mod:`._status`, and
-:mod:`._subscriber` (what the passes share). It reads the log only through
-:meth:`EventStore.read_records <eventlite.store.EventStore.read_records>`,
+:mod:`._segments` (a subscriber split by stream id), :mod:`._tenure` (leases and the fair
+share of segments), :mod:`._retries` (delayed retries), :mod:`._redelivery` (dead letters
+an operator released), :mod:`._checkpoints` (the cursor and its checkpoint),
+:mod:`._status`, and :mod:`._subscriber` (what the passes share). It reads the log only
+through :meth:`EventStore.read_records <eventlite.store.EventStore.read_records>`,
 ``record_at`` and ``decode``, and writes only through the store protocols.
 
 See ``docs/delivery.md`` for the guarantees, and why checkpoints rather than an outbox.
@@ -51,6 +56,7 @@ from __future__ import annotations
 from ._batch import BatchCall
 from ._consumer import BACKOFF_FIRST, BACKOFF_MAX
 from ._relay import DEFAULT_RETRY, DurableSubscriber, Relay, Start
+from ._segments import parse_segment, segment_name, segment_of
 from ._status import SubscriberStatus, subscriber_status
 from ._subscriber import DeliveryCall, Finish
 
@@ -65,5 +71,8 @@ __all__ = [
     "Relay",
     "Start",
     "SubscriberStatus",
+    "parse_segment",
+    "segment_name",
+    "segment_of",
     "subscriber_status",
 ]

@@ -20,7 +20,7 @@ from ._log import LogPass
 from ._redelivery import Redelivery
 from ._retries import DelayedRetries
 from ._subscriber import DeliveryCall, Subscriber, describe
-from ._tenure import Tenure
+from ._tenure import Share, Tenure
 
 if TYPE_CHECKING:
     from ._relay import Relay, Start
@@ -63,9 +63,12 @@ class Consumer:
         policy: RetryPolicy,
         on_pass: Callable[[], bool] | None = None,
         batch: BatchCall | None = None,
+        share: Share | None = None,
+        segment: tuple[int, int] = (0, 1),
     ) -> None:
         self.relay = relay
         self.sub = sub = Subscriber(relay, name, event_type, call, uses_uow, policy)
+        sub.segment, sub.segments = segment
         sub.wake = self.wake
         self.name = name
         self.event_type = event_type
@@ -86,7 +89,8 @@ class Consumer:
         self.tenure: Tenure | None = None
         leases, ttl = relay.leases, relay.lease_seconds
         if leases is not None and ttl is not None:
-            tenure = self.tenure = Tenure(leases, name, relay.owner, ttl)
+            tenure = self.tenure = Tenure(leases, name, relay.owner, ttl, share, segment[0])
+            tenure.before_release = sub.cursor.flush
             sub.cursor.guard = tenure.check
             sub.cursor.transaction = sub.storage.transaction
         self.thread = threading.Thread(target=self.run, name=f"eventlite-relay-{name}", daemon=True)

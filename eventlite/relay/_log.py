@@ -10,6 +10,7 @@ from ..exceptions import MessageError, UnknownMessageType
 from ..store.events import LogRecord
 from ..store.storage import Transaction
 from ._retries import DelayedRetries
+from ._segments import segment_of
 from ._subscriber import AlreadyHandled, Finish, Outcome, Subscriber, type_of
 
 __all__ = ["LogPass"]
@@ -59,6 +60,8 @@ class LogPass:
         dlq = sub.dlq
         dlq_active = dlq.count(name) > 0
         blocked: dict[str, bool] = {}
+        segments = sub.segments
+        segment = sub.segment
         for record in records:
             if sub.stopping:
                 break
@@ -78,6 +81,9 @@ class LogPass:
             key: str | None = record[1]
             if type(key) is not str:
                 key = None  # such a row cannot be decoded, and holds no stream back
+            if segments > 1 and segment_of(key, segments) != segment:
+                cursor.position = position  # settled in memory: another segment's stream
+                continue
             if interest is None:
                 self._dead_letter_unknown(record)
                 continue

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any, Final, Literal
 
@@ -23,9 +24,10 @@ from ..store.leases import LeaseStore
 from ..store.storage import Storage
 from ._batch import BatchCall, single
 from ._consumer import Consumer, start_required
+from ._segments import changed_segments, segment_name, stored_segments
 from ._status import SubscriberStatus, subscriber_status
 from ._subscriber import DeliveryCall
-from ._tenure import live_owners
+from ._tenure import Share, live_owners
 
 __all__ = ["DEFAULT_RETRY", "DurableSubscriber", "Relay", "Start"]
 
@@ -51,10 +53,11 @@ class DurableSubscriber:
     The attributes are read-only; :meth:`status` reads where it stands in the storage.
     """
 
-    __slots__ = ("_relay", "event_type", "handler", "name", "retry", "uses_uow")
+    __slots__ = ("_relay", "event_type", "handler", "name", "retry", "segments", "uses_uow")
 
     name: str
-    """The stable name: the key of its checkpoint, inbox marks and dead letters."""
+    """The stable name: the key of its checkpoint, inbox marks and dead letters (of each
+    segment's, ``name#i/N``, when split)."""
     event_type: type[Any]
     """The class subscribed to; stored events of its subclasses are delivered too."""
     handler: Callable[..., Any]
@@ -63,6 +66,8 @@ class DurableSubscriber:
     """Its retry policy."""
     uses_uow: bool
     """True when the handler writes through a unit of work (and so has an inbox)."""
+    segments: int
+    """Into how many segments it is split by stream id (1: not split)."""
 
     def __init__(
         self,
@@ -72,6 +77,7 @@ class DurableSubscriber:
         handler: Callable[..., Any],
         retry: RetryPolicy,
         uses_uow: bool,
+        segments: int = 1,
     ) -> None:
         self._relay = relay
         self.name = name
@@ -79,11 +85,17 @@ class DurableSubscriber:
         self.handler = handler
         self.retry = retry
         self.uses_uow = uses_uow
+        self.segments = segments
 
     def status(self) -> SubscriberStatus:
-        """Where this subscriber stands (see :class:`SubscriberStatus`)."""
+        """Where this subscriber stands (see :class:`SubscriberStatus`); of a split one,
+        the segment furthest behind (:meth:`statuses` has each)."""
+        return min(self.statuses(), key=lambda s: (s.checkpoint, s.segment or 0))
+
+    def statuses(self) -> list[SubscriberStatus]:
+        """Where each of its segments stands, by segment (one item when not split)."""
         relay = self._relay
-        return subscriber_status(relay.storage, relay.dlq, self.name)[0]
+        return subscriber_status(relay.storage, relay.dlq, self.name)
 
     def __repr__(self) -> str:
         return f"<DurableSubscriber {self.name} to {self.event_type.__qualname__}>"
@@ -185,6 +197,8 @@ class Relay:
         """Seconds inbox marks are kept, or None."""
         self._lock = threading.Lock()
         self._consumers: dict[str, Consumer] = {}
+        self._subscribers: dict[str, DurableSubscriber] = {}
+        self._shares: list[Share] = []
         self._idents: frozenset[int] = frozenset()
         self._work = 0
         self._next_maintenance = 0.0
@@ -203,8 +217,9 @@ class Relay:
         retry: RetryPolicy | None = None,
         start: Start | None = None,
         on_pass: Callable[[], bool] | None = None,
+        segments: int = 1,
     ) -> DurableSubscriber:
-        """Add a durable subscriber and start its thread.
+        """Add a durable subscriber and start its thread (a thread per segment).
 
         ``call`` is how it is invoked (see :data:`DeliveryCall`); ``uses_uow`` says that
         ``call`` runs ``finish`` in its own commit. ``start`` says where a subscriber new to
@@ -217,11 +232,20 @@ class Relay:
         subscriber owns besides the log, such as recording a process manager's due
         timeouts; it returns whether it did something (then another pass follows).
 
-        Raises ``ValueError`` for a name already in use in this relay, and for a new
+        ``segments=N`` (N > 1) splits the subscriber by a hash of the stream id into N
+        segments (see :mod:`._segments` and ``docs/scaling.md``): each has its own thread,
+        checkpoint (``name#i/N``), inbox marks, retries, dead letters and lease, so up to
+        N processes share its work; each stream stays in one segment, in order.
+
+        Raises ``ValueError`` for a name already in use in this relay, for a new
         subscriber without ``start`` on a log that holds events (naming the subscriber and
-        the head of the log); ``RuntimeError`` after :meth:`close`.
+        the head of the log), for ``segments`` other than the number the storage holds
+        checkpoints of (naming the subscriber and both numbers), and for ``segments`` with
+        ``on_pass``; ``RuntimeError`` after :meth:`close`.
         """
-        return self._add(name, event_type, call, handler, uses_uow, retry, start, on_pass, None)
+        return self._add(
+            name, event_type, call, handler, uses_uow, retry, start, on_pass, None, segments
+        )
 
     def add_batch(
         self,
@@ -242,7 +266,7 @@ class Relay:
         An outbound bridge (``app.publish_to``) is one: a page is one confirmed send.
         """
         return self._add(
-            name, event_type, single(batch), handler, False, _BATCH_RETRY, start, None, batch
+            name, event_type, single(batch), handler, False, _BATCH_RETRY, start, None, batch, 1
         )
 
     def _add(
@@ -256,22 +280,58 @@ class Relay:
         start: Start | None,
         on_pass: Callable[[], bool] | None,
         batch: BatchCall | None,
+        segments: int,
     ) -> DurableSubscriber:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a durable subscriber needs a non-empty name, got {name!r}")
         if start is not None and start not in ("beginning", "end"):
             raise ValueError(f"start must be 'beginning' or 'end', got {start!r}")
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+            raise ValueError(f"segments must be an int >= 1, got {segments!r}")
+        if segments > 1 and "#" in name:
+            raise ValueError(
+                f"a durable subscriber split into segments cannot have '#' in its name "
+                f"({name!r}): its segments are named '<name>#<i>/<N>'"
+            )
+        if segments > 1 and on_pass is not None:
+            raise ValueError("on_pass= is for subscribers that are not split into segments")
         policy = retry if retry is not None else DEFAULT_RETRY
         with self._lock:
             if self._closed:
                 raise RuntimeError("the relay is closed")
-            if name in self._consumers:
+            if name in self._subscribers:
                 raise ValueError(
                     f"a durable subscriber named {name!r} already exists; each needs its own "
                     "name (the name keys its checkpoint in the storage)"
                 )
-            consumer = Consumer(self, name, event_type, call, uses_uow, policy, on_pass, batch)
-            consumer.load(start)
+            stored = stored_segments(name, (c.name for c in self.storage.checkpoints.list()))
+            changed = changed_segments(name, stored, segments)
+            if changed is not None:
+                raise changed
+            if segments == 1:
+                consumers = [
+                    Consumer(self, name, event_type, call, uses_uow, policy, on_pass, batch)
+                ]
+            else:
+                share = None
+                if self.leases is not None and self.lease_seconds is not None:
+                    share = Share(self.leases, name, segments, self.owner, self.lease_seconds)
+                    self._shares.append(share)
+                consumers = [
+                    Consumer(
+                        self,
+                        segment_name(name, i, segments),
+                        event_type,
+                        call,
+                        uses_uow,
+                        policy,
+                        share=share,
+                        segment=(i, segments),
+                    )
+                    for i in range(segments)
+                ]
+            for consumer in consumers:
+                consumer.load(start)
             sub = DurableSubscriber(
                 self,
                 name,
@@ -279,9 +339,12 @@ class Relay:
                 handler if handler is not None else call,
                 policy,
                 uses_uow,
+                segments,
             )
-            self._consumers = {**self._consumers, name: consumer}
-            consumer.start()
+            self._subscribers = {**self._subscribers, name: sub}
+            self._consumers = {**self._consumers, **{c.name: c for c in consumers}}
+            for consumer in consumers:
+                consumer.start()
             self._idents = frozenset(
                 c.thread.ident for c in self._consumers.values() if c.thread.ident is not None
             )
@@ -299,16 +362,17 @@ class Relay:
     @property
     def names(self) -> tuple[str, ...]:
         """The names of the subscribers this relay delivers to, in the order added."""
-        return tuple(self._consumers)
+        return tuple(self._subscribers)
 
     def subscriptions(self) -> list[tuple[str, type[Any]]]:
         """``(name, event type)`` of every subscriber this relay delivers to, in the order
         added (a process manager's event type stands for all the types it handles)."""
-        return [(c.name, c.event_type) for c in self._consumers.values()]
+        return [(s.name, s.event_type) for s in self._subscribers.values()]
 
     def threads(self) -> dict[str, bool]:
-        """Each subscriber's name and whether its thread is alive (after :meth:`close`,
-        an alive one is still busy with a message)."""
+        """Each subscriber's name (each segment's, ``name#i/N``, when split) and whether
+        its thread is alive (after :meth:`close`, an alive one is still busy with a
+        message)."""
         return {c.name: c.thread.is_alive() for c in self._consumers.values()}
 
     # -- running ----------------------------------------------------------------------
@@ -363,6 +427,9 @@ class Relay:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             consumer.thread.join(remaining)
             finished = finished and not consumer.thread.is_alive()
+        for share in self._shares:
+            with suppress(Exception):
+                share.close()
         if self._own_scheduler:
             self.scheduler.close()
         return finished

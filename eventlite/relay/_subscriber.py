@@ -112,6 +112,9 @@ class Subscriber:
         self.checkpoints = relay.storage.checkpoints
         self.cursor = Cursor(self.checkpoints, name, relay.clock)
         self.retry_keys: set[str] = set()  # keys with rows in the retry store
+        # this subscriber is segment `segment` of `segments` (0 of 1: not split)
+        self.segment = 0
+        self.segments = 1
         self.interest: dict[str, bool] = {}
         self.stopping = False
         self.pending: tuple[str, Callable[[], None]] | None = None

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from eventlite.cli import _status
@@ -51,27 +50,21 @@ def test_subscribers_show_checkpoint_lag_keys_and_dead_letters(corrupt: CorruptS
     }
 
 
-@attrs.frozen
-class _Segmented(SubscriberStatus):
-    """A status as a segmented subscriber reports it (a later change adds segments)."""
-
-    segment: int | None = None
-    owner: str | None = None
-    lease_expires_at: float | None = None
-
-
 def test_segments_get_rows_of_their_own(
     corrupt: CorruptStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the library reports segments with their lease owners, each is a row with
-    SEGMENT, OWNER and LEASE UNTIL columns, and the JSON carries them."""
+    SEGMENT, OWNER and LEASE UNTIL columns, and the JSON carries them (a real split
+    subscriber: tests/delivery/test_segments.py)."""
 
     def segmented(storage: Any, dlq: Any, name: str | None = None) -> list[SubscriberStatus]:
-        common = {"head": 20, "blocked_keys": (), "retrying": 0, "parked": 0, "updated_at": 0.0}
+        common: Any = {"head": 20, "blocked_keys": (), "retrying": 0, "parked": 0}
         return [
-            _Segmented("mailer", 12, lag=8, dead_letters=0, segment=0, owner="host-a:41",
-                       lease_expires_at=1_700_000_030.0, **common),  # type: ignore[arg-type]
-            _Segmented("mailer", 20, lag=0, dead_letters=1, segment=1, owner=None, **common),  # type: ignore[arg-type]
+            SubscriberStatus("mailer", 12, lag=8, dead_letters=0, updated_at=0.0, segment=0,
+                             segments=2, owner="host-a:41", lease_expires_at=1_700_000_030.0,
+                             **common),
+            SubscriberStatus("mailer", 20, lag=0, dead_letters=1, updated_at=0.0, segment=1,
+                             segments=2, owner=None, **common),
         ]  # fmt: skip
 
     monkeypatch.setattr(_status, "subscriber_status", segmented)
