@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -331,6 +332,49 @@ class AppBridgeContract:
             uow.append("order-1", [OrderPlaced("o", i) for i in range(60)])
         _wait("60 events", lambda: len(_ids(receiver)) >= 60, self._timeout(bridge) + 30)
         assert 0 < most["n"] <= 4
+
+    @pytest.mark.slow
+    def test_a_broker_restart_mid_stream_loses_nothing(
+        self, restartable_bridge: BridgeTarget, tmp_path: Path
+    ) -> None:
+        """The broker restarts while one app commits and sends and the other receives:
+        every committed event is recorded by the receiver, once."""
+        bridge = restartable_bridge
+        _need(bridge, "survives_restart")
+        restart = bridge.restart
+        if restart is None:
+            pytest.skip(f"{bridge.broker.name}: the fixture cannot restart it")
+        topic = bridge.name("restart")
+        sender = _app(tmp_path / "restart-sender.db")
+        receiver = _app(tmp_path / "restart-receiver.db")
+        try:
+            receiver.consume_from(bridge.broker, source=topic, group=bridge.name("g"))
+            sender.publish_to(bridge.broker, OrderPlaced, destination=topic, send_timeout=5)
+            done = threading.Event()
+
+            def restart_soon() -> None:
+                time.sleep(0.3)
+                restart()
+                done.set()
+
+            thread = threading.Thread(target=restart_soon)
+            thread.start()
+            for start in range(0, 300, 10):
+                with sender.unit_of_work() as uow:
+                    uow.append(
+                        f"order-{start % 30}",
+                        [OrderPlaced("o", i) for i in range(start, start + 10)],
+                    )
+                time.sleep(0.03)
+            thread.join(120)
+            assert done.is_set()
+            _wait("300 events", lambda: len(_ids(receiver)) >= 300, 90 + bridge.redelivery_wait)
+            got = _ids(receiver)
+            assert sorted(_ids(sender)) == sorted(got)
+            assert len(got) == len(set(got))
+        finally:
+            sender.close()
+            receiver.close()
 
     # -- crashes ------------------------------------------------------------------------------
 
