@@ -59,6 +59,7 @@ MODULES = [
     "bridges",
     "bridges.outbound",
     "bridges.inbound",
+    "bridges.tracing",
     "streams",
     "testing",
 ]

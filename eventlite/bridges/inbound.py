@@ -41,6 +41,7 @@ from ..store.storage import Storage, Transaction
 from ..unit_of_work import UnitOfWork
 from .base import Backoff, BridgeError, Broker, Delivery, Subscriber, mask_url
 from .cloudevents import CloudEventCodec
+from .tracing import process_span, tracer
 
 __all__ = ["PREFIX", "Inbound", "InboundHandler", "InboundStatus", "raw_delivery"]
 
@@ -365,14 +366,16 @@ class Inbound:
         if not good and not bad:
             return
         storage = self.storage
+        spans = tracer()
         with storage.transaction(), self.unit_of_work() as uow:
             for delivery, error in bad:
                 self._add_dead_letter(delivery, error, 1)
             for _, env in good:
-                self._handle_in(uow, env)
+                self._handle_in(uow, env, spans)
 
-    def _handle_in(self, uow: UnitOfWork, env: Envelope) -> None:
-        """Add ``env``'s inbox mark, append and handler to ``uow``."""
+    def _handle_in(self, uow: UnitOfWork, env: Envelope, spans: Any | None = None) -> None:
+        """Add ``env``'s inbox mark, append and handler to ``uow`` (in a span of
+        ``spans``, an OpenTelemetry tracer, when there is one)."""
         name = self.name
         inbox = self._inbox
         now = self.clock.now()
@@ -382,11 +385,12 @@ class Inbound:
                 raise _Duplicate(env.id)
 
         uow.on_commit_write(mark)
-        if self.record:
-            uow.append(self.stream(env), [env])
-        if self.handler is not None:
-            with message_context(env):
-                self.handler(env.message, uow)
+        with process_span(spans, env, self.broker.name, self.source):
+            if self.record:
+                uow.append(self.stream(env), [env])
+            if self.handler is not None:
+                with message_context(env):
+                    self.handler(env.message, uow)
 
     def _one(self, delivery: Delivery, env: Envelope) -> int:
         """Handle one message in its own unit of work, up to the retry policy's attempts,
@@ -397,7 +401,7 @@ class Inbound:
         for attempt in range(1, attempts + 1):
             try:
                 with self.storage.transaction(), self.unit_of_work() as uow:
-                    self._handle_in(uow, env)
+                    self._handle_in(uow, env, tracer())
             except _Duplicate:
                 return 1
             except StorageError:

@@ -27,6 +27,7 @@ from ..envelope import Envelope
 from ..store.events import LogRecord
 from .base import BridgeError, Broker, OutgoingMessage, Publisher, SendFailed, mask_url
 from .cloudevents import CONTENT_TYPE, CloudEventCodec
+from .tracing import send_span, tracer
 
 __all__ = ["PREFIX", "KeyOf", "Outbound", "OutboundStatus"]
 
@@ -156,8 +157,10 @@ class Outbound:
             index.append(i)
         if messages:
             publisher = self._publisher_now()
+            where = destination if isinstance(destination, str) else "(by event)"
             try:
-                sent = publisher.send_batch(messages, timeout=self.send_timeout)
+                with send_span(tracer(), self.broker.name, where, len(messages)):
+                    sent = publisher.send_batch(messages, timeout=self.send_timeout)
             except BridgeError as exc:
                 self._failed(exc)
                 raise

@@ -269,3 +269,66 @@ def test_a_stored_row_encodes_as_its_envelope_does(tmp_path: Path) -> None:
         assert binary.encode_record(next(iter(app.store.read_records(0, 1))), None) is None
     finally:
         app.close()
+
+
+def test_spans_continue_the_senders_trace(tmp_path: Path) -> None:
+    """With OpenTelemetry configured, the receiving side handles each message in a
+    CONSUMER span of the trace its traceparent names, and each sent batch is a PRODUCER
+    span (in a child process: a tracer provider is set once per process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import json, time
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from eventlite import App
+        from eventlite.bridges.memory import MemoryBroker
+        from eventlite.envelope import Envelope, Metadata
+        from eventlite.testing.contracts.app_bridges import OrderPlaced, registry
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        broker = MemoryBroker()
+        a = App({str(tmp_path / "a.db")!r}, registry=registry)
+        b = App({str(tmp_path / "b.db")!r}, registry=registry)
+        b.consume_from(broker, source="orders", group="g")
+        a.publish_to(broker, OrderPlaced, destination="orders")
+        parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+        with a.unit_of_work() as uow:
+            uow.append("order-1", [Envelope(OrderPlaced("o", 1),
+                       metadata=Metadata(correlation_id="c", headers={{"traceparent": parent}}))])
+        deadline = time.monotonic() + 10
+        while b.store.head_position() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        a.close(); b.close()
+        print(json.dumps([
+            [s.name, s.kind.name, format(s.context.trace_id, "032x"),
+             format(s.parent.span_id, "016x") if s.parent else None,
+             dict(s.attributes)]
+            for s in exporter.get_finished_spans()
+        ]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert 0 == done.returncode, done.stderr
+    spans = json.loads(done.stdout)
+    [consumer] = [s for s in spans if s[1] == "CONSUMER"]
+    assert ["process appcontract.OrderPlaced", "ab" * 16, "cd" * 8] == [
+        consumer[0],
+        consumer[2],
+        consumer[3],
+    ]
+    assert {"messaging.system": "memory", "messaging.destination.name": "orders"}.items() <= (
+        consumer[4].items()
+    )
+    [producer] = [s for s in spans if s[1] == "PRODUCER"]
+    assert ("send orders", 1) == (producer[0], producer[4]["messaging.batch.message_count"])
