@@ -539,10 +539,14 @@ def _app_bridges(broker: Broker, n: int) -> tuple[float, float, float]:
             assert all(r.confirmed for r in pub.send_batch(msgs[start : start + 1000]))
     receiver = App(str(folder / "in.db"), registry=registry, lease_seconds=None)
     try:
-        t0 = time.perf_counter()
         receiver.consume_from(broker, source=source, group="g", batch=500, prefetch=1000)
+        # timed from the first message committed (as the raw consumer is from its first
+        # message): joining a group (3 s in tansu) is not the bridge's rate
+        wait(lambda: receiver.store.head_position() > 0)
+        t0 = time.perf_counter()
+        first = receiver.store.head_position()
         wait(lambda: receiver.store.head_position() >= n)
-        inbound = n / (time.perf_counter() - t0)
+        inbound = (n - first) / (time.perf_counter() - t0)
     finally:
         receiver.close()
     # end to end: commits in one app, handled and committed in the other
@@ -552,11 +556,15 @@ def _app_bridges(broker: Broker, n: int) -> tuple[float, float, float]:
     try:
         two.consume_from(broker, source=topic, group="g", batch=500, prefetch=1000)
         one.publish_to(broker, OrderPlaced, destination=topic)
+        # one event through first, so both sides are connected (and a group joined)
+        with one.unit_of_work() as uow:
+            uow.append("warm-up", events(n, 1))
+        wait(lambda: two.store.head_position() >= 1)
         t0 = time.perf_counter()
         for start in range(0, n, 100):
             with one.unit_of_work() as uow:
                 uow.append(f"order-{start % 1600}", events(start, min(100, n - start)))
-        wait(lambda: two.store.head_position() >= n)
+        wait(lambda: two.store.head_position() >= n + 1)
         e2e = n / (time.perf_counter() - t0)
     finally:
         one.close()
