@@ -265,7 +265,14 @@ class Inbound:
                 deliveries = sub.receive(max=self.batch, timeout=min(0.25, self.poll_interval))
                 if deliveries:
                     self.status.last_received_at = time.time()
-                    self._handle(sub, deliveries)
+                    try:
+                        self._handle(sub, deliveries)
+                    except BaseException:
+                        # not handled (the storage failed, say): back to the broker, so
+                        # they come again and the prefetch window does not fill up
+                        with suppress(Exception):
+                            sub.nack(deliveries, requeue=True)
+                        raise
                 else:
                     with self._idle:
                         self._passes += 1

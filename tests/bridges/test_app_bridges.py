@@ -332,3 +332,31 @@ def test_spans_continue_the_senders_trace(tmp_path: Path) -> None:
     )
     [producer] = [s for s in spans if s[1] == "PRODUCER"]
     assert ("send orders", 1) == (producer[0], producer[4]["messaging.batch.message_count"])
+
+
+def test_a_storage_failure_gives_the_batch_back_and_it_comes_again(receiver: App) -> None:
+    """A batch whose commit fails on the storage is handed back to the broker (not left
+    unacknowledged, which would fill the prefetch window): once the storage works again
+    every message is handled, once."""
+    from eventlite.exceptions import StorageError
+
+    broker = MemoryBroker()
+    failures = {"left": 3}
+
+    def flaky(event: OrderPlaced, uow: object) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise StorageError("the disk is full (for the test)")
+
+    inbound = receiver.consume_from(
+        broker, source="orders", group="g", handler=flaky, batch=2, prefetch=2
+    )
+    with broker.publisher() as pub:
+        from eventlite.bridges import CloudEventCodec
+        from eventlite.envelope import Envelope
+
+        wire = CloudEventCodec(receiver.codec)
+        pub.send_batch([wire.outgoing(Envelope(OrderPlaced("o", i)), "orders") for i in range(5)])
+    wait("5 handled", lambda: receiver.store.head_position() == 5)
+    assert 0 == failures["left"]
+    assert 5 == inbound.status.handled
