@@ -61,7 +61,7 @@ from .bridges.inbound import Inbound, InboundHandler
 from .bridges.outbound import PREFIX as BRIDGE_OUT
 from .bridges.outbound import Outbound
 from .bus import MessageBus, Subscription
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, seconds
 from .codec import Codec
 from .dlq import DeadLetterQueue
 from .envelope import Envelope
@@ -135,8 +135,9 @@ class App:
     :param metrics: durable delivery's hooks (see :mod:`eventlite.metrics`).
     :param poll_interval: seconds between the relay's looks for commits made by other
         processes sharing the file (commits of this process wake it at once).
-    :param lease_seconds: each durable subscriber (saga starters and process managers
-        included) is delivered by one process at a time, the holder of its lease, renewed
+    :param lease_seconds: each durable subscriber (saga starters, process managers and
+        outbound bridges included) and each tracking projection is run by one process at
+        a time, the holder of its lease, renewed
         every third of this time; when the holder dies, another process takes over once
         it expires. Seconds or a ``timedelta``; None for no leases. Keep it longer than
         the slowest handler.
@@ -228,6 +229,7 @@ class App:
                 self._queues = self._part(
                     "queues", Queues, self.storage, self.codec, dlq=self._dlq, clock=self.clock
                 )
+            keeps_leases = lease_seconds is not None and self.storage.keeps("leases")
             self._projector = self._part(
                 "projector",
                 Projector,
@@ -235,6 +237,12 @@ class App:
                 self.codec,
                 clock=self.clock,
                 poll_interval=poll_interval,
+                leases=self.storage.leases if keeps_leases else None,
+                lease_seconds=(
+                    seconds(lease_seconds, "lease_seconds")
+                    if keeps_leases and lease_seconds is not None
+                    else None
+                ),
             )
             if self._projector is not None:
                 self._projector.start()  # nothing runs yet: projections launch as added

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -13,6 +16,8 @@ import attrs
 from ..clock import Clock, SystemClock, to_datetime
 from ..codec import Codec
 from ..envelope import Envelope
+from ..relay import Tenure, live_owners
+from ..store.leases import LeaseLost, LeaseStore
 from ..store.projections import LIVE, ProjectionRecord
 from ..store.storage import Storage, Transaction
 from ._projection import Handler, Progress, Projection, ProjectionError, ProjectionMode
@@ -120,6 +125,15 @@ class Projector:
     error)`` is told when a tracking batch fails (it is logged either way, recorded in the
     status, and retried with a growing pause up to ``max_backoff`` seconds).
 
+    With ``leases`` (the storage's lease store) and ``lease_seconds``, each tracking
+    projection is applied by one process at a time, the holder of its lease
+    ``projection:<name>`` (renewed every third of that time; ``owner`` names this process,
+    as a relay's owner does). Another process's tracking thread stands by, and takes over
+    once the lease expires, at once when its holder was a process of this machine that is
+    gone. The lease is checked in the transaction that moves the checkpoint, so a paused
+    former holder never commits a batch. Inline projections and :meth:`catch_up` need no
+    lease (their checkpoint moves by compare-and-set).
+
     Wiring into an app: create it with the app's storage and codec, add projections,
     :meth:`start` it, run :meth:`hook` in every unit of work
     (``uow.on_commit_write(projector.hook)``), call :meth:`notify` after commits (the hook
@@ -136,6 +150,9 @@ class Projector:
         max_backoff: float = 30.0,
         clock: Clock | None = None,
         on_error: Callable[[str, BaseException], object] | None = None,
+        leases: LeaseStore | None = None,
+        lease_seconds: float | None = None,
+        owner: str | None = None,
     ) -> None:
         if not isinstance(storage, Storage):
             raise TypeError(
@@ -161,6 +178,16 @@ class Projector:
         """Dates checkpoint moves and rebuilds."""
         self.on_error = on_error
         """Told ``(name, error)`` when a tracking batch fails."""
+        if lease_seconds is not None and not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        self.leases = leases if lease_seconds is not None else None
+        """Where tracking projections' leases are kept (None: no leases)."""
+        self.lease_seconds = lease_seconds
+        """How long a tracking projection's lease lasts without renewal."""
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This process's name in the leases."""
+        if self.leases is not None:
+            live_owners.add(self.owner)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -274,20 +301,48 @@ class Projector:
     def _track(self, entry: _Entry) -> None:
         failures = 0
         stop = self._stop
+        tenure: Tenure | None = None
+        if self.leases is not None and self.lease_seconds is not None:
+            tenure = Tenure(
+                self.leases,
+                entry.name,
+                self.owner,
+                self.lease_seconds,
+                lease=f"projection:{entry.name}",
+                label="projection",
+            )
         while not stop.is_set():
             entry.wake.clear()
+            pause = self.poll_interval
             try:
+                if tenure is not None and not tenure.hold():
+                    # another process applies it: look again in a while
+                    entry.wake.wait(min(self.poll_interval, tenure.ttl / 6))
+                    continue
+                guard = tenure.check if tenure is not None else None
                 with entry.lock:
-                    while not stop.is_set() and not self._step(entry)[2]:
+                    while not stop.is_set() and not self._step(entry, guard)[2]:
                         pass
+            except LeaseLost as lost:
+                assert tenure is not None
+                tenure.drop()
+                _log.warning(
+                    "projection %r: its lease passed to %s; the batch in hand was rolled back",
+                    entry.name,
+                    lost.holder.owner if lost.holder is not None else "nobody",
+                )
             except Exception as exc:
                 failures += 1
                 self._failed(entry, exc)
                 pause = min(self.poll_interval * 2 ** min(failures, 30), self.max_backoff)
             else:
                 failures = 0
-                pause = self.poll_interval
             entry.wake.wait(pause)
+        if tenure is not None:
+            try:
+                tenure.release()
+            except Exception:
+                _log.warning("projection %r: could not give its lease back", entry.name)
 
     def _failed(self, entry: _Entry, exc: Exception) -> None:
         _log.error("projection %r: batch failed, will retry: %s", entry.name, exc, exc_info=exc)
@@ -381,7 +436,9 @@ class Projector:
         except Exception as exc:
             raise ProjectionError(entry.name, f"end_batch: {exc}") from exc
 
-    def _step(self, entry: _Entry) -> tuple[int, int, bool]:
+    def _step(
+        self, entry: _Entry, guard: Callable[[], None] | None = None
+    ) -> tuple[int, int, bool]:
         """Apply the next batch; returns (position, head, whether it is live at the head).
 
         Far from the head, events are read and decoded before the write transaction, so the
@@ -422,6 +479,8 @@ class Projector:
                 if near:
                     items, end, finished = self._read(entry, position, head)
                 self._batch(entry, [items])
+                if guard is not None:
+                    guard()  # the lease, in the transaction that moves the checkpoint
                 moved = store.advance(
                     entry.name, expected=position, position=end, now=self.clock.now(), live=finished
                 )
@@ -566,6 +625,7 @@ class Projector:
             thread = entry.thread
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout)
+        live_owners.discard(self.owner)  # its leases may be taken over from now on
 
     def __enter__(self) -> Projector:
         return self

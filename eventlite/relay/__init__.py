@@ -59,6 +59,7 @@ from ._relay import DEFAULT_RETRY, DurableSubscriber, Relay, Start
 from ._segments import parse_segment, segment_name, segment_of
 from ._status import SubscriberStatus, subscriber_status
 from ._subscriber import DeliveryCall, Finish
+from ._tenure import Tenure, live_owners
 
 __all__ = [
     "BACKOFF_FIRST",
@@ -71,8 +72,10 @@ __all__ = [
     "Relay",
     "Start",
     "SubscriberStatus",
+    "Tenure",
     "parse_segment",
     "segment_name",
     "segment_of",
+    "live_owners",
     "subscriber_status",
 ]

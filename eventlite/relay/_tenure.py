@@ -169,6 +169,7 @@ class Tenure:
         "before_release",
         "fresh",
         "index",
+        "label",
         "lease",
         "leases",
         "name",
@@ -187,12 +188,17 @@ class Tenure:
         ttl: float,
         share: Share | None = None,
         index: int = 0,
+        *,
+        lease: str | None = None,
+        label: str = "durable subscriber",
     ) -> None:
         self.leases = leases
         self.share = share
         self.index = index
         self.before_release: Callable[[], None] | None = None
-        self.name = lease_name(subscriber)
+        # the lease row: subscriber:<name> unless given (projection:<name>, say)
+        self.name = lease if lease is not None else lease_name(subscriber)
+        self.label = label  # what the logs call the holder's work
         self.owner = owner
         self.ttl = ttl
         self.lease: Lease | None = None
@@ -231,7 +237,8 @@ class Tenure:
                 if share is not None:
                     share.drop(self.index)
                 log.warning(
-                    "durable subscriber %s: lost its lease (now %s); standing by",
+                    "%s %s: lost its lease (now %s); standing by",
+                    self.label,
                     self.name,
                     "held by " + lost.holder.owner if lost.holder else "free",
                 )
@@ -252,8 +259,9 @@ class Tenure:
             if self.retry_at == 0.0:  # said once, when it first stands by
                 holder = self.leases.holder(self.name)
                 log.info(
-                    "durable subscriber %s: its lease is held by %s; standing by (another "
-                    "process, or an App of this one that was not closed)",
+                    "%s %s: its lease is held by %s; standing by (another process, or an "
+                    "App of this one that was not closed)",
+                    self.label,
                     self.name,
                     holder.owner if holder is not None else "another owner",
                 )
@@ -263,7 +271,8 @@ class Tenure:
             self.fresh = True
             if lease is None and got.generation > 1:
                 log.info(
-                    "durable subscriber %s: took the lease over (generation %d)",
+                    "%s %s: took the lease over (generation %d)",
+                    self.label,
                     self.name,
                     got.generation,
                 )
