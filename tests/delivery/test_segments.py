@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventlite import App, Registry, event
+from eventlite.clock import FakeClock
 from eventlite.relay._segments import parse_segment, segment_name, segment_of
-from eventlite.relay._tenure import lease_name
+from eventlite.relay._tenure import Share, lease_name
 from eventlite.unit_of_work import UnitOfWork
 
 from ..cli._run import run
@@ -174,6 +175,41 @@ def test_a_name_that_is_not_a_segment_parses_to_none() -> None:
     assert [None, None, None, None] == [
         parse_segment(n) for n in ("noter", "noter#1", "noter#4/4", "noter#0/1")
     ]
+
+
+# -- the fair share ---------------------------------------------------------------------
+
+
+def test_the_share_is_the_segments_over_the_live_owners(path: Path) -> None:
+    """A process may hold ceil(N / live owners) segments; an owner whose membership has
+    expired no longer counts, one that closed neither."""
+    with App(path, registry=registry) as app:
+        leases = app.storage.leases
+        leases.clock = clock = FakeClock()
+        mine = Share(leases, "noter", 4, "host-x:1:a", ttl=10.0)
+        theirs = Share(leases, "noter", 4, "host-x:2:b", ttl=10.0)
+        third = Share(leases, "noter", 4, "host-x:3:c", ttl=10.0)
+        assert 4 == mine.quota()
+        theirs.quota()
+        third.quota()
+
+        def quota() -> int:
+            mine.refresh_at = 0.0  # answer from the store, not from memory
+            return mine.quota()
+
+        assert 2 == quota()  # ceil(4 / 3)
+        clock.advance(6)
+        third.refresh_at = 0.0
+        third.quota()  # renews its membership; the second's expires at 10
+        clock.advance(5)
+        assert 2 == quota()  # ceil(4 / 2)
+        third.close()
+        assert 4 == quota()
+        assert mine.reserve(3) and mine.reserve(0) and mine.reserve(1) and mine.reserve(2)
+        theirs.refresh_at = 0.0
+        theirs.quota()  # another process joins: the highest-numbered two are extras
+        assert 2 == quota()
+        assert [False, False, True, True] == [mine.extra(i) for i in range(4)]
 
 
 # -- one process ------------------------------------------------------------------------
