@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventlite import App, Registry, event
@@ -25,7 +25,7 @@ from eventlite.relay._tenure import Share, lease_name
 from eventlite.unit_of_work import UnitOfWork
 
 from ..cli._run import run
-from ..strategies import stream_ids
+from ..strategies import storable_stream_ids, stream_ids
 
 registry = Registry()
 
@@ -175,6 +175,40 @@ def test_a_name_that_is_not_a_segment_parses_to_none() -> None:
     assert [None, None, None, None] == [
         parse_segment(n) for n in ("noter", "noter#1", "noter#4/4", "noter#0/1")
     ]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.lists(storable_stream_ids, min_size=1, max_size=30),
+    st.integers(min_value=2, max_value=5),
+)
+def test_every_event_reaches_exactly_its_stream_s_segment(
+    tmp_path_factory: pytest.TempPathFactory, streams: list[str], segments: int
+) -> None:
+    """Whatever the stream ids and N, each event is handled once, by the segment
+    segment_of gives its stream, and each stream's events in order."""
+    path = tmp_path_factory.mktemp("prop") / "p.db"
+    seen: list[tuple[str, int, int]] = []
+    with App(path, registry=registry, lease_seconds=None) as app:
+        threads = {
+            f"eventlite-relay-{segment_name('noter', i, segments)}": i for i in range(segments)
+        }
+
+        def note(e: Ticked) -> None:
+            seen.append((e.stream, e.n, threads[threading.current_thread().name]))
+
+        sub = app.subscribe(
+            Ticked, note, durable=True, name="noter", start="beginning", segments=segments
+        )
+        assert segments == sub.segments
+        for n, stream in enumerate(streams):
+            app.store.append(stream, [Ticked(stream, n)])
+        app.run_until_idle()
+    assert sorted((stream, n) for n, stream in enumerate(streams)) == sorted(
+        (stream, n) for stream, n, _ in seen
+    )
+    assert all(segment_of(stream, segments) == i for stream, _, i in seen)
+    assert _in_stream_order([(stream, n) for stream, n, _ in seen])
 
 
 # -- the fair share ---------------------------------------------------------------------
