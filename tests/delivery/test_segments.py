@@ -216,7 +216,7 @@ def test_every_event_reaches_exactly_its_stream_s_segment(
 
 def test_the_share_is_the_segments_over_the_live_owners(path: Path) -> None:
     """A process may hold ceil(N / live owners) segments; an owner whose membership has
-    expired no longer counts, one that closed neither."""
+    expired no longer counts (and its membership is released), one that closed neither."""
     with App(path, registry=registry) as app:
         leases = app.storage.leases
         leases.clock = clock = FakeClock()
@@ -237,6 +237,7 @@ def test_the_share_is_the_segments_over_the_live_owners(path: Path) -> None:
         third.quota()  # renews its membership; the second's expires at 10
         clock.advance(5)
         assert 2 == quota()  # ceil(4 / 2)
+        assert None is leases.holder(theirs.member)  # forgotten, so scans stay short
         third.close()
         assert 4 == quota()
         assert mine.reserve(3) and mine.reserve(0) and mine.reserve(1) and mine.reserve(2)
