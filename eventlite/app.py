@@ -610,7 +610,8 @@ class App:
 
     def subscribers(self) -> list[SubscriberStatus]:
         """The status of every durable subscriber of the file: name, checkpoint, lag,
-        blocked keys, retries and dead letters. Empty in memory."""
+        blocked keys, retries, dead letters, and who holds its lease until when; one per
+        segment for a subscriber split into segments. Empty in memory."""
         if not self.storage.durable:
             return []
         return self.relay.subscribers()

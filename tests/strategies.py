@@ -190,5 +190,9 @@ def messages(draw: st.DrawFn, *, wrong: bool = False) -> tuple[Registry, Any]:
     return registry, value
 
 
-stream_ids = st.one_of(st.text(min_size=1, max_size=40), lone_surrogates)
-"""Stream ids as an app may give them: any text, lone surrogates included."""
+storable_stream_ids = st.text(min_size=1, max_size=40)
+"""Stream ids a store accepts: any valid text."""
+
+stream_ids = st.one_of(storable_stream_ids, lone_surrogates)
+"""Stream ids as an app may give them: any text, lone surrogates included (which a store
+refuses)."""

@@ -90,7 +90,7 @@ class Consumer:
         leases, ttl = relay.leases, relay.lease_seconds
         if leases is not None and ttl is not None:
             tenure = self.tenure = Tenure(leases, name, relay.owner, ttl, share, segment[0])
-            tenure.before_release = sub.cursor.flush
+            tenure.before_release = self._before_release
             sub.cursor.guard = tenure.check
             sub.cursor.transaction = sub.storage.transaction
         self.thread = threading.Thread(target=self.run, name=f"eventlite-relay-{name}", daemon=True)
@@ -264,6 +264,14 @@ class Consumer:
         if self.tenure is not None:
             with suppress(Exception):
                 self.tenure.release()
+
+    def _before_release(self) -> None:
+        """Before a segment is given back to the fair share: write its checkpoint. Raises
+        (so the segment is kept for now) while a handled message's fate is unrecorded."""
+        pending = self.sub.pending
+        if pending is not None:
+            raise RuntimeError(f"{pending[0]} is not recorded yet")
+        self.sub.cursor.flush()
 
     def _complete(self, ticket: int) -> None:
         """The pass of ``ticket`` is complete (for :meth:`Relay.drain`)."""

@@ -110,9 +110,11 @@ class Share:
         for lease in self.leases.leases(self.prefix):
             if lease.owner in owners:
                 continue
-            if store_now is not None and lease.expired(store_now):
-                continue
-            if dead_here(lease.owner):
+            if (store_now is not None and lease.expired(store_now)) or dead_here(lease.owner):
+                # a process that died without closing: forget it, so that the scan stays
+                # short however many have come and gone (one that was only paused takes
+                # its membership again when it resumes)
+                self.leases.release(lease.name, lease.owner, lease.generation)
                 continue
             owners.add(lease.owner)
         share = -(-self.segments // len(owners))

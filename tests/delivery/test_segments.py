@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventlite import App, Registry, event
+from eventlite.clock import FakeClock
 from eventlite.relay._segments import parse_segment, segment_name, segment_of
-from eventlite.relay._tenure import lease_name
+from eventlite.relay._tenure import Share, lease_name
 from eventlite.unit_of_work import UnitOfWork
 
 from ..cli._run import run
-from ..strategies import stream_ids
+from ..strategies import storable_stream_ids, stream_ids
 
 registry = Registry()
 
@@ -174,6 +175,76 @@ def test_a_name_that_is_not_a_segment_parses_to_none() -> None:
     assert [None, None, None, None] == [
         parse_segment(n) for n in ("noter", "noter#1", "noter#4/4", "noter#0/1")
     ]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.lists(storable_stream_ids, min_size=1, max_size=30),
+    st.integers(min_value=2, max_value=5),
+)
+def test_every_event_reaches_exactly_its_stream_s_segment(
+    tmp_path_factory: pytest.TempPathFactory, streams: list[str], segments: int
+) -> None:
+    """Whatever the stream ids and N, each event is handled once, by the segment
+    segment_of gives its stream, and each stream's events in order."""
+    path = tmp_path_factory.mktemp("prop") / "p.db"
+    seen: list[tuple[str, int, int]] = []
+    with App(path, registry=registry, lease_seconds=None) as app:
+        threads = {
+            f"eventlite-relay-{segment_name('noter', i, segments)}": i for i in range(segments)
+        }
+
+        def note(e: Ticked) -> None:
+            seen.append((e.stream, e.n, threads[threading.current_thread().name]))
+
+        sub = app.subscribe(
+            Ticked, note, durable=True, name="noter", start="beginning", segments=segments
+        )
+        assert segments == sub.segments
+        for n, stream in enumerate(streams):
+            app.store.append(stream, [Ticked(stream, n)])
+        app.run_until_idle()
+    assert sorted((stream, n) for n, stream in enumerate(streams)) == sorted(
+        (stream, n) for stream, n, _ in seen
+    )
+    assert all(segment_of(stream, segments) == i for stream, _, i in seen)
+    assert _in_stream_order([(stream, n) for stream, n, _ in seen])
+
+
+# -- the fair share ---------------------------------------------------------------------
+
+
+def test_the_share_is_the_segments_over_the_live_owners(path: Path) -> None:
+    """A process may hold ceil(N / live owners) segments; an owner whose membership has
+    expired no longer counts (and its membership is released), one that closed neither."""
+    with App(path, registry=registry) as app:
+        leases = app.storage.leases
+        leases.clock = clock = FakeClock()
+        mine = Share(leases, "noter", 4, "host-x:1:a", ttl=10.0)
+        theirs = Share(leases, "noter", 4, "host-x:2:b", ttl=10.0)
+        third = Share(leases, "noter", 4, "host-x:3:c", ttl=10.0)
+        assert 4 == mine.quota()
+        theirs.quota()
+        third.quota()
+
+        def quota() -> int:
+            mine.refresh_at = 0.0  # answer from the store, not from memory
+            return mine.quota()
+
+        assert 2 == quota()  # ceil(4 / 3)
+        clock.advance(6)
+        third.refresh_at = 0.0
+        third.quota()  # renews its membership; the second's expires at 10
+        clock.advance(5)
+        assert 2 == quota()  # ceil(4 / 2)
+        assert None is leases.holder(theirs.member)  # forgotten, so scans stay short
+        third.close()
+        assert 4 == quota()
+        assert mine.reserve(3) and mine.reserve(0) and mine.reserve(1) and mine.reserve(2)
+        theirs.refresh_at = 0.0
+        theirs.quota()  # another process joins: the highest-numbered two are extras
+        assert 2 == quota()
+        assert [False, False, True, True] == [mine.extra(i) for i in range(4)]
 
 
 # -- one process ------------------------------------------------------------------------
