@@ -409,8 +409,11 @@ class CloudEventCodec:
             raise UnknownCloudEventType(exc.type_name, body, headers) from None
         except MessageDecodeError as exc:
             raise CloudEventDecodeError(type_name, exc.cause, body, headers) from exc
-        except (ValueError, TypeError) as exc:
-            raise CloudEventDecodeError(type_name, str(exc), body, headers) from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser goes
+            raise CloudEventDecodeError(
+                type_name, str(exc) or type(exc).__name__, body, headers
+            ) from None
 
     def decode_delivery(self, delivery: Delivery) -> Envelope:
         """:meth:`decode` of a :class:`~eventlite.bridges.Delivery`'s body and headers."""

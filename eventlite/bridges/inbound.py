@@ -35,7 +35,7 @@ from typing import Any
 from ..clock import Clock
 from ..dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue
 from ..envelope import Envelope, message_context
-from ..exceptions import MessageError, StorageError
+from ..exceptions import MessageDecodeError, MessageError, StorageError
 from ..retry import RetryPolicy
 from ..store.storage import Storage, Transaction
 from ..unit_of_work import UnitOfWork
@@ -179,9 +179,6 @@ class Inbound:
         self._thread = threading.Thread(
             target=self._run, name=f"eventlite-inbound-{name}", daemon=True
         )
-        self._idle = threading.Condition()
-        self._busy = False
-        self._passes = 0
 
     # -- life -------------------------------------------------------------------------------
 
@@ -234,19 +231,6 @@ class Inbound:
         """Whether the thread runs."""
         return self._thread.is_alive()
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until the thread finished a pass that received nothing (the source looked
-        empty); False on timeout. For tests and ``run_until_idle``."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            start = self._passes
-            while self._passes <= start + 1:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return False
-                self._idle.wait(remaining)
-        return True
-
     # -- the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -273,10 +257,6 @@ class Inbound:
                         with suppress(Exception):
                             sub.nack(deliveries, requeue=True)
                         raise
-                else:
-                    with self._idle:
-                        self._passes += 1
-                        self._idle.notify_all()
                 delays = iter(self.backoff.delays())
             except Exception as exc:
                 self._failed(exc)
@@ -295,8 +275,6 @@ class Inbound:
                         delay,
                     )
                 self._stopping.wait(delay)
-        with self._idle:
-            self._idle.notify_all()
 
     def _failed(self, exc: BaseException) -> None:
         self.status.last_error = mask_url(f"{type(exc).__name__}: {exc}")
@@ -323,6 +301,12 @@ class Inbound:
             except MessageError as exc:
                 bad.append((delivery, exc))
                 continue
+            except Exception as exc:
+                # whatever else a hostile body makes the decoder raise: undecodable too,
+                # never a reason to take the message back and stall on it
+                why = MessageDecodeError("<cloudevent>", f"{type(exc).__name__}: {exc}")
+                bad.append((delivery, why))
+                continue
             if env.id in seen or self._inbox.contains(self.name, env.id):
                 duplicates += 1
                 continue
@@ -331,7 +315,7 @@ class Inbound:
         try:
             self._commit(good, bad)
         except StorageError:
-            raise  # the thread backs off; the deliveries come again (not acked)
+            raise  # the thread backs off; the deliveries go back to the broker
         except Exception as exc:
             # one of them failed (or another consumer handled one meanwhile): one by one
             if not isinstance(exc, _Duplicate):

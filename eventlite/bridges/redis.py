@@ -73,8 +73,8 @@ def _read_meta(raw: bytes | None) -> tuple[str | None, str | None, dict[str, str
         return None, None, {}
     try:
         meta = json.loads(raw)
-    except ValueError:
-        return None, None, {"meta": raw.decode("utf-8", "replace")}
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json goes
+        return None, None, {"meta": raw.decode("utf-8", "replace")[:8192]}
     if not isinstance(meta, dict):
         return None, None, {}
     key, mid, headers = meta.get("key"), meta.get("id"), meta.get("headers")

@@ -25,6 +25,7 @@ thread-safe); botocore retries throttling and connection errors with its own bac
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -274,10 +275,11 @@ class SQSSubscriber(Subscriber):
     def _delivery(self, msg: Mapping[str, Any]) -> Delivery:
         attrs = {k: v.get("StringValue") for k, v in msg.get("MessageAttributes", {}).items()}
         text = msg.get("Body", "")
+        body = text.encode("utf-8")
         if attrs.get("eventlite-encoding") == "base64":
-            body = base64.b64decode(text)
-        else:
-            body = text.encode("utf-8")
+            # not base64 after all: delivered as sent, and the decoder judges it
+            with contextlib.suppress(ValueError):
+                body = base64.b64decode(text, validate=True)
         headers: dict[str, str] = {}
         raw = attrs.get("eventlite-headers")
         if raw:
@@ -285,8 +287,8 @@ class SQSSubscriber(Subscriber):
                 parsed = json.loads(raw)
                 if isinstance(parsed, dict):
                     headers = {str(k): str(v) for k, v in parsed.items()}
-            except ValueError:
-                headers = {"eventlite-headers": raw}
+            except (ValueError, RecursionError):
+                headers = {"eventlite-headers": raw[:8192]}
         system = msg.get("Attributes", {})
         count = int(system.get("ApproximateReceiveCount", "1"))
         return Delivery(

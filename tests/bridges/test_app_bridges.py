@@ -360,3 +360,36 @@ def test_a_storage_failure_gives_the_batch_back_and_it_comes_again(receiver: App
     wait("5 handled", lambda: receiver.store.head_position() == 5)
     assert 0 == failures["left"]
     assert 5 == inbound.status.handled
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000 + b"]" * 200_000,  # deeper than the JSON parser goes
+        b'{"specversion": "1.0", "id": "x", "source": "/s", "type": "appcontract.OrderPlaced", '
+        b'"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b"\xff\xfe not text",
+        b'{"specversion": "1.0", "id": "x", "source": "/s", "type": "appcontract.OrderPlaced", '
+        b'"data": {"order_id": 5, "n": "five"}}',
+        b'{"specversion": "1.0", "id": "x", "source": "/s", "type": "appcontract.OrderPlaced", '
+        b'"data": {"order_id": "o", "n": 1}, "time": "yesterday"}',
+        b"",
+    ],
+    ids=["deep", "deep-data", "not-utf8", "wrong-fields", "bad-time", "empty"],
+)
+def test_hostile_bodies_are_dead_lettered_and_the_flow_goes_on(receiver: App, body: bytes) -> None:
+    """Whatever a body makes the decoder raise, the message is dead-lettered raw and the
+    next one is handled; the bridge never takes a poison message back."""
+    from eventlite.bridges import CloudEventCodec
+    from eventlite.envelope import Envelope
+
+    broker = MemoryBroker()
+    inbound = receiver.consume_from(broker, source="orders", group="g")
+    good = CloudEventCodec(receiver.codec).outgoing(Envelope(OrderPlaced("o", 1)), "orders")
+    with broker.publisher() as pub:
+        pub.send_batch([OutgoingMessage("orders", body, id="hostile"), good])
+    wait("the good one", lambda: receiver.store.head_position() == 1)
+    wait("the dead letter", lambda: inbound.status.dead_lettered == 1)
+    [letter] = receiver.dlq.list(inbound.name)
+    assert "hostile" == letter.message_id
+    assert inbound.alive

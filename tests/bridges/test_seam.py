@@ -142,3 +142,32 @@ def test_unreachable_brokers_fail_within_the_timeout() -> None:
     with pytest.raises(BrokerUnavailable, match="nats"):
         JetStream(f"nats://127.0.0.1:{port}", backoff=quick, connect_timeout=0.5).publisher()
     assert time.monotonic() - t0 < 10
+
+
+def test_transports_read_hostile_metadata_without_raising() -> None:
+    """A Redis entry's ``meta`` or an SQS message's attributes that are not what eventlite
+    writes (deeply nested JSON, text that is not base64) are delivered as they are, never
+    raised from ``receive`` (which would hand the same message back for ever)."""
+    from eventlite.bridges.redis import _read_meta
+    from eventlite.bridges.sqs import SQSSubscriber
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    key, mid, headers = _read_meta(deep)
+    assert (None, None) == (key, mid) and len(headers["meta"]) <= 8192
+    hostile = {
+        "Body": "not base64 !!",
+        "MessageAttributes": {
+            "eventlite-encoding": {"StringValue": "base64"},
+            "eventlite-headers": {"StringValue": deep.decode()},
+        },
+        "ReceiptHandle": "r",
+        "MessageId": "m",
+    }
+    import types
+
+    sub = object.__new__(SQSSubscriber)  # only what _delivery reads: no AWS needed
+    sub.source = "queue"
+    sub._broker = types.SimpleNamespace(queue_name=lambda source: source)  # type: ignore[assignment]
+    delivery = sub._delivery(hostile)
+    assert b"not base64 !!" == delivery.body
+    assert len(delivery.headers["eventlite-headers"]) <= 8192
