@@ -33,9 +33,15 @@ def _placed(i: int) -> OrderPlaced:
     return OrderPlaced(order=i, customer=f"customer-{i % 97}", total_cents=995 + i)
 
 
-def _app(path: Path) -> App:
+def _app(path: Path, lease_seconds: float | None = 30.0) -> App:
     # A long poll interval: every delivery measured here comes from the commit's wake-up.
-    return App(path, registry=registry, synchronous="normal", poll_interval=60.0)
+    return App(
+        path,
+        registry=registry,
+        synchronous="normal",
+        poll_interval=60.0,
+        lease_seconds=lease_seconds,
+    )
 
 
 def _latency(path: Path, n: int) -> tuple[list[float], list[float]]:
@@ -195,6 +201,20 @@ def run(quick: bool) -> list[Row]:
                     exactly_once,
                 )
             )
+        # The same delivery without leases: what the lease check in every unit of work's
+        # transaction (one SELECT of the lease row) costs.
+        with _app(dir / "backlog.db", lease_seconds=None) as unleased:
+            without = _deliver_backlog(unleased, "receipts-unleased", backlog, uow=True)
+        rows.append(
+            Row(
+                "durable delivery of a backlog, unit of work + inbox, with the lease check",
+                exactly_once,
+                "events/s",
+                baseline="the same without leases (lease_seconds=None)",
+                baseline_value=without,
+                higher_is_better=True,
+            )
+        )
         live = _live_best(dir, backlog // 3)
         rows.append(
             vs_appends(
