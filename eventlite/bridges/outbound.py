@@ -156,13 +156,18 @@ class Outbound:
                 continue
             index.append(i)
         if messages:
-            publisher = self._publisher_now()
+            try:
+                publisher = self._publisher_now()
+            except BridgeError as exc:  # the broker cannot be reached yet: the relay retries
+                self.status.last_error = mask_url(f"{type(exc).__name__}: {exc}")
+                self._count("failed", 1)
+                raise
             where = destination if isinstance(destination, str) else "(by event)"
             try:
                 with send_span(tracer(), self.broker.name, where, len(messages)):
                     sent = publisher.send_batch(messages, timeout=self.send_timeout)
             except BridgeError as exc:
-                self._failed(exc)
+                self._failed(exc, publisher)
                 raise
             for i, result in zip(index, sent, strict=True):
                 error = result.error
@@ -170,7 +175,7 @@ class Outbound:
                     continue
                 if not isinstance(error, SendFailed):
                     # not refused: the broker went away; the page is tried again
-                    self._failed(error)
+                    self._failed(error, publisher)
                     raise error
                 results[i] = error
         refused = sum(1 for r in results if r is not None)
@@ -183,9 +188,18 @@ class Outbound:
         self._count("refused", refused)
         return results
 
-    def _failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException, publisher: Publisher) -> None:
+        """A batch was given up: say why, and start the next try on a new publisher (this
+        one may be closed, or stuck on a connection the broker dropped)."""
         self.status.last_error = mask_url(f"{type(error).__name__}: {error}")
         self._count("failed", 1)
+        with self._lock:
+            if self._publisher is publisher:
+                self._publisher = None
+        try:
+            publisher.close(timeout=1.0)
+        except Exception:
+            log.debug("closing a failed publisher of %s failed", self.name, exc_info=True)
 
     def _publisher_now(self) -> Publisher:
         with self._lock:

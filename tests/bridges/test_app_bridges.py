@@ -393,3 +393,25 @@ def test_hostile_bodies_are_dead_lettered_and_the_flow_goes_on(receiver: App, bo
     [letter] = receiver.dlq.list(inbound.name)
     assert "hostile" == letter.message_id
     assert inbound.alive
+
+
+def test_a_publisher_that_failed_is_replaced(sender: App) -> None:
+    """After a batch is given up (a closed or broken publisher), the next try starts on a
+    new publisher, so one bad connection never stops the bridge for good."""
+    broker = MemoryBroker()
+    made: list[MemoryPublisher] = []
+    make = broker.publisher
+
+    def publisher() -> MemoryPublisher:
+        p = make()
+        if not made:
+            p.close()  # the first one is broken: every send raises BridgeClosed
+        made.append(p)
+        return p
+
+    broker.publisher = publisher  # type: ignore[method-assign]
+    sender.publish_to(broker, OrderPlaced, destination="orders")
+    with sender.unit_of_work() as uow:
+        uow.append("order-1", [OrderPlaced("o", i) for i in range(3)])
+    wait("3 sent", lambda: len(broker.messages("orders")) == 3)
+    assert 2 == len(made)
