@@ -39,7 +39,7 @@ from ..exceptions import MessageDecodeError, MessageError, StorageError
 from ..retry import RetryPolicy
 from ..store.storage import Storage, Transaction
 from ..unit_of_work import UnitOfWork
-from .base import Backoff, BridgeError, Broker, Delivery, Subscriber, mask_url
+from .base import Backoff, BridgeClosed, BridgeError, Broker, Delivery, Subscriber, mask_url
 from .cloudevents import CloudEventCodec
 from .tracing import process_span, tracer
 
@@ -260,6 +260,12 @@ class Inbound:
                 delays = iter(self.backoff.delays())
             except Exception as exc:
                 self._failed(exc)
+                if isinstance(exc, BridgeClosed):
+                    # this subscriber is done for: the next try makes a new one
+                    broken, self._subscriber = self._subscriber, None
+                    if broken is not None:
+                        with suppress(Exception):
+                            broken.close(1.0)
                 delay = next(delays)
                 if isinstance(exc, BridgeError):
                     log.warning(

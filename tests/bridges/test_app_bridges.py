@@ -415,3 +415,19 @@ def test_a_publisher_that_failed_is_replaced(sender: App) -> None:
         uow.append("order-1", [OrderPlaced("o", i) for i in range(3)])
     wait("3 sent", lambda: len(broker.messages("orders")) == 3)
     assert 2 == len(made)
+
+
+def test_a_subscriber_that_was_closed_is_replaced(receiver: App) -> None:
+    """An inbound bridge whose subscriber was closed under it makes a new one and goes on
+    receiving."""
+    from eventlite.bridges import CloudEventCodec
+    from eventlite.envelope import Envelope
+
+    broker = MemoryBroker()
+    inbound = receiver.consume_from(broker, source="orders", group="g")
+    assert inbound._subscriber is not None
+    inbound._subscriber.close()
+    with broker.publisher() as pub:
+        wire = CloudEventCodec(receiver.codec)
+        pub.send_batch([wire.outgoing(Envelope(OrderPlaced("o", 1)), "orders")])
+    wait("the event", lambda: receiver.store.head_position() == 1)
