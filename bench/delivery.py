@@ -201,17 +201,20 @@ def run(quick: bool) -> list[Row]:
                     exactly_once,
                 )
             )
-        # The same delivery without leases: what the lease check in every unit of work's
-        # transaction (one SELECT of the lease row) costs.
-        with _app(dir / "backlog.db", lease_seconds=None) as unleased:
-            without = _deliver_backlog(unleased, "receipts-unleased", backlog, uow=True)
+        # What leases cost a unit-of-work subscriber: fresh apps on the same backlog, each
+        # with that one subscriber, with and without leases, alternated, best of two.
+        best = {True: 0.0, False: 0.0}
+        for i, leased in enumerate((True, False, True, False)):
+            with _app(dir / "backlog.db", lease_seconds=30.0 if leased else None) as fresh:
+                rate_ = _deliver_backlog(fresh, f"receipts-{i}", backlog, uow=True)
+            best[leased] = max(best[leased], rate_)
         rows.append(
             Row(
-                "durable delivery of a backlog, unit of work + inbox, with the lease check",
-                exactly_once,
+                "durable delivery of a backlog, unit of work + inbox, under a lease (best of 2)",
+                best[True],
                 "events/s",
                 baseline="the same without leases (lease_seconds=None)",
-                baseline_value=without,
+                baseline_value=best[False],
                 higher_is_better=True,
             )
         )
