@@ -163,7 +163,7 @@ def test_killed_runs_end_with_the_uninterrupted_result(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 def test_killed_runs_end_with_the_uninterrupted_result_many_times(
     tmp_path: Path, seed: int
 ) -> None:
