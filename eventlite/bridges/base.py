@@ -68,6 +68,7 @@ __all__ = [
     "BridgeError",
     "Broker",
     "BrokerUnavailable",
+    "Counters",
     "Delivery",
     "Features",
     "OutgoingMessage",
@@ -76,6 +77,7 @@ __all__ = [
     "SendResult",
     "Subscriber",
     "mask_url",
+    "report",
 ]
 
 log = logging.getLogger("eventlite.bridges")
@@ -524,6 +526,21 @@ class Broker(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
+
+
+Counters = Callable[[str, str, int], None]
+"""``counters(bridge, counter, n)``: where a bridge reports its counts (the app passes
+:meth:`DeliveryMetrics.bridged <eventlite.metrics.DeliveryMetrics.bridged>`)."""
+
+
+def report(counters: Counters | None, bridge: str, counter: str, n: int) -> None:
+    """Add ``n`` to a bridge's ``counter`` through ``counters``; a hook that raises is
+    logged, never raised (a metrics failure must not stop a bridge)."""
+    if counters is not None and n:
+        try:
+            counters(bridge, counter, n)
+        except Exception:
+            log.exception("bridge metrics hook failed")
 
 
 def require_client(module: str, extra: str) -> Any:

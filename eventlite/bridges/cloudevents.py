@@ -123,6 +123,18 @@ def _format_time(ts: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def _put_headers(out: dict[str, Any], headers: Mapping[str, Any]) -> None:
+    """Metadata headers as attributes: W3C trace context as its own extensions, the rest
+    as one JSON object in ``eventliteheaders``."""
+    rest = dict(headers)
+    for name in ("traceparent", "tracestate"):
+        value = rest.pop(name, None)
+        if value is not None:
+            out[name] = value
+    if rest:
+        out["eventliteheaders"] = _dumps(rest)
+
+
 def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"'time' must be an RFC 3339 string, got {type(value).__name__}")
@@ -251,13 +263,7 @@ class CloudEventCodec:
         if key is not None and key != stream_id:
             out["partitionkey"] = key
         if meta.headers:
-            rest = dict(meta.headers)
-            for name in ("traceparent", "tracestate"):
-                value = rest.pop(name, None)
-                if value is not None:
-                    out[name] = value
-            if rest:
-                out["eventliteheaders"] = _dumps(rest)
+            _put_headers(out, meta.headers)
         return out
 
     def encode(self, envelope: Envelope, key: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -347,13 +353,7 @@ class CloudEventCodec:
         if key is not None and key != sid:
             out["partitionkey"] = key
         if headers:
-            rest = dict(headers)
-            for name in ("traceparent", "tracestate"):
-                value = rest.pop(name, None)
-                if value is not None:
-                    out[name] = value
-            if rest:
-                out["eventliteheaders"] = _dumps(rest)
+            _put_headers(out, headers)
         try:
             head = _dumps(out)
         except (TypeError, ValueError):

@@ -39,7 +39,17 @@ from ..exceptions import MessageDecodeError, MessageError, StorageError
 from ..retry import RetryPolicy
 from ..store.storage import Storage, Transaction
 from ..unit_of_work import UnitOfWork
-from .base import Backoff, BridgeClosed, BridgeError, Broker, Delivery, Subscriber, mask_url
+from .base import (
+    Backoff,
+    BridgeClosed,
+    BridgeError,
+    Broker,
+    Counters,
+    Delivery,
+    Subscriber,
+    mask_url,
+    report,
+)
 from .cloudevents import CloudEventCodec
 from .tracing import process_span, tracer
 
@@ -146,7 +156,7 @@ class Inbound:
         prefetch: int = 200,
         poll_interval: float = 0.5,
         backoff: Backoff | None = None,
-        counters: Callable[[str, str, int], None] | None = None,
+        counters: Counters | None = None,
     ) -> None:
         if batch < 1 or prefetch < batch:
             raise ValueError(
@@ -287,11 +297,7 @@ class Inbound:
         self._count("failed", 1)
 
     def _count(self, counter: str, n: int) -> None:
-        if self._counters is not None and n:
-            try:
-                self._counters(self.name, counter, n)
-            except Exception:
-                log.exception("bridge metrics hook failed")
+        report(self._counters, self.name, counter, n)
 
     # -- one batch --------------------------------------------------------------------------
 

@@ -25,7 +25,16 @@ from typing import Any
 
 from ..envelope import Envelope
 from ..store.events import LogRecord
-from .base import BridgeError, Broker, OutgoingMessage, Publisher, SendFailed, mask_url
+from .base import (
+    BridgeError,
+    Broker,
+    Counters,
+    OutgoingMessage,
+    Publisher,
+    SendFailed,
+    mask_url,
+    report,
+)
 from .cloudevents import CONTENT_TYPE, CloudEventCodec
 from .tracing import send_span, tracer
 
@@ -83,7 +92,7 @@ class Outbound:
         decode: Callable[[LogRecord], Envelope],
         key: KeyOf | None = None,
         send_timeout: float = 10.0,
-        counters: Callable[[str, str, int], None] | None = None,
+        counters: Counters | None = None,
     ) -> None:
         if not (isinstance(destination, str) and destination) and not callable(destination):
             raise ValueError(
@@ -106,11 +115,7 @@ class Outbound:
         self._closed = False
 
     def _count(self, counter: str, n: int) -> None:
-        if self._counters is not None and n:
-            try:
-                self._counters(self.name, counter, n)
-            except Exception:
-                log.exception("bridge metrics hook failed")
+        report(self._counters, self.name, counter, n)
 
     def __call__(self, items: Sequence[LogRecord | Envelope]) -> list[Exception | None]:
         """Send ``items`` (stored records of a page of the log, or one released dead
