@@ -390,3 +390,42 @@ def restored(
     env._stored = (stream_id, version, position)
     env._key = None
     return env
+
+
+def received(
+    message: Any,
+    event_id: str,
+    timestamp_us: int | None,
+    correlation_id: str,
+    causation_id: str | None,
+    user_id: str | None,
+    headers: Mapping[str, str],
+    stream_id: str | None,
+    version: int | None,
+    position: int | None,
+    key: Any,
+) -> Envelope:
+    """The envelope of a message received from elsewhere (a broker), from parts its decoder
+    has checked: the same as ``Envelope(message, id=..., metadata=..., timestamp=...,
+    stream_id=..., version=..., position=..., key=...)`` without checking them again. A
+    ``timestamp_us`` of None stamps it now; a ``stream_id`` without a ``version`` raises
+    ``ValueError``, and without a ``stream_id`` the version and position are dropped."""
+    env: Envelope = _new_obj(Envelope)
+    env._id = event_id
+    if timestamp_us is None:
+        env._ns = _time_ns()
+    else:
+        env._ns = timestamp_us * 1000
+    env._seq = _next_seq()
+    env._ts = None
+    env._message = message
+    env._ctx = (correlation_id, causation_id, user_id, headers or _EMPTY)
+    env._meta = None
+    if stream_id is None:
+        env._stored = None
+    else:
+        if version is None:
+            raise ValueError(f"received event in stream {stream_id!r} needs a version")
+        env._stored = (stream_id, version, position)
+    env._key = key
+    return env

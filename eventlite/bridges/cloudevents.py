@@ -42,6 +42,7 @@ is not valid W3C trace context is dropped, as the W3C spec asks, not an error.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -52,7 +53,7 @@ from urllib.parse import quote, unquote
 import attrs
 
 from ..codec import Codec
-from ..envelope import Envelope, Metadata
+from ..envelope import Envelope, received
 from ..exceptions import MessageDecodeError, MessageEncodeError, UnknownMessageType
 from ..store.events import LogRecord
 from .base import Delivery, OutgoingMessage
@@ -70,10 +71,15 @@ CONTENT_TYPE = "application/cloudevents+json"
 _DATA_CONTENT_TYPE = "application/json"
 _PREFIXES = ("ce-", "ce_", "cloudevents_", "cloudevents:")
 _CONTENT_TYPE_HEADER = "content-type"
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_SPEC_KEYS = tuple((p, p + "specversion") for p in _PREFIXES)
+# ASCII digits only and \Z, not $ (which also matches before a final newline)
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")
+_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z")
+_MICROSECOND = timedelta(microseconds=1)
+_from_iso = datetime.fromisoformat
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z"
 )
 # ``%`` is escaped so percent-decoding gives back exactly what was sent
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%"')
@@ -152,6 +158,28 @@ def _parse_time(value: Any) -> datetime:
     return datetime(year, month, day, hour, minute, second, int(fraction), tz).astimezone(
         timezone.utc
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _second_us(prefix: str) -> int | None:
+    """Epoch microseconds of ``YYYY-MM-DDTHH:MM:SS`` read as UTC; None when that is no real
+    time (a leap second, a day the month lacks, year 0)."""
+    try:
+        when = _from_iso(prefix)
+    except ValueError:
+        return None
+    return (when.replace(tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
+
+
+def _time_us(value: Any) -> int:
+    """Epoch microseconds of a CloudEvent's ``time`` (RFC 3339; see :func:`_parse_time`)."""
+    if type(value) is str and _CANONICAL_TIME.match(value) is not None:
+        # the form every eventlite sender writes, and nearly always the same second as
+        # the message before it: the second is read once and cached
+        base = _second_us(value[:19])
+        if base is not None:
+            return base + int(value[20:26])
+    return (_parse_time(value) - _EPOCH) // _MICROSECOND
 
 
 def _int_attr(attrs_: Mapping[str, Any], name: str) -> int | None:
@@ -392,7 +420,9 @@ class CloudEventCodec:
                     f"the body is {len(body)} bytes, over the limit of {self.max_size}"
                 )
             lowered = self._check_headers(headers)
-            binary_prefix = next((p for p in _PREFIXES if p + "specversion" in lowered), None)
+            binary_prefix = None
+            if len(lowered) > 1 or _CONTENT_TYPE_HEADER not in lowered:
+                binary_prefix = next((p for p, k in _SPEC_KEYS if k in lowered), None)
             if binary_prefix is not None:
                 attributes = self._binary_attributes(lowered, binary_prefix)
                 data_text: Any = body
@@ -403,14 +433,20 @@ class CloudEventCodec:
                         f"a structured CloudEvent is a JSON object, got {type(attributes).__name__}"
                     )
                 data_text = None
-            type_name = _str_attr(attributes, "type", required=True, limit=256) or type_name
+            v = attributes.get("type")
+            type_name = (
+                v
+                if type(v) is str and 0 < len(v) <= 256
+                else _str_attr(attributes, "type", required=True, limit=256) or type_name
+            )
             return self._envelope(type_name, attributes, data_text)
         except UnknownMessageType as exc:
             raise UnknownCloudEventType(exc.type_name, body, headers) from None
         except MessageDecodeError as exc:
             raise CloudEventDecodeError(type_name, exc.cause, body, headers) from exc
-        except (ValueError, TypeError, RecursionError) as exc:
-            # RecursionError: JSON nested deeper than the parser goes
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+            # RecursionError: JSON nested deeper than the parser goes; OverflowError: a
+            # time whose offset moves it out of the years a datetime holds
             raise CloudEventDecodeError(
                 type_name, str(exc) or type(exc).__name__, body, headers
             ) from None
@@ -420,14 +456,16 @@ class CloudEventCodec:
         return self.decode(delivery.body, delivery.headers)
 
     def _check_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        if not isinstance(headers, Mapping):
+        if type(headers) is not dict and not isinstance(headers, Mapping):
             raise TypeError(f"headers must be a mapping, got {type(headers).__name__}")
         if len(headers) > self.max_headers:
             raise ValueError(f"{len(headers)} headers, over the limit of {self.max_headers}")
         limit = self.max_header_size
         lowered: dict[str, str] = {}
         for name, value in headers.items():
-            if not isinstance(name, str) or not isinstance(value, str):
+            if not (type(name) is str and type(value) is str) and not (
+                isinstance(name, str) and isinstance(value, str)
+            ):
                 raise TypeError(f"header {name!r} must be a string with a string value")
             if len(name) > limit or len(value) > limit:
                 raise ValueError(f"header {name[:64]!r} is over the size limit of {limit}")
@@ -446,16 +484,29 @@ class CloudEventCodec:
         return attributes
 
     def _envelope(self, type_name: str, attributes: Mapping[str, Any], body: Any) -> Envelope:
-        specversion = attributes.get("specversion")
+        # Each attribute is checked inline where it is a plain value within its limit (the
+        # common case, and the cost of every message a bridge receives); anything else
+        # takes _str_attr/_int_attr, which accept it or say what is wrong with it.
+        get = attributes.get
+        specversion = get("specversion")
         if specversion != "1.0":
             raise ValueError(f"'specversion' must be '1.0', got {specversion!r}")
-        event_id = _str_attr(attributes, "id", required=True, limit=256)
-        _str_attr(attributes, "source", required=True, limit=4096)
-        content_type = _str_attr(attributes, "datacontenttype", required=False, limit=256)
-        if content_type is not None:
-            media = content_type.split(";", 1)[0].strip().lower()
-            if media != _DATA_CONTENT_TYPE and not media.endswith("+json"):
-                raise ValueError(f"'datacontenttype' {content_type!r} is not JSON")
+        v = get("id")
+        event_id = (
+            v
+            if type(v) is str and 0 < len(v) <= 256
+            else _str_attr(attributes, "id", required=True, limit=256)
+        )
+        v = get("source")
+        if not (type(v) is str and 0 < len(v) <= 4096):
+            _str_attr(attributes, "source", required=True, limit=4096)
+        v = get("datacontenttype")
+        if v != _DATA_CONTENT_TYPE:
+            content_type = _str_attr(attributes, "datacontenttype", required=False, limit=256)
+            if content_type is not None:
+                media = content_type.split(";", 1)[0].strip().lower()
+                if media != _DATA_CONTENT_TYPE and not media.endswith("+json"):
+                    raise ValueError(f"'datacontenttype' {content_type!r} is not JSON")
         if body is None:
             if "data_base64" in attributes:
                 raise ValueError("binary data ('data_base64') is not an eventlite message")
@@ -466,45 +517,70 @@ class CloudEventCodec:
             data = _strict_loads(body)
         if not isinstance(data, dict):
             raise ValueError(f"'data' must be a JSON object, got {type(data).__name__}")
-        schema_version = _int_attr(attributes, "schemaversion")
-        stream_id = _str_attr(attributes, "streamid", required=False, limit=1024)
-        stream_version = _int_attr(attributes, "streamversion")
-        position = _int_attr(attributes, "position")
+        v = get("schemaversion")
+        schema_version = (
+            v if v is None or type(v) is int else _int_attr(attributes, "schemaversion")
+        )
+        v = get("streamid")
+        stream_id = (
+            v
+            if v is None or (type(v) is str and len(v) <= 1024)
+            else _str_attr(attributes, "streamid", required=False, limit=1024)
+        )
+        v = get("streamversion")
+        stream_version = (
+            v if v is None or type(v) is int else _int_attr(attributes, "streamversion")
+        )
+        v = get("position")
+        position = v if v is None or type(v) is int else _int_attr(attributes, "position")
         if stream_id is None and (stream_version is not None or position is not None):
             raise ValueError("'streamversion' or 'position' without a 'streamid'")
         if stream_id is not None and stream_version is None:
             raise ValueError("'streamid' without a 'streamversion'")
         headers: dict[str, str] = {}
-        extra = _str_attr(attributes, "eventliteheaders", required=False, limit=65536)
-        if extra is not None:
-            parsed = _strict_loads(extra.encode())
-            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-                raise ValueError("'eventliteheaders' must be a JSON object of strings")
-            headers.update(parsed)
-        traceparent = _str_attr(attributes, "traceparent", required=False, limit=256)
-        if traceparent is not None and _TRACEPARENT.match(traceparent) is not None:
-            headers["traceparent"] = traceparent
-            tracestate = _str_attr(attributes, "tracestate", required=False, limit=512)
-            if tracestate is not None:
-                headers["tracestate"] = tracestate
-        time_value = attributes.get("time")
-        timestamp = _parse_time(time_value) if time_value is not None else None
+        if "eventliteheaders" in attributes:
+            extra = _str_attr(attributes, "eventliteheaders", required=False, limit=65536)
+            if extra is not None:
+                parsed = _strict_loads(extra.encode())
+                if not isinstance(parsed, dict) or not all(
+                    isinstance(v, str) for v in parsed.values()
+                ):
+                    raise ValueError("'eventliteheaders' must be a JSON object of strings")
+                headers.update(parsed)
+        if "traceparent" in attributes:
+            traceparent = _str_attr(attributes, "traceparent", required=False, limit=256)
+            if traceparent is not None and _TRACEPARENT.match(traceparent) is not None:
+                headers["traceparent"] = traceparent
+                tracestate = _str_attr(attributes, "tracestate", required=False, limit=512)
+                if tracestate is not None:
+                    headers["tracestate"] = tracestate
+        time_value = get("time")
+        timestamp = _time_us(time_value) if time_value is not None else None
         message = self.codec.from_dict(type_name, data, version=schema_version)
         assert event_id is not None
-        metadata = Metadata(
-            correlation_id=_str_attr(attributes, "correlationid", required=False, limit=256)
-            or event_id,
-            causation_id=_str_attr(attributes, "causationid", required=False, limit=256),
-            user_id=_str_attr(attributes, "userid", required=False, limit=256),
-            headers=headers,
+        v = get("correlationid")
+        correlation = (
+            v
+            if v is None or (type(v) is str and len(v) <= 256)
+            else _str_attr(attributes, "correlationid", required=False, limit=256)
         )
-        return Envelope(
+        causation = user = key = None
+        if "causationid" in attributes:
+            causation = _str_attr(attributes, "causationid", required=False, limit=256)
+        if "userid" in attributes:
+            user = _str_attr(attributes, "userid", required=False, limit=256)
+        if "partitionkey" in attributes:
+            key = _str_attr(attributes, "partitionkey", required=False, limit=1024)
+        return received(
             message,
-            id=event_id,
-            metadata=metadata,
-            timestamp=timestamp,
-            stream_id=stream_id,
-            version=stream_version,
-            position=position,
-            key=_str_attr(attributes, "partitionkey", required=False, limit=1024),
+            event_id,
+            timestamp,
+            correlation or event_id,
+            causation,
+            user,
+            headers,
+            stream_id,
+            stream_version,
+            position,
+            key,
         )

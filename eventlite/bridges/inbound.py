@@ -303,10 +303,8 @@ class Inbound:
 
     def _handle(self, sub: Subscriber, deliveries: list[Delivery]) -> None:
         """Decode, drop duplicates, handle the rest in one unit of work, then ack all."""
-        good: list[tuple[Delivery, Envelope]] = []
+        decoded: list[tuple[Delivery, Envelope]] = []
         bad: list[tuple[Delivery, MessageError]] = []
-        seen: set[str] = set()
-        duplicates = 0
         for delivery in deliveries:
             try:
                 env = self.wire.decode_delivery(delivery)
@@ -319,11 +317,15 @@ class Inbound:
                 why = MessageDecodeError("<cloudevent>", f"{type(exc).__name__}: {exc}")
                 bad.append((delivery, why))
                 continue
-            if env.id in seen or self._inbox.contains(self.name, env.id):
-                duplicates += 1
-                continue
-            seen.add(env.id)
-            good.append((delivery, env))
+            decoded.append((delivery, env))
+        # the ones handled before (one question for the batch), and copies within it
+        seen = self._inbox.handled(self.name, [env.id for _, env in decoded]) if decoded else set()
+        good: list[tuple[Delivery, Envelope]] = []
+        for delivery, env in decoded:
+            if env.id not in seen:
+                seen.add(env.id)
+                good.append((delivery, env))
+        duplicates = len(decoded) - len(good)
         try:
             self._commit(good, bad)
         except StorageError:
@@ -370,24 +372,41 @@ class Inbound:
             return
         storage = self.storage
         spans = tracer()
-        with storage.transaction(), self.unit_of_work() as uow:
-            for delivery, error in bad:
-                self._add_dead_letter(delivery, error, 1)
-            for _, env in good:
-                self._handle_in(uow, env, spans)
-
-    def _handle_in(self, uow: UnitOfWork, env: Envelope, spans: Any | None = None) -> None:
-        """Add ``env``'s inbox mark, append and handler to ``uow`` (in a span of
-        ``spans``, an OpenTelemetry tracer, when there is one)."""
         name = self.name
         inbox = self._inbox
+        ids = [env.id for _, env in good]
         now = self.clock.now()
 
         def mark(tx: Transaction, _events: object) -> None:
-            if not inbox.mark(name, env.id, now):
-                raise _Duplicate(env.id)
+            # one statement for the batch; a mark that is not new means another consumer
+            # of the group handled one of them meanwhile: the batch rolls back
+            if inbox.mark_many(name, ids, now) != len(ids):
+                raise _Duplicate(name)
 
-        uow.on_commit_write(mark)
+        with storage.transaction(), self.unit_of_work() as uow:
+            for delivery, error in bad:
+                self._add_dead_letter(delivery, error, 1)
+            if ids:
+                uow.on_commit_write(mark)
+            for _, env in good:
+                self._handle_in(uow, env, spans, mark=False)
+
+    def _handle_in(
+        self, uow: UnitOfWork, env: Envelope, spans: Any | None = None, *, mark: bool = True
+    ) -> None:
+        """Add ``env``'s append and handler to ``uow``, and its inbox mark unless ``mark``
+        is False (the caller marks a batch); in a span of ``spans``, an OpenTelemetry
+        tracer, when there is one."""
+        if mark:
+            name = self.name
+            inbox = self._inbox
+            now = self.clock.now()
+
+            def marked(tx: Transaction, _events: object) -> None:
+                if not inbox.mark(name, env.id, now):
+                    raise _Duplicate(env.id)
+
+            uow.on_commit_write(marked)
         with process_span(spans, env, self.broker.name, self.source):
             if self.record:
                 uow.append(self.stream(env), [env])

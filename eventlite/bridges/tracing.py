@@ -54,15 +54,22 @@ def _parent(envelope: Envelope) -> Any | None:
     return module.TraceContextTextMapPropagator().extract(carrier)
 
 
-@contextlib.contextmanager
+_NO_SPAN: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
 def process_span(
     tracer: Any | None, envelope: Envelope, system: str, source: str
-) -> Iterator[None]:
+) -> contextlib.AbstractContextManager[None]:
     """A ``CONSUMER`` span around the handling of ``envelope`` received from ``source``,
-    child of the trace its ``traceparent`` names; nothing when ``tracer`` is None."""
+    child of the trace its ``traceparent`` names; nothing when ``tracer`` is None (a
+    shared do-nothing context: the cost of a message without tracing)."""
     if tracer is None:
-        yield
-        return
+        return _NO_SPAN
+    return _process_span(tracer, envelope, system, source)
+
+
+@contextlib.contextmanager
+def _process_span(tracer: Any, envelope: Envelope, system: str, source: str) -> Iterator[None]:
     kind = importlib.import_module("opentelemetry.trace").SpanKind.CONSUMER
     with tracer.start_as_current_span(
         f"process {envelope.type}",

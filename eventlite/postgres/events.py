@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..codec import Codec, Decoder, _loads
 from ..envelope import Envelope, restored, stamped
-from ..exceptions import ConcurrencyError, MessageDecodeError, StorageError
+from ..exceptions import ConcurrencyError, MessageDecodeError, MessageEncodeError, StorageError
 from ..store.events import (
     ANY,
     NO_STREAM,
@@ -194,6 +194,11 @@ class PostgresEventStore(EventStore):
         ids: set[str] = set()
         count = 0
         for stream_id, envelopes, expected in normalize_appends(appends):
+            if not _storable(stream_id):
+                raise ValueError(
+                    f"stream_id {stream_id!r} holds text PostgreSQL cannot store (a NUL "
+                    "character or a lone surrogate)"
+                )
             rows: list[_Row] = []
             for env in envelopes:
                 message = env.message
@@ -205,6 +210,12 @@ class PostgresEventStore(EventStore):
                 else:
                     correlation, causation, user, h = ctx
                     headers = _dumps(dict(h)) if h else None
+                try:
+                    probe = "".join((event_id, correlation, causation or "", user or ""))
+                except TypeError:
+                    probe = "\x00"  # not text: the careful look names it
+                if not probe.isascii() or "\x00" in probe:
+                    _check_row(entry.name, event_id, correlation, causation, user)
                 rows.append(
                     (
                         event_id,
@@ -844,6 +855,31 @@ def _load_headers(text: str, type_name: str, position: int) -> Mapping[str, str]
     ):
         raise MessageDecodeError(type_name, "headers must be a JSON object of strings", position)
     return headers
+
+
+def _check_row(
+    type_name: str, event_id: object, correlation: object, causation: object, user: object
+) -> None:
+    """Raise :class:`MessageEncodeError` naming the first id of an event that a text column
+    cannot hold: not a string, a NUL character, a lone surrogate. (The data and headers are
+    JSON, in which a NUL is written as an escape.)"""
+    values: list[tuple[str, object, bool]] = [
+        ("the event id", event_id, False),
+        ("the correlation id", correlation, False),
+        ("the causation id", causation, True),
+        ("the user id", user, True),
+    ]
+    for what, value, optional in values:
+        if value is None and optional:
+            continue
+        if not isinstance(value, str):
+            raise MessageEncodeError(type_name, f"{what} must be a str, got {value!r}")
+        if not _storable(value):
+            raise MessageEncodeError(
+                type_name,
+                f"{what} holds text PostgreSQL cannot store (a NUL character or a lone "
+                f"surrogate): {value!r}",
+            )
 
 
 def _storable(text: str) -> bool:

@@ -3,6 +3,7 @@ consumer has handled."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..store.checkpoints import check_time
@@ -16,7 +17,13 @@ _MARK = (
     "INSERT INTO inbox (subscriber, message_id, handled_at) VALUES (%s, %s, %s) "
     "ON CONFLICT (subscriber, message_id) DO NOTHING"
 )
+_MARK_MANY = (
+    "INSERT INTO inbox (subscriber, message_id, handled_at) "
+    "SELECT %s, m, %s FROM unnest(%s::text[]) AS m "
+    "ON CONFLICT (subscriber, message_id) DO NOTHING"
+)
 _CONTAINS = "SELECT 1 FROM inbox WHERE subscriber = %s AND message_id = %s"
+_HANDLED = "SELECT message_id FROM inbox WHERE subscriber = %s AND message_id = ANY(%s::text[])"
 _PURGE_ALL = "DELETE FROM inbox WHERE handled_at < %s"
 _PURGE_ONE = "DELETE FROM inbox WHERE subscriber = %s AND handled_at < %s"
 _COUNT_ALL = "SELECT count(*) FROM inbox"
@@ -61,6 +68,36 @@ class PostgresInboxStore(InboxStore):
             "reading the inbox", lambda conn: conn.execute(_CONTAINS, params).fetchone()
         )
         return row is not None
+
+    def mark_many(self, consumer: str, message_ids: Sequence[str], at: float) -> int:
+        """See :meth:`InboxStore.mark_many`: one ``INSERT ... SELECT unnest(...)``."""
+        check_consumer(consumer)
+        stored = [_check(consumer, m)[1] for m in message_ids]
+        params = (_text(consumer, "an inbox consumer name"), check_time(at, "at"), stored)
+        if not stored:
+            return 0
+        count: int = self.database.run(
+            "writing the inbox",
+            lambda conn: conn.execute(_MARK_MANY, params).rowcount,
+            repeat=False,
+        )
+        return count
+
+    def handled(self, consumer: str, message_ids: Iterable[str]) -> set[str]:
+        """See :meth:`InboxStore.handled`: one query."""
+        by_stored: dict[str, str] = {}
+        for m in message_ids:
+            try:
+                by_stored[_check(consumer, m)[1]] = m
+            except ValueError:
+                continue  # what cannot be stored was never marked
+        if not by_stored:
+            return set()
+        params = (_text(consumer, "an inbox consumer name"), list(by_stored))
+        rows: Any = self.database.run(
+            "reading the inbox", lambda conn: conn.execute(_HANDLED, params).fetchall()
+        )
+        return {by_stored[row[0]] for row in rows}
 
     def purge(self, before: float, consumer: str | None = None) -> int:
         """See :meth:`InboxStore.purge`."""

@@ -24,7 +24,7 @@ __all__ = [
     "stored_segments",
 ]
 
-_SEGMENT = re.compile(r"^(.+)#(\d+)/(\d+)$", re.DOTALL)
+_SEGMENT = re.compile(r"(.+)#([0-9]+)/([0-9]+)\Z", re.DOTALL)
 
 
 def segment_name(name: str, index: int, segments: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._database import Database, Transaction, storage_error
 
-__all__ = ["write_one"]
+__all__ = ["write_many", "write_one"]
 
 
 def write_one(database: Database, sql: str, parameters: tuple[Any, ...], action: str) -> int:
@@ -31,3 +31,15 @@ def write_one(database: Database, sql: str, parameters: tuple[Any, ...], action:
             raise storage_error(exc, action, database.path) from exc
     with database.transaction() as tx:
         return tx.execute(sql, parameters).rowcount
+
+
+def write_many(database: Database, sql: str, rows: list[tuple[Any, ...]], action: str) -> int:
+    """``sql`` run for each of ``rows`` in one ``executemany``, all or none: in the
+    thread's open transaction as a savepoint of it (a failure midway takes back the rows
+    before it), else in a transaction of its own. Returns the rows changed; errors as
+    :func:`write_one`."""
+    with database.transaction() as tx:
+        try:
+            return tx.executemany(sql, rows).rowcount
+        except sqlite3.Error as exc:
+            raise storage_error(exc, action, database.path) from exc

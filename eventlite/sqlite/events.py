@@ -876,8 +876,14 @@ class SQLiteEventStore(EventStore):
             if not kept:
                 return []
             if len(kept) > _MANY:
-                clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
-                params.append(json.dumps(kept))
+                # SQLite's JSON functions end a string at a NUL: such values go as they are
+                nul = [v for v in kept if "\x00" in v]
+                listed = f"{column} IN (SELECT value FROM json_each(?))"
+                params.append(json.dumps([v for v in kept if "\x00" not in v]))
+                if nul:
+                    listed = f"({listed} OR {column} IN ({', '.join('?' * len(nul))}))"
+                    params.extend(nul)
+                clauses.append(listed)
             else:
                 clauses.append(f"{column} IN ({', '.join('?' * len(kept))})")
                 params.extend(kept)

@@ -444,17 +444,29 @@ def normalize_appends(
     """Check each part of an ``append_many`` call and wrap its messages in envelopes."""
     out: list[tuple[str, list[Envelope], ExpectedVersion]] = []
     for part in appends:
-        if not isinstance(part, tuple) or len(part) not in (2, 3):
+        if type(part) is not StreamAppend and (
+            not isinstance(part, tuple) or len(part) not in (2, 3)
+        ):
             raise TypeError(
                 "each append is (stream_id, events) or (stream_id, events, expected_version), "
                 f"got {part!r}"
             )
-        stream_id = validate_stream_id(part[0])
-        expected = validate_expected(part[2] if len(part) == 3 else ANY)
+        stream_id = part[0]
+        if type(stream_id) is not str or not stream_id:
+            stream_id = validate_stream_id(stream_id)
+        expected = part[2] if len(part) == 3 else ANY
+        if type(expected) is not StreamState:
+            expected = validate_expected(expected)
         events = part[1]
-        if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Iterable):
+        # a list (what the unit of work hands over) needs no look at its type; anything
+        # else must be an iterable of messages, and text or a mapping is not one
+        if type(events) is not list and (
+            isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Iterable)
+        ):
             raise TypeError(f"events must be a sequence of messages, got {type(events).__name__}")
-        envelopes = [e if isinstance(e, Envelope) else Envelope(e) for e in events]
+        envelopes = [
+            e if type(e) is Envelope or isinstance(e, Envelope) else Envelope(e) for e in events
+        ]
         out.append((stream_id, envelopes, expected))
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Sequence
 
 __all__ = ["InboxStore", "check_consumer"]
 
@@ -35,6 +36,20 @@ class InboxStore(abc.ABC):
     @abc.abstractmethod
     def contains(self, consumer: str, message_id: str) -> bool:
         """Whether ``consumer`` has marked ``message_id``."""
+
+    def mark_many(self, consumer: str, message_ids: Sequence[str], at: float) -> int:
+        """Mark each of ``message_ids`` handled by ``consumer`` at time ``at``, all or none
+        (bad arguments mark nothing); returns how many marks are new. Backends write them
+        in one statement where they can (an inbound bridge marks a whole batch)."""
+        for message_id in message_ids:
+            if not isinstance(message_id, str):
+                raise ValueError(f"a message id must be a str, got {message_id!r}")
+        return sum(self.mark(consumer, message_id, at) for message_id in message_ids)
+
+    def handled(self, consumer: str, message_ids: Iterable[str]) -> set[str]:
+        """The ones of ``message_ids`` that ``consumer`` has marked. Backends ask in one
+        query where they can (an inbound bridge checks a whole batch)."""
+        return {m for m in message_ids if self.contains(consumer, m)}
 
     @abc.abstractmethod
     def purge(self, before: float, consumer: str | None = None) -> int:

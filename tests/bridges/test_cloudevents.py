@@ -4,7 +4,7 @@ nothing."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -249,6 +249,65 @@ def test_malformed_messages_raise_a_named_error_keeping_the_payload(body: bytes,
     assert (body, {"x-h": "1"}) == (info.value.payload, info.value.headers)
 
 
+_OFFSETS = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=_OFFSETS
+    ),
+    st.sampled_from(["seconds", "milliseconds", "microseconds"]),
+    st.sampled_from(["+00:00", "Z", "z"]),
+    st.booleans(),
+)
+def test_every_rfc3339_spelling_of_a_time_reads_as_that_instant(
+    when: datetime, spec: str, utc_as: str, lower_t: bool
+) -> None:
+    """Whatever offset, precision and spelling a sender picks for ``time``, the envelope
+    holds that instant in UTC (the canonical form eventlite writes takes a faster way,
+    which must agree with the careful one)."""
+    text = when.isoformat(timespec=spec)
+    if text.endswith("+00:00"):
+        text = text[:-6] + utc_as
+    if lower_t:
+        text = text.replace("T", "t")
+    kept = {"seconds": 0, "milliseconds": when.microsecond // 1000 * 1000}
+    expected = when.replace(microsecond=kept.get(spec, when.microsecond))
+    assert expected.astimezone(timezone.utc) == wire.decode(_structured(time=text)).timestamp
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2016-12-31T23:59:60.500000Z", datetime(2016, 12, 31, 23, 59, 59, 500000)),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59)),
+        ("0001-01-01T00:00:00.000000Z", datetime(1, 1, 1)),
+    ],
+)
+def test_a_leap_second_and_the_first_year_are_read(text: str, expected: datetime) -> None:
+    """A leap second reads as the second before it; the smallest time a datetime holds is
+    read too."""
+    assert expected.replace(tzinfo=timezone.utc) == wire.decode(_structured(time=text)).timestamp
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30T00:00:00.000000Z",  # no such day
+        "0000-01-01T00:00:00.000000Z",  # no year 0
+        "9999-12-31T23:59:59.999999-01:00",  # past the last year a datetime holds
+        "2026-12-05T12:07:06.\u0661\u0662\u0663\u0664\u0665\u0666Z",  # digits, not ASCII
+        "\u0662\u0660\u0662\u0666-12-05T12:07:06Z",
+        "2026-12-05T12:07:06.650740Z\n",  # a line break after it
+    ],
+)
+def test_a_time_that_is_no_instant_is_refused_by_name(text: str) -> None:
+    """A time no calendar holds raises CloudEventDecodeError, not anything else."""
+    with pytest.raises(CloudEventDecodeError):
+        wire.decode(_structured(time=text))
+
+
 def test_an_unknown_type_is_refused_by_name_and_never_imported() -> None:
     """A type the registry does not know (even one naming an importable callable) raises
     UnknownCloudEventType, with the payload kept."""
@@ -276,6 +335,8 @@ def test_size_and_header_limits() -> None:
 def test_an_invalid_traceparent_is_dropped_not_an_error() -> None:
     """As W3C trace context asks, a malformed traceparent is ignored (a new trace starts)."""
     env = wire.decode(_structured(traceparent="garbage", tracestate="k=v"))
+    assert {"tenant": "acme"} == dict(env.metadata.headers)
+    env = wire.decode(_structured(traceparent=TRACEPARENT + "\n", tracestate="k=v"))
     assert {"tenant": "acme"} == dict(env.metadata.headers)
 
 

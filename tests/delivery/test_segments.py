@@ -171,10 +171,10 @@ def test_segment_names_round_trip(name: str, where: tuple[int, int]) -> None:
 
 
 def test_a_name_that_is_not_a_segment_parses_to_none() -> None:
-    """Plain names, and names with an index out of range or N below 2, are no segment."""
-    assert [None, None, None, None] == [
-        parse_segment(n) for n in ("noter", "noter#1", "noter#4/4", "noter#0/1")
-    ]
+    """Plain names, names with an index out of range or N below 2, and names with more
+    after N or digits that are not ASCII, are no segment."""
+    names = ("noter", "noter#1", "noter#4/4", "noter#0/1", "noter#1/3\n", "noter#\u0661/3")
+    assert [None] * len(names) == [parse_segment(n) for n in names]
 
 
 @settings(max_examples=10, deadline=None)

@@ -95,6 +95,27 @@ class InboxStoreContract:
             inbox.mark("a", "m-1", 1.0)
         assert inbox.contains("a", "m-1")
 
+    def test_mark_many_marks_a_batch_and_counts_the_new_ones(self, inbox: InboxStore) -> None:
+        """mark_many() marks every id given (an id twice in one call is one mark) and says
+        how many marks are new; handled() names the marked ones among those asked about."""
+        inbox.mark("a", "m-2", 1.0)
+        assert 3 == inbox.mark_many("a", ["m-1", "m-2", "m-3", "m-1", "m-4"], 2.0)
+        assert 0 == inbox.mark_many("a", [], 2.0)
+        assert (4, 0) == (inbox.count("a"), inbox.count("b"))
+        assert {"m-1", "m-4"} == inbox.handled("a", ["m-1", "m-4", "m-5", "m-1"])
+        assert set() == inbox.handled("b", ["m-1"])
+        assert set() == inbox.handled("a", [])
+
+    def test_mark_many_joins_the_callers_transaction(
+        self, storage: Storage, inbox: InboxStore
+    ) -> None:
+        """A batch of marks made inside storage.transaction() is gone when it rolls back."""
+        with pytest.raises(_Rollback), storage.transaction():
+            assert 2 == inbox.mark_many("a", ["m-1", "m-2"], 1.0)
+            assert {"m-1", "m-2"} == inbox.handled("a", ["m-1", "m-2"])
+            raise _Rollback()
+        assert (set(), 0) == (inbox.handled("a", ["m-1", "m-2"]), inbox.count())
+
     @pytest.mark.parametrize("message_id", ["", "ünïcødé ✓", "tab\tand\nnewline", "nul\x00byte"])
     def test_ids_are_kept_exactly(self, inbox: InboxStore, message_id: str) -> None:
         """Any text is a message id, and only the same text matches it."""
@@ -103,6 +124,9 @@ class InboxStoreContract:
             inbox.contains("a", message_id),
             inbox.contains("a", message_id + " "),
         )
+        assert {message_id} == inbox.handled("a", [message_id, message_id + " ", "other"])
+        assert 1 == inbox.mark_many("b", [message_id, message_id], 1.0)
+        assert {message_id} == inbox.handled("b", [message_id])
 
     @pytest.mark.parametrize(
         "call",
@@ -113,11 +137,16 @@ class InboxStoreContract:
             lambda i: i.mark("a", "lone \udc80 surrogate", 1.0),
             lambda i: i.mark("a", "m", float("inf")),
             lambda i: i.purge(float("nan")),
+            lambda i: i.mark_many("", ["m"], 1.0),
+            lambda i: i.mark_many("a", ["m", 5], 1.0),
+            lambda i: i.mark_many("a", ["m", "lone \udc80 surrogate"], 1.0),
+            lambda i: i.mark_many("a", ["m"], float("nan")),
         ],
     )
     def test_bad_arguments_are_refused(self, inbox: InboxStore, call: Any) -> None:
         """Empty consumer names, ids that are not text or cannot be stored, and times that
-        are not finite numbers raise ValueError, marking nothing."""
+        are not finite numbers raise ValueError, marking nothing (not even the good ids of
+        a batch)."""
         with pytest.raises(ValueError):
             call(inbox)
         assert 0 == inbox.count()
@@ -154,6 +183,13 @@ def _machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
             self.model.setdefault((consumer, message_id), float(at))
             assert new == self.inbox.mark(consumer, message_id, float(at))
 
+        @rule(consumer=_CONSUMERS, message_ids=st.lists(_IDS, max_size=4), at=st.integers(0, 20))
+        def mark_many(self, consumer: str, message_ids: list[str], at: int) -> None:
+            new = {m for m in message_ids if (consumer, m) not in self.model}
+            for m in message_ids:
+                self.model.setdefault((consumer, m), float(at))
+            assert len(new) == self.inbox.mark_many(consumer, message_ids, float(at))
+
         @rule(before=st.integers(0, 25), consumer=st.none() | _CONSUMERS)
         def purge(self, before: int, consumer: str | None) -> None:
             gone = [
@@ -170,6 +206,8 @@ def _machine(make_storage: StorageFactory) -> type[RuleBasedStateMachine]:
             assert len(self.model) == self.inbox.count()
             for consumer in ("a", "b"):
                 assert sum(1 for k in self.model if k[0] == consumer) == self.inbox.count(consumer)
+                marked = {m for c, m in self.model if c == consumer}
+                assert marked == self.inbox.handled(consumer, ["m1", "m2", "m3", "m4"])
                 for message_id in ("m1", "m2", "m3"):
                     assert ((consumer, message_id) in self.model) == self.inbox.contains(
                         consumer, message_id
