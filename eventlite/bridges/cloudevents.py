@@ -129,6 +129,21 @@ def _format_time(ts: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+@functools.lru_cache(maxsize=64)
+def _second_text(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) of an epoch second."""
+    return (_EPOCH + timedelta(seconds=second)).isoformat()[:19]
+
+
+def _time_text(us: int) -> str:
+    """:func:`_format_time` of an epoch time in microseconds (a stored event's), with the
+    second's text cached: a page of the log is mostly one second."""
+    second, fraction = divmod(us, 1_000_000)
+    if fraction:
+        return f"{_second_text(second)}.{fraction:06d}Z"
+    return _second_text(second) + "Z"
+
+
 def _put_headers(out: dict[str, Any], headers: Mapping[str, Any]) -> None:
     """Metadata headers as attributes: W3C trace context as its own extensions, the rest
     as one JSON object in ``eventliteheaders``."""
@@ -356,7 +371,7 @@ class CloudEventCodec:
             if type(json.loads(data)) is not dict:
                 return None
             headers = None if hdrs is None else json.loads(hdrs)
-            when = _EPOCH + timedelta(microseconds=ts)
+            when = _time_text(ts)
         except (ValueError, OverflowError):
             return None
         if headers is not None and not isinstance(headers, dict):
@@ -366,7 +381,7 @@ class CloudEventCodec:
             "id": eid,
             "source": self.source,
             "type": entry.name,
-            "time": _format_time(when),
+            "time": when,
             "datacontenttype": _DATA_CONTENT_TYPE,
             "schemaversion": sv,
             "correlationid": corr,

@@ -24,6 +24,7 @@ from eventlite.bridges import (
     UnknownCloudEventType,
 )
 from eventlite.exceptions import MessageDecodeError, UnknownMessageType
+from eventlite.store.events import LogRecord
 from eventlite.messages import Registry, event
 from eventlite.testing import strategies as el_st
 from tests import strategies as gen
@@ -197,6 +198,28 @@ def test_generated_envelopes_round_trip(data: st.DataObject, is_binary: bool, pr
     decoded = codec.decode(*codec.encode(env))
     assert env == decoded
     assert dict(env.metadata.headers) == dict(decoded.metadata.headers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(timezone.utc)
+    )
+    | st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.replace(microsecond=0))
+)
+def test_a_stored_record_encodes_as_its_envelope_would(when: datetime) -> None:
+    """encode_record (a stored row, sent without decoding it) writes the same attributes as
+    encode of the row's envelope, whatever its time (whole seconds included)."""
+    env = _envelope(timestamp=when)
+    codec = Codec(registry)
+    record = LogRecord(
+        42, "order-1", 3, env.id, "OrderPlaced", 1, codec.encode(env.message), "corr-1",
+        "cause-1", "u-7", json.dumps(dict(env.metadata.headers)),
+        (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1),
+    )  # fmt: skip
+    fast = wire.encode_record(record, "order-1")
+    assert fast is not None
+    assert json.loads(wire.encode(env, "order-1")[0]) == json.loads(fast)
 
 
 # -- trusting nothing ---------------------------------------------------------------------
