@@ -24,8 +24,8 @@ from eventlite.bridges import (
     UnknownCloudEventType,
 )
 from eventlite.exceptions import MessageDecodeError, UnknownMessageType
-from eventlite.store.events import LogRecord
 from eventlite.messages import Registry, event
+from eventlite.store.events import LogRecord
 from eventlite.testing import strategies as el_st
 from tests import strategies as gen
 
@@ -203,7 +203,9 @@ def test_generated_envelopes_round_trip(data: st.DataObject, is_binary: bool, pr
 @settings(max_examples=200, deadline=None)
 @given(
     st.datetimes(
-        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(timezone.utc)
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.just(timezone.utc),
     )
     | st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.replace(microsecond=0))
 )
