@@ -38,9 +38,11 @@ class InboxStore(abc.ABC):
         """Whether ``consumer`` has marked ``message_id``."""
 
     def mark_many(self, consumer: str, message_ids: Sequence[str], at: float) -> int:
-        """Mark each of ``message_ids`` handled by ``consumer`` at time ``at``, all or none
-        (bad arguments mark nothing); returns how many marks are new. Backends write them
-        in one statement where they can (an inbound bridge marks a whole batch)."""
+        """Mark each of ``message_ids`` handled by ``consumer`` at time ``at``; returns how
+        many marks are new. The SQLite and PostgreSQL backends write them in one statement,
+        all or none (bad arguments mark nothing); this default marks them one by one, which
+        is all or none inside :meth:`Storage.transaction()
+        <eventlite.store.Storage.transaction>` (an inbound bridge marks its batch there)."""
         for message_id in message_ids:
             if not isinstance(message_id, str):
                 raise ValueError(f"a message id must be a str, got {message_id!r}")
