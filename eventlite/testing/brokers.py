@@ -282,6 +282,10 @@ class BridgeTarget:
     crash tests run consumers in a subprocess)."""
     redelivery_wait: float = 10.0
     """Seconds within which a dead consumer's unsettled delivery comes back."""
+    page: int = 500
+    """Events per batch of the outbound bridge in the crash test that kills a sender in the
+    middle of a burst of three pages; smaller for a slow broker (moto's SQS) to keep that
+    test short."""
     restart: Callable[[], None] | None = None
     """Restart the broker (stop, start, wait until it answers); None when the suite may
     not restart it."""

@@ -128,6 +128,7 @@ def _sqs(endpoint: str) -> BridgeTarget:
         prefix=brokers.unique_prefix(),
         recipe=f"from eventlite.bridges.sqs import SQS\nbroker = SQS({options})",
         redelivery_wait=4.0,
+        page=50,  # moto answers a FIFO queue's receive in time that grows with its depth
     )
 
 
