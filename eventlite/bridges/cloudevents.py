@@ -52,7 +52,7 @@ from urllib.parse import quote, unquote
 
 import attrs
 
-from ..codec import Codec
+from ..codec import Codec, loads
 from ..envelope import Envelope, received
 from ..exceptions import MessageDecodeError, MessageEncodeError, UnknownMessageType
 from ..store.events import LogRecord
@@ -227,22 +227,31 @@ def _str_attr(attrs_: Mapping[str, Any], name: str, *, required: bool, limit: in
     return value
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_json_decode = json.JSONDecoder(parse_constant=_no_constants).decode
-
-
 def _strict_loads(body: bytes) -> Any:
+    """The JSON value of a received body or attribute: the codec's strict reader, which
+    refuses NaN, text nested too deeply and a lone surrogate (``\\ud800``) anywhere."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"the body is not UTF-8: {exc}") from None
     try:
-        return _json_decode(text)
+        return loads(text)
     except ValueError as exc:
         raise ValueError(f"invalid JSON: {exc}") from None
+
+
+def _text(value: str, where: str) -> None:
+    """Raise ValueError when ``value`` holds a lone UTF-16 surrogate, which no store keeps
+    and no other language reads."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            half = ord(value[exc.start])
+            raise ValueError(
+                f"{where} holds a lone surrogate (U+{half:04X}), half of a UTF-16 pair and "
+                "no character"
+            ) from None
 
 
 @attrs.frozen
@@ -484,6 +493,8 @@ class CloudEventCodec:
                 raise TypeError(f"header {name!r} must be a string with a string value")
             if len(name) > limit or len(value) > limit:
                 raise ValueError(f"header {name[:64]!r} is over the size limit of {limit}")
+            _text(name, f"header name {name[:64]!r}")
+            _text(value, f"header {name[:64]!r}")
             lowered[name.lower()] = value
         return lowered
 

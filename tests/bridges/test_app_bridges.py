@@ -71,6 +71,12 @@ def receiver(tmp_path: Path, metrics: CountingMetrics) -> Iterator[App]:
     app.close()
 
 
+def o_numbers(app: App) -> list[int]:
+    """The ``n`` of each OrderPlaced in the app's log, in log order."""
+    head = app.store.head_position()
+    return [e.message.n for e in app.store.read_all(1, head) if isinstance(e.message, OrderPlaced)]
+
+
 def checkpoint(app: App, name: str) -> int:
     [status] = [s for s in app.subscribers() if s.name == name]
     return status.checkpoint
@@ -374,8 +380,10 @@ def test_a_storage_failure_gives_the_batch_back_and_it_comes_again(receiver: App
         b'{"specversion": "1.0", "id": "x", "source": "/s", "type": "appcontract.OrderPlaced", '
         b'"data": {"order_id": "o", "n": 1}, "time": "yesterday"}',
         b"",
+        b'{"specversion": "1.0", "id": "x\\ud800", "source": "/s", '
+        b'"type": "appcontract.OrderPlaced", "data": {"order_id": "o", "n": 1}}',
     ],
-    ids=["deep", "deep-data", "not-utf8", "wrong-fields", "bad-time", "empty"],
+    ids=["deep", "deep-data", "not-utf8", "wrong-fields", "bad-time", "empty", "half-pair-id"],
 )
 def test_hostile_bodies_are_dead_lettered_and_the_flow_goes_on(receiver: App, body: bytes) -> None:
     """Whatever a body makes the decoder raise, the message is dead-lettered raw and the
@@ -391,8 +399,49 @@ def test_hostile_bodies_are_dead_lettered_and_the_flow_goes_on(receiver: App, bo
     wait("the good one", lambda: receiver.store.head_position() == 1)
     wait("the dead letter", lambda: inbound.status.dead_lettered == 1)
     [letter] = receiver.dlq.list(inbound.name)
-    assert "hostile" == letter.message_id
+    assert ("hostile", 1) == (letter.message_id, letter.attempts)  # refused, not retried
     assert inbound.alive
+
+
+@pytest.mark.parametrize(
+    ("message_id", "key", "headers"),
+    [
+        ("hostile\ud800", None, {}),
+        ("hostile", "k\udfff", {}),
+        ("hostile", None, {"x-h\udc80": "1"}),
+        ("hostile", None, {"x-h": "v\ud800"}),
+    ],
+    ids=["id", "key", "header-name", "header-value"],
+)
+def test_a_lone_surrogate_from_the_transport_is_dead_lettered_and_the_flow_goes_on(
+    receiver: App, message_id: str, key: str | None, headers: dict[str, str]
+) -> None:
+    """A transport may hand over a message id, key or header holding half a UTF-16 pair,
+    which no store keeps. Beside a body that does not decode, the message is still
+    dead-lettered (what cannot be stored is escaped), and the next one is handled."""
+    from eventlite.bridges import CloudEventCodec
+    from eventlite.envelope import Envelope
+
+    broker = MemoryBroker()
+    inbound = receiver.consume_from(broker, source="orders", group="g")
+    wire = CloudEventCodec(receiver.codec)
+    good = wire.outgoing(Envelope(OrderPlaced("o", 1)), "orders")
+    for body in (b"not json", wire.outgoing(Envelope(OrderPlaced("o", 2)), "orders").body):
+        hostile = OutgoingMessage(
+            "orders", body, key=key, headers={**good.headers, **headers}, id=message_id
+        )
+        with broker.publisher() as pub:
+            pub.send_batch([hostile])
+    with broker.publisher() as pub:
+        pub.send_batch([good])
+    wait("the good one", lambda: o_numbers(receiver)[-1:] == [1])
+    assert inbound.alive
+    letters = receiver.dlq.list(inbound.name)
+    # the undecodable one is dead-lettered; the other one too when its headers hold the
+    # half pair, and is handled otherwise (its id and key are the transport's, not stored)
+    assert [2, 1] == o_numbers(receiver) or 2 == len(letters)
+    assert len(letters) == inbound.status.dead_lettered >= 1
+    assert all(letter.message_id and letter.message_id.startswith("hostile") for letter in letters)
 
 
 def test_a_publisher_that_failed_is_replaced(sender: App) -> None:

@@ -243,7 +243,7 @@ def _structured(**changes: Any) -> bytes:
         (b"not json", "invalid JSON"),
         (b"\xff\xfe", "not UTF-8"),
         (b"[1, 2]", "a JSON object"),
-        (b'{"specversion": NaN}', "NaN is not valid JSON"),
+        (b'{"specversion": NaN}', "NaN is not a JSON number"),
         (_structured(specversion="0.3"), "'specversion' must be '1.0'"),
         (_structured(id=None), "'id' is missing"),
         (_structured(id=""), "'id' must not be empty"),
@@ -272,6 +272,52 @@ def test_malformed_messages_raise_a_named_error_keeping_the_payload(body: bytes,
     assert isinstance(info.value, MessageDecodeError)
     assert why in str(info.value)
     assert (body, {"x-h": "1"}) == (info.value.payload, info.value.headers)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _structured(id="o-\ud800"),
+        _structured(source="/shop/\udc00"),
+        _structured(data={"order_id": "o-\udbff", "total": 1}),
+        _structured(data={"order_id": "o", "total": 1, "\ud800": 1}),
+        _structured(correlationid="c-\udfff"),
+        _structured(causationid="\ud800c"),
+        _structured(userid="u\ud800"),
+        _structured(partitionkey="k\ud800"),
+        _structured(streamid="s\ud800", streamversion=1),
+        _structured(eventliteheaders=json.dumps({"h": "v\ud800"})),
+        _structured(tracestate="a=\ud800"),
+        _structured(id="o-\ude00\ud83d"),  # the two halves, in the wrong order
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_refused_at_decode(body: bytes) -> None:
+    """JSON can spell half of a UTF-16 pair (``\\ud800``), which is no character: no
+    store can keep it and no other language reads it. A message holding one anywhere is
+    refused by name at decode (dead-lettered at once) rather than failing later in the
+    store, message by message, through every retry."""
+    assert b"\\u" in body
+    with pytest.raises(CloudEventDecodeError, match="surrogate") as info:
+        wire.decode(body)
+    assert body == info.value.payload
+
+
+def test_a_whole_surrogate_pair_and_an_escaped_backslash_are_text() -> None:
+    """A character outside the BMP spelled as a pair of escapes is that character, and
+    the six characters ``\\ud800`` after an escaped backslash are just text."""
+    env = wire.decode(_structured(id="o-\U0001f600", correlationid="\\ud800"))
+    assert ("o-\U0001f600", "\\ud800") == (env.id, env.metadata.correlation_id)
+
+
+def test_a_lone_surrogate_in_a_header_is_refused_at_decode() -> None:
+    """A transport that hands over a header holding a lone surrogate gets the same named
+    refusal, in binary mode and in structured mode."""
+    body, headers = binary.encode(_envelope())
+    with pytest.raises(CloudEventDecodeError, match="surrogate"):
+        binary.decode(body, {**headers, "ce-id": "o-\ud800"})
+    body, headers = wire.encode(_envelope())
+    with pytest.raises(CloudEventDecodeError, match="surrogate"):
+        wire.decode(body, {**headers, "x-trace\udc80": "1"})
 
 
 _OFFSETS = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
