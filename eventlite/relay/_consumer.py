@@ -82,6 +82,7 @@ class Consumer:
         self.woken = True  # a first pass at once: the log may hold a backlog
         self.last_full = 0.0
         self.failures = 0  # failed passes in a row
+        self._traced: type[BaseException] | None = None  # whose traceback this run logged
         self.reports_lag = type(relay.metrics).lag is not DeliveryMetrics.lag
         self.requested = 0
         self.completed = 0
@@ -240,15 +241,26 @@ class Consumer:
             except StorageError as exc:
                 self._storage_failed(exc)
                 continue
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
                 delay = backoff(self.failures)
-                log.exception(
-                    "durable subscriber %s: delivery failed; trying again in %.3g s from its "
-                    "checkpoint",
-                    self.name,
-                    delay,
-                )
+                if self.failures == 1 or type(exc) is not self._traced:
+                    self._traced = type(exc)
+                    log.exception(
+                        "durable subscriber %s: delivery failed; trying again in %.3g s from "
+                        "its checkpoint",
+                        self.name,
+                        delay,
+                    )
+                else:  # this kind of failure's traceback is in the log already
+                    log.error(
+                        "durable subscriber %s: delivery failed again (%s); trying again in "
+                        "%.3g s from its checkpoint (failure %d in a row)",
+                        self.name,
+                        describe(exc),
+                        delay,
+                        self.failures,
+                    )
                 sub.pending = None
                 with suppress(Exception):
                     self._recover()
@@ -256,7 +268,11 @@ class Consumer:
                 continue
             full = False
             if self.failures:
-                log.info("durable subscriber %s: the storage works again", self.name)
+                log.info(
+                    "durable subscriber %s: delivery works again after %d failed passes",
+                    self.name,
+                    self.failures,
+                )
                 self.failures = 0
             self._complete(ticket)
         with suppress(Exception):

@@ -466,6 +466,37 @@ def test_a_publisher_that_failed_is_replaced(sender: App) -> None:
     assert 2 == len(made)
 
 
+def test_a_broker_down_for_a_while_logs_one_traceback_then_a_line_per_try(
+    sender: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the broker stays unreachable, the first failed try is logged with its
+    traceback and each further one as one line counting the failures; when sending works
+    again, one line says so."""
+    broker = MemoryBroker()
+    made: list[MemoryPublisher] = []
+    make = broker.publisher
+
+    def publisher() -> MemoryPublisher:
+        p = make()
+        if len(made) < 4:
+            p.close()  # the first four are broken: every send raises BridgeClosed
+        made.append(p)
+        return p
+
+    broker.publisher = publisher  # type: ignore[method-assign]
+    caplog.set_level("INFO", logger="eventlite.relay")
+    sender.publish_to(broker, OrderPlaced, destination="orders")
+    with sender.unit_of_work() as uow:
+        uow.append("order-1", [OrderPlaced("o", 1)])
+    wait("sent", lambda: len(broker.messages("orders")) == 1)
+    wait("the recovery", lambda: any("works again" in r.getMessage() for r in caplog.records))
+    failed = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+    assert 4 == len(failed), [r.getMessage() for r in failed]
+    assert [True, False, False, False] == [r.exc_info is not None for r in failed]
+    assert all("BridgeClosed" in r.getMessage() for r in failed[1:])
+    assert ["2", "3", "4"] == [r.getMessage().split("failure ")[1][0] for r in failed[1:]]
+
+
 def test_a_subscriber_that_was_closed_is_replaced(receiver: App) -> None:
     """An inbound bridge whose subscriber was closed under it makes a new one and goes on
     receiving."""
