@@ -304,19 +304,14 @@ class Relay:
                     f"a durable subscriber named {name!r} already exists; each needs its own "
                     "name (the name keys its checkpoint in the storage)"
                 )
-            stored = stored_segments(name, (c.name for c in self.storage.checkpoints.list()))
-            changed = changed_segments(name, stored, segments)
-            if changed is not None:
-                raise changed
+            share = None
             if segments == 1:
                 consumers = [
                     Consumer(self, name, event_type, call, uses_uow, policy, on_pass, batch)
                 ]
             else:
-                share = None
                 if self.leases is not None and self.lease_seconds is not None:
                     share = Share(self.leases, name, segments, self.owner, self.lease_seconds)
-                    self._shares.append(share)
                 consumers = [
                     Consumer(
                         self,
@@ -330,8 +325,20 @@ class Relay:
                     )
                     for i in range(segments)
                 ]
-            for consumer in consumers:
-                consumer.load(start)
+            with self.storage.transaction():
+                # Check and write the checkpoints as one step, one process at a time (the
+                # write transaction shuts other writers out on SQLite, the log's lock on
+                # PostgreSQL): of two processes adding this subscriber at the same moment
+                # with different segments, the second sees the first one's checkpoints.
+                self.store.lock_log()
+                stored = stored_segments(name, (c.name for c in self.storage.checkpoints.list()))
+                changed = changed_segments(name, stored, segments)
+                if changed is not None:
+                    raise changed
+                for consumer in consumers:
+                    consumer.load(start)
+            if share is not None:
+                self._shares.append(share)
             sub = DurableSubscriber(
                 self,
                 name,

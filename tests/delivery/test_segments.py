@@ -366,6 +366,62 @@ def test_a_changed_number_of_segments_is_refused(path: Path, before: int, after:
     assert f"added with segments={after}" in message
 
 
+def check_a_simultaneous_start_with_another_n_is_refused(
+    make: Callable[[], App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps on one storage add the same subscriber at the same moment, one with
+    segments=2 and one with segments=3: exactly one is added, the other is refused (both
+    would deliver every event twice). The window between reading the stored checkpoints
+    and writing new ones is widened to make the race certain."""
+    from eventlite.relay._segments import stored_segments as real
+
+    def slow(name: str, stored: Any) -> set[int]:
+        found = real(name, stored)
+        time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr("eventlite.relay._relay.stored_segments", slow)
+    apps = [make(), make()]
+    start = threading.Barrier(2)
+    outcomes: dict[int, str] = {}
+
+    def add(app: App, segments: int) -> None:
+        start.wait()
+        try:
+            app.subscribe(
+                Ticked, lambda e: None, durable=True, name="noter", start="end", segments=segments
+            )
+            outcomes[segments] = "added"
+        except ValueError as exc:
+            outcomes[segments] = str(exc)
+
+    threads = [
+        threading.Thread(target=add, args=(app, n)) for app, n in zip(apps, (2, 3), strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for app in apps:
+            app.close()
+    assert 2 == len(outcomes), outcomes
+    added = [n for n, what in outcomes.items() if what == "added"]
+    assert 1 == len(added), outcomes
+    [refusal] = [what for what in outcomes.values() if what != "added"]
+    assert f"stored with segments={added[0]}" in refusal
+
+
+def test_a_simultaneous_start_with_another_n_is_refused(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """:func:`check_a_simultaneous_start_with_another_n_is_refused` on one SQLite file."""
+    check_a_simultaneous_start_with_another_n_is_refused(
+        lambda: App(path, registry=registry), monkeypatch
+    )
+
+
 def test_segments_must_be_a_positive_int(path: Path) -> None:
     """segments=0, a bool, or segments on a bus subscriber are refused."""
     with App(path, registry=registry) as app:

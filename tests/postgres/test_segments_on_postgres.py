@@ -15,7 +15,13 @@ from eventlite import App
 from eventlite.unit_of_work import UnitOfWork
 
 from ..cli._run import run
-from ..delivery.test_segments import STREAMS, Noted, Ticked, registry
+from ..delivery.test_segments import (
+    STREAMS,
+    Noted,
+    Ticked,
+    check_a_simultaneous_start_with_another_n_is_refused,
+    registry,
+)
 
 pytestmark = pytest.mark.services
 
@@ -89,3 +95,14 @@ def test_two_apps_share_four_segments_on_postgres(url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_simultaneous_start_with_another_n_is_refused_on_postgres(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps on one schema adding one subscriber with different segments at once: one
+    is added, the other refused."""
+    App(url, registry=registry).close()
+    check_a_simultaneous_start_with_another_n_is_refused(
+        lambda: App(url, registry=registry), monkeypatch
+    )
