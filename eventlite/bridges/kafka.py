@@ -242,7 +242,11 @@ class KafkaSubscriber(Subscriber):
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": int(broker.session_timeout * 1000),
                     "heartbeat.interval.ms": max(100, int(broker.session_timeout * 250)),
+                    # bounded memory ahead of the handler; once that much is queued the
+                    # client stops fetching, and looks again after 20 ms (its default
+                    # second-long pause stalled a backlog each time the queue filled)
                     "queued.max.messages.kbytes": 4096,
+                    "fetch.queue.backoff.ms": 20,
                 }
             )
         )
@@ -259,8 +263,17 @@ class KafkaSubscriber(Subscriber):
 
     def _receive(self, max: int, deadline: float) -> list[Delivery]:
         out: list[Delivery] = []
-        wait = max_(0.0, deadline - time.monotonic())
-        msgs = self._consumer.consume(num_messages=max, timeout=wait)
+        consumer = self._consumer
+        # consume() blocks until it has ``max`` messages or the timeout passed: take what
+        # the client holds already, else wait for one message and take what came with it
+        msgs = consumer.consume(num_messages=max, timeout=0)
+        if not msgs:
+            first = consumer.poll(max_(0.0, deadline - time.monotonic()))
+            if first is None:
+                return out
+            msgs = [first]
+            if max > 1:
+                msgs.extend(consumer.consume(num_messages=max - 1, timeout=0))
         for msg in msgs:
             err = msg.error()
             if err is not None:

@@ -115,6 +115,27 @@ class BridgeContract:
         finally:
             sub.close()
 
+    def test_receive_returns_what_came_without_waiting_out_its_timeout(
+        self, bridge: BridgeTarget, pub: Publisher
+    ) -> None:
+        """``receive(max=100, timeout=T)`` with fewer than ``max`` messages waiting returns
+        them once the first is there, not after ``T`` (a batch filled by the deadline
+        would add up to ``T`` to every message of a quiet stream)."""
+        topic = bridge.name("prompt")
+        sub = self._subscriber(bridge, topic, bridge.name("g"))
+        try:
+            pub.send_batch([OutgoingMessage(topic, b"first", key="k", id="r-1")])
+            assert 1 == len(receive_all(sub, 1, 30))  # joined, assigned, reading
+            pub.send_batch([OutgoingMessage(topic, b"second", key="k", id="r-2")])
+            started = time.monotonic()
+            got = sub.receive(max=100, timeout=20)
+            took = time.monotonic() - started
+            sub.ack(got)
+            assert [b"second"] == _bodies(got)
+            assert took < 10, f"receive took {took:.1f} s of its 20 s timeout for 1 message"
+        finally:
+            sub.close()
+
     def test_cloudevents_round_trip_in_both_modes(
         self, bridge: BridgeTarget, pub: Publisher
     ) -> None:
