@@ -52,7 +52,7 @@ from urllib.parse import quote, unquote
 
 import attrs
 
-from ..codec import Codec, loads
+from ..codec import Codec, _lone_surrogate, loads
 from ..envelope import Envelope, received
 from ..exceptions import MessageDecodeError, MessageEncodeError, UnknownMessageType
 from ..store.events import LogRecord
@@ -240,18 +240,11 @@ def _strict_loads(body: bytes) -> Any:
         raise ValueError(f"invalid JSON: {exc}") from None
 
 
-def _text(value: str, where: str) -> None:
-    """Raise ValueError when ``value`` holds a lone UTF-16 surrogate, which no store keeps
-    and no other language reads."""
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            half = ord(value[exc.start])
-            raise ValueError(
-                f"{where} holds a lone surrogate (U+{half:04X}), half of a UTF-16 pair and "
-                "no character"
-            ) from None
+def _no_lone_surrogate(value: str, where: str) -> None:
+    """Raise ValueError naming ``where`` when ``value`` holds a lone UTF-16 surrogate,
+    which no store keeps and no other language reads."""
+    if _lone_surrogate(value) is not None:
+        raise ValueError(f"{where} holds a lone surrogate, half of a UTF-16 pair")
 
 
 @attrs.frozen
@@ -493,8 +486,9 @@ class CloudEventCodec:
                 raise TypeError(f"header {name!r} must be a string with a string value")
             if len(name) > limit or len(value) > limit:
                 raise ValueError(f"header {name[:64]!r} is over the size limit of {limit}")
-            _text(name, f"header name {name[:64]!r}")
-            _text(value, f"header {name[:64]!r}")
+            if not (name.isascii() and value.isascii()):
+                _no_lone_surrogate(name, f"header name {name[:64]!r}")
+                _no_lone_surrogate(value, f"header {name[:64]!r}")
             lowered[name.lower()] = value
         return lowered
 
